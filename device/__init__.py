@@ -1,0 +1,1 @@
+"""The instrument (numpy only, never torch): bank reader, voice engine, MIDI, and the `nsynth` CLI."""

@@ -1,0 +1,66 @@
+"""The single `nsynth` command. Subcommands import their module only when run, so the device side
+(no torch) and `nsynth --help` stay fast and light."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from device.errors import NsynthError
+
+# name -> ("module:configure", one-line help). `configure(parser)` adds the arguments and sets `func`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("precompute.commands:configure_demo", "the built-in default: render a small bank, play a phrase to a WAV"),
+    "encode": ("precompute.commands:configure_encode", "encode a WAV into embeddings [frames, 16] (.npy)"),
+    "decode": ("precompute.commands:configure_decode", "decode embeddings (.npy) into a 16 kHz WAV"),
+    "model new": ("precompute.commands:configure_model_new", "write an initialised run folder for a preset"),
+    "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
+    "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: nsynth COMMAND [args]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`nsynth COMMAND --help` for a command's arguments."]
+    return "\n".join(lines)
+
+
+def _lookup(argv: list[str]) -> tuple[str, list[str]]:
+    if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in COMMANDS:
+        return f"{argv[0]} {argv[1]}", argv[2:]
+    if argv and argv[0] in COMMANDS:
+        return argv[0], argv[1:]
+    raise KeyError(argv[0] if argv else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    try:
+        name, rest = _lookup(argv)
+    except KeyError:
+        groups = sorted({n.split()[0] for n in COMMANDS if " " in n})
+        hint = f" (`nsynth {argv[0]}` has subcommands)" if argv[0] in groups else ""
+        print(f"nsynth: unknown command {' '.join(argv[:2])!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, help_ = COMMANDS[name]
+    module, func = target.split(":")
+    parser = argparse.ArgumentParser(prog=f"nsynth {name}", description=help_)
+    getattr(importlib.import_module(module), func)(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(args.func(args) or 0)
+    except NsynthError as e:
+        print(f"nsynth {name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"nsynth {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Board support for the NSynth Super controller board, switches and OLED, with simulated twins."""

@@ -1,0 +1,1 @@
+"""Offline pipeline (torch): the WaveNet autoencoder, datasets, training, and sample-bank rendering."""

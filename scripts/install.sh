@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything this project needs on a fresh Debian/Ubuntu machine.
+#   bash scripts/install.sh          # the render pipeline + the instrument (run the demo)
+#   bash scripts/install.sh dev      # ... plus what the tests need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-main}"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+apt_pkgs="libportaudio2 libsndfile1 fluidsynth timgm6mb-soundfont"
+if [ "$mode" = dev ]; then
+    apt_pkgs="$apt_pkgs jackd2 systemd mtools dosfstools e2fsprogs fdisk openssh-server openssh-client xvfb"
+fi
+missing=""
+for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ] && command -v apt-get >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+PY="${PYTHON:-python3}"
+# torch==2.13.0 is the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
+"$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+extras="precompute,device"
+[ "$mode" = dev ] && extras="$extras,dev"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[$extras]"
