@@ -5,37 +5,15 @@ import pytest
 import soundfile as sf
 
 from device.errors import NsynthError
-from precompute.datasets.nsynth import (NOTE_LENGTH, SAMPLE_RATE, Note, example_entry, instrument_str, load_examples,
-                                        note_str, read_note, write_examples_json, write_note)
-
-INSTRUMENTS = [("keyboard", "acoustic", 1), ("keyboard", "synthetic", 2), ("string", "acoustic", 3)]
-
-
-def tone(pitch, velocity, n=NOTE_LENGTH):
-    t = np.arange(n) / SAMPLE_RATE
-    return (velocity / 127 * 0.5 * np.sin(2 * np.pi * 440 * 2 ** ((pitch - 69) / 12) * t)).astype(np.float32)
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    examples = {}
-    for fam, src, idx in INSTRUMENTS:
-        inst = instrument_str(fam, src, idx)
-        for pitch in (60, 64):
-            for vel in (25, 127):
-                key = note_str(inst, pitch, vel)
-                examples[key] = example_entry(key, inst, fam, src, idx, pitch, vel)
-                write_note(tmp_path / "audio" / f"{key}.wav", tone(pitch, vel))
-    write_examples_json(tmp_path, examples)
-    return tmp_path
-
+from precompute.datasets.nsynth import (NOTE_LENGTH, SAMPLE_RATE, Note, instrument_str, load_examples, note_str,
+                                        read_note, write_note)
 
 def test_naming_follows_nsynth():
     assert instrument_str("keyboard", "acoustic", 4) == "keyboard_acoustic_004"
     assert note_str("keyboard_acoustic_004", 21, 25) == "keyboard_acoustic_004-021-025"
 
 
-def test_load_all_and_read(dataset):
+def test_load_all_and_read(dataset, tone):
     notes = load_examples(dataset)
     assert len(notes) == 12
     n = notes[0]
@@ -99,28 +77,28 @@ def test_broken_wav(tmp_path):
         read_note(path)
 
 
-def test_wrong_rate(tmp_path):
+def test_wrong_rate(tmp_path, tone):
     path = tmp_path / "rate.wav"
     sf.write(path, tone(60, 100), 22050, subtype="PCM_16")
     with pytest.raises(NsynthError, match="rate.wav: sample rate 22050 Hz, expected 16000"):
         read_note(path)
 
 
-def test_wrong_length(tmp_path):
+def test_wrong_length(tmp_path, tone):
     path = tmp_path / "short.wav"
     sf.write(path, tone(60, 100, 63999), SAMPLE_RATE, subtype="PCM_16")
     with pytest.raises(NsynthError, match="short.wav: 63999 samples, expected 64000"):
         read_note(path)
 
 
-def test_stereo_refused(tmp_path):
+def test_stereo_refused(tmp_path, tone):
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([tone(60, 100)] * 2, axis=1), SAMPLE_RATE, subtype="PCM_16")
     with pytest.raises(NsynthError, match="stereo.wav: 2 channels, expected mono"):
         read_note(path)
 
 
-def test_write_note_is_16bit_and_leaves_no_temp(tmp_path):
+def test_write_note_is_16bit_and_leaves_no_temp(tmp_path, tone):
     path = tmp_path / "a" / "n.wav"
     write_note(path, tone(60, 127) * 3)  # over full scale: clipped, not wrapped
     info = sf.info(path)
