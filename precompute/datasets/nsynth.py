@@ -6,6 +6,7 @@ note_str is `<instrument_str>-<pitch:03d>-<velocity:03d>`, instrument_str `<fami
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -160,11 +161,12 @@ def write_note(path: str | os.PathLike, audio: np.ndarray) -> None:
     """Write a note as 16-bit 16 kHz mono WAV atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    buf = io.BytesIO()  # encoded in memory: soundfile's close() would fsync every file
+    sf.write(buf, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        tmp.write_bytes(buf.getbuffer())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

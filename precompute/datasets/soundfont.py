@@ -200,7 +200,7 @@ def render_soundfont_dataset(soundfont: str | os.PathLike, out_dir: str | os.Pat
             results = map(_render_task, (t for t, _, _ in tasks))
         else:
             pool = multiprocessing.get_context("spawn").Pool(jobs, _init_worker, (str(soundfont), gain))
-            results = pool.imap_unordered(_render_task, (t for t, _, _ in tasks), chunksize=8)
+            results = pool.imap_unordered(_render_task, (t for t, _, _ in tasks), chunksize=16)
         for task, status in results:
             bar.update()
             if status == "silent":
