@@ -7,7 +7,8 @@ A corner spec is one of
   sf2:[PATH.sf2:][BANK:]PROGRAM  a SoundFont preset rendered like the SoundFont datasets (default SoundFont:
                               precompute.datasets.fluid.DEFAULT_SOUNDFONT); notes the preset does not sound
                               are filled like missing files
-  nsynth:ROOT:INSTRUMENT_STR  one instrument of an NSynth json/wav dataset root
+  nsynth:ROOT:INSTRUMENT_STR  one instrument of an NSynth json/wav dataset root (or of a rendered
+                              SoundFont dataset: ROOT's train/ and valid/ are searched)
 Audio is mixed down to mono (logged), resampled with soxr to the sample rate asked for, and cut (10-ms
 fade-out) or zero-padded to the length asked for. A (pitch, velocity) without a note is filled from the
 nearest note that has one: nearest pitch first (ties: the higher one, so a downward shift keeps the whole
@@ -28,7 +29,7 @@ import soundfile as sf
 import soxr
 
 from device.errors import NsynthError
-from precompute.datasets.nsynth import NOTE_LENGTH, SAMPLE_RATE, load_examples, read_note
+from precompute.datasets.nsynth import EXAMPLES_JSON, NOTE_LENGTH, SAMPLE_RATE, load_examples, read_note
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +216,11 @@ def _nsynth_source(spec: str, sample_rate: int) -> tuple[str, dict[Key, Loader]]
     root, _, instrument = spec[len("nsynth:"):].rpartition(":")
     if not root or not instrument:
         raise NsynthError(f"corner spec {spec!r}: expected nsynth:DATASET_ROOT:INSTRUMENT_STR")
-    notes = load_examples(root, instruments=[instrument])
+    splits = [Path(root) / s for s in ("train", "valid") if (Path(root) / s / EXAMPLES_JSON).is_file()]
+    roots = [Path(root)] if (Path(root) / EXAMPLES_JSON).is_file() or not splits else splits
+    notes = [n for r in roots for n in load_examples(r, instruments=[instrument])]
     if not notes:
-        raise NsynthError(f"{Path(root) / 'examples.json'}: no notes of instrument {instrument!r}")
+        raise NsynthError(f"{root}: no notes of instrument {instrument!r}")
 
     def load(note) -> np.ndarray:
         audio = read_note(note)

@@ -153,6 +153,8 @@ def render_soundfont_dataset(soundfont: str | os.PathLike, out_dir: str | os.Pat
     if not present:
         raise NsynthError(f"{soundfont}: none of the requested programs exist in it")
 
+    for stale in out.glob(f"*/{AUDIO_DIR}/.*.tmp"):  # left by a run that was killed mid-write
+        stale.unlink()
     examples = {s: _existing_examples(out / s) for s in SPLITS}
     wanted = {}
     for bank, program in present:

@@ -100,6 +100,15 @@ def test_nsynth_corner(dataset, tone):
     assert dominant_hz(c.audio[1, 0]) == pytest.approx(440 * 2 ** (-7 / 12), abs=2)
 
 
+def test_nsynth_corner_from_rendered_soundfont_dataset(tmp_path):
+    from precompute.datasets.soundfont import render_soundfont_dataset
+    render_soundfont_dataset(DEFAULT_SOUNDFONT, tmp_path, programs=[(0, 0), (0, 40)], pitches=[60],
+                             velocities=[100], valid_fraction=0.5, jobs=1, progress=False)
+    for prog, inst in ((0, "keyboard_synthetic_000"), (40, "string_synthetic_040")):
+        c = load_corner(f"nsynth:{tmp_path}:{inst}", pitches=[60], velocities=[100])
+        np.testing.assert_allclose(c.audio[0, 0], NoteRenderer().render(0, prog, 60, 100), atol=1 / 32768)
+
+
 def test_plan_prefers_nearest_pitch_then_higher():
     plan = plan_fills([(60, 100), (64, 50), (64, 127)], [62, 63, 66], [100])
     assert plan == {(62, 100): (64, 127), (63, 100): (64, 127), (66, 100): (64, 127)}

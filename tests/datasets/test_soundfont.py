@@ -84,6 +84,21 @@ def test_rerun_renders_only_the_missing_note(rendered, tmp_path):
     assert (again.rendered, again.kept) == (0, 10)
 
 
+def test_instrument_changing_side_is_moved_not_rerendered(tmp_path):
+    # seed 0, fraction 0.1: neither program 1 nor 2 hashes into valid, so the guard puts 1 there;
+    # program 6 does hash into valid, so once it joins, program 1 goes back to train.
+    kw = dict(pitches=[60], velocities=[100], valid_fraction=0.1)
+    render(tmp_path, programs=[(0, 1), (0, 2)], **kw)
+    assert [n.instrument_str for n in load_examples(tmp_path / "valid")] == ["keyboard_synthetic_001"]
+    before = (tmp_path / "valid/audio/keyboard_synthetic_001-060-100.wav").read_bytes()
+    (tmp_path / "valid/audio/.keyboard_synthetic_001-060-100.wav.99.tmp").write_bytes(b"half a file")
+    summary = render(tmp_path, programs=[(0, 1), (0, 2), (0, 6)], **kw)
+    assert (summary.moved, summary.rendered, summary.kept) == (1, 1, 2)
+    assert [n.instrument_str for n in load_examples(tmp_path / "valid")] == ["keyboard_synthetic_006"]
+    assert (tmp_path / "train/audio/keyboard_synthetic_001-060-100.wav").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "valid/audio").iterdir()) == ["keyboard_synthetic_006-060-100.wav"]
+
+
 def test_two_workers_match_one(rendered, tmp_path):
     out, _ = rendered
     summary = render(tmp_path, jobs=2)
