@@ -192,8 +192,7 @@ def _sf2_source(match: re.Match, pitches: Sequence[int], velocities: Sequence[in
 
     path = Path(match["path"]) if match["path"] else DEFAULT_SOUNDFONT
     bank, program = int(match["bank"] or 0), int(match["program"])
-    renderer = NoteRenderer(path)
-    try:
+    with NoteRenderer(path) as renderer:
         if not renderer.has_preset(bank, program):
             raise NsynthError(f"{path}: no preset bank {bank} program {program}")
         sources: dict[Key, Loader] = {}
@@ -205,8 +204,6 @@ def _sf2_source(match: re.Match, pitches: Sequence[int], velocities: Sequence[in
                 what = f"{path} bank {bank} program {program} pitch {pitch} velocity {velocity}"
                 check_note(audio, SAMPLE_RATE, what)
                 sources[pitch, velocity] = lambda a=audio, w=what: to_mono_rate(a, SAMPLE_RATE, sample_rate, w)
-    finally:
-        renderer.close()
     if not sources:
         raise NsynthError(f"{path}: bank {bank} program {program} sounds none of the requested notes")
     return f"{path.stem}-{bank:03d}-{program:03d}", sources

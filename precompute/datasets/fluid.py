@@ -52,7 +52,7 @@ class NoteRenderer:
             "fluid_synth_write_float", ctypes.c_int, ("synth", ctypes.c_void_p, 1), ("len", ctypes.c_int, 1),
             ("lout", ctypes.c_void_p, 1), ("loff", ctypes.c_int, 1), ("lincr", ctypes.c_int, 1),
             ("rout", ctypes.c_void_p, 1), ("roff", ctypes.c_int, 1), ("rincr", ctypes.c_int, 1))
-        self.path = path
+        self.path, self.gain = path, float(gain)
         self._chord_preset = self._first_preset()
         self._use_every_voice()
 
@@ -108,3 +108,9 @@ class NoteRenderer:
 
     def close(self) -> None:
         self._synth.delete()
+
+    def __enter__(self) -> "NoteRenderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -106,8 +106,8 @@ def _init_worker(soundfont: str, gain: float) -> None:
     _worker = NoteRenderer(soundfont, gain=gain)
 
 
-def _render_task(task: _Task) -> tuple[_Task, str]:
-    audio = _worker.render(task.bank, task.program, task.pitch, task.velocity)
+def _render_task(task: _Task, renderer: NoteRenderer | None = None) -> tuple[_Task, str]:
+    audio = (renderer or _worker).render(task.bank, task.program, task.pitch, task.velocity)
     if audio is None:
         return task, "silent"
     write_note(task.wav, audio)
@@ -119,6 +119,22 @@ def _existing_examples(root: Path) -> dict[str, dict]:
     if not (root / EXAMPLES_JSON).is_file():
         return {}
     return {k: r for k, r in read_examples_json(root).items() if (root / AUDIO_DIR / f"{k}.wav").is_file()}
+
+
+def _run(renderer: NoteRenderer, tasks: list[_Task], jobs: int | None, progress: bool):
+    """Yield (task, status) as notes finish: in this process for one job, else in a pool of `jobs` workers."""
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks) or 1))
+    with tqdm(total=len(tasks), unit="note", disable=not progress, desc="rendering", file=sys.stderr) as bar:
+        if jobs == 1:
+            for task in tasks:
+                yield _render_task(task, renderer)
+                bar.update()
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(jobs, _init_worker, (str(renderer.path), renderer.gain)) as pool:  # exit terminates
+            for result in pool.imap_unordered(_render_task, tasks, chunksize=16):
+                yield result
+                bar.update()
 
 
 def _entry(bank: int, program: int, pitch: int, velocity: int) -> tuple[str, dict]:
@@ -142,16 +158,23 @@ def render_soundfont_dataset(soundfont: str | os.PathLike, out_dir: str | os.Pat
         raise NsynthError(f"pitches must lie in 0-127 and velocities in 1-127 (got {bad or 'none'})")
     if not 0.0 <= valid_fraction < 1.0:
         raise NsynthError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
-    renderer = NoteRenderer(soundfont, gain=gain)
+    with NoteRenderer(soundfont, gain=gain) as renderer:
+        present = [bp for bp in programs if renderer.has_preset(*bp)]
+        summary = RenderSummary(missing_presets=[bp for bp in programs if bp not in present])
+        if not present:
+            raise NsynthError(f"{soundfont}: none of the requested programs exist in it")
+        _render_presets(renderer, out, present, pitches, velocities, valid_fraction, seed, jobs, progress, summary)
+    return summary
+
+
+def _render_presets(renderer: NoteRenderer, out: Path, present: list[tuple[int, int]], pitches: list[int],
+                    velocities: list[int], valid_fraction: float, seed: int, jobs: int | None, progress: bool,
+                    summary: RenderSummary) -> None:
+    soundfont, gain = renderer.path, renderer.gain
     settings = {"soundfont_sha256": _sha256(soundfont), "gain": gain, "hold_samples": HOLD,
                 "valid_fraction": valid_fraction, "seed": seed}
     out.mkdir(parents=True, exist_ok=True)
     silent = _load_render_json(out, settings)
-    summary = RenderSummary()
-    present = [bp for bp in programs if renderer.has_preset(*bp)]
-    summary.missing_presets = [bp for bp in programs if bp not in present]
-    if not present:
-        raise NsynthError(f"{soundfont}: none of the requested programs exist in it")
 
     for stale in out.glob(f"*/{AUDIO_DIR}/.*.tmp"):  # left by a run that was killed mid-write
         stale.unlink()
@@ -192,19 +215,8 @@ def render_soundfont_dataset(soundfont: str | os.PathLike, out_dir: str | os.Pat
             tasks.append((_Task(key, *args, wav), rec, split))
 
     by_key = {t.key: (rec, split) for t, rec, split in tasks}
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks) or 1))
-    pool = None
-    bar = tqdm(total=len(tasks), unit="note", disable=not progress, desc="rendering", file=sys.stderr)
     try:
-        if jobs == 1:
-            global _worker
-            _worker = renderer
-            results = map(_render_task, (t for t, _, _ in tasks))
-        else:
-            pool = multiprocessing.get_context("spawn").Pool(jobs, _init_worker, (str(soundfont), gain))
-            results = pool.imap_unordered(_render_task, (t for t, _, _ in tasks), chunksize=16)
-        for task, status in results:
-            bar.update()
+        for task, status in _run(renderer, [t for t, _, _ in tasks], jobs, progress):
             if status == "silent":
                 silent.add(task.key)
                 summary.silent += 1
@@ -213,19 +225,11 @@ def render_soundfont_dataset(soundfont: str | os.PathLike, out_dir: str | os.Pat
             examples[split][task.key] = rec
             summary.rendered += 1
             summary.clipped += status == "clipped"
-        if pool is not None:
-            pool.close()
-            pool.join()
-    finally:
-        if pool is not None:
-            pool.terminate()
-        bar.close()
+    finally:  # whatever was written so far is recorded, also on Ctrl-C
         for split in SPLITS:
             write_examples_json(out / split, examples[split])
         _write_render_json(out, settings, silent)
-        renderer.close()
     summary.notes = {s: len(examples[s]) for s in SPLITS}
-    return summary
 
 
 def parse_ints(text: str, what: str) -> list[int]:

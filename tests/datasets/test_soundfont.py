@@ -99,6 +99,25 @@ def test_instrument_changing_side_is_moved_not_rerendered(tmp_path):
     assert sorted(p.name for p in (tmp_path / "valid/audio").iterdir()) == ["keyboard_synthetic_006-060-100.wav"]
 
 
+def test_interrupted_run_keeps_what_it_wrote(tmp_path, monkeypatch):
+    import precompute.datasets.soundfont as mod
+    real, calls = mod.write_note, []
+
+    def write_then_interrupt(path, audio):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(path)
+        real(path, audio)
+
+    monkeypatch.setattr(mod, "write_note", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        render(tmp_path, programs=[(0, 0)])
+    assert len(load_examples(tmp_path / "train")) + len(load_examples(tmp_path / "valid")) == 3
+    monkeypatch.setattr(mod, "write_note", real)
+    summary = render(tmp_path, programs=[(0, 0)])
+    assert (summary.rendered, summary.kept) == (1, 3)
+
+
 def test_two_workers_match_one(rendered, tmp_path):
     out, _ = rendered
     summary = render(tmp_path, jobs=2)
