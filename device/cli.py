@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("precompute.commands:configure_decode", "decode embeddings (.npy) into a 16 kHz WAV"),
     "model new": ("precompute.commands:configure_model_new", "write an initialised run folder for a preset"),
     "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
+    "dataset soundfont": ("precompute.datasets.soundfont:configure",
+                          "render an NSynth-style dataset (train/, valid/) from a SoundFont with FluidSynth"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
     "train": ("precompute.train:configure", "train (or resume) a model on an NSynth-layout dataset"),
 }
