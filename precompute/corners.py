@@ -5,8 +5,8 @@ A corner spec is one of
                               Super's convention); a file without a velocity counts as the highest velocity
                               asked for. The name may not itself end in `_<digits>`.
   sf2:[PATH.sf2:][BANK:]PROGRAM  a SoundFont preset rendered like the SoundFont datasets (default SoundFont:
-                              precompute.datasets.fluid.DEFAULT_SOUNDFONT); notes the preset does not sound
-                              are filled like missing files
+                              precompute.datasets.fluid.DEFAULT_SOUNDFONT); notes the preset does not sound,
+                              or sounds below the silence threshold, are filled like missing files
   nsynth:ROOT:INSTRUMENT_STR  one instrument of an NSynth json/wav dataset root (or of a rendered
                               SoundFont dataset: ROOT's train/ and valid/ are searched)
 Audio is mixed down to mono (logged), resampled with soxr to the sample rate asked for, and cut (10-ms
@@ -199,8 +199,8 @@ def _sf2_source(match: re.Match, pitches: Sequence[int], velocities: Sequence[in
         for pitch in pitches:
             for velocity in velocities:
                 audio = renderer.render(bank, program, pitch, velocity)
-                if audio is None:
-                    continue  # the preset does not sound this note: filled from a neighbour
+                if audio is None or np.abs(audio).max() < 10 ** (SILENT_DB / 20):
+                    continue  # the preset does not sound this note (audibly): filled from a neighbour
                 what = f"{path} bank {bank} program {program} pitch {pitch} velocity {velocity}"
                 check_note(audio, SAMPLE_RATE, what)
                 sources[pitch, velocity] = lambda a=audio, w=what: to_mono_rate(a, SAMPLE_RATE, sample_rate, w)

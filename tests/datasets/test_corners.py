@@ -91,6 +91,12 @@ def test_sf2_corner_matches_renderer_and_fills_silent_notes():
     np.testing.assert_array_equal(default.audio, c.audio)
 
 
+def test_sf2_corner_fills_inaudible_notes():
+    # TimGM6mb's whistle (78) at MIDI 108 velocity 25 peaks near -63 dBFS: below the silence threshold
+    c = load_corner("sf2:78", pitches=[108], velocities=[25, 127])
+    assert c.fill_report == [Fill(108, 25, 108, 127, 0, pytest.approx((25 / 127) ** 2))]
+
+
 def test_nsynth_corner(dataset, tone):
     c = load_corner(f"nsynth:{dataset}:keyboard_synthetic_002", pitches=[60, 62], velocities=[127, 100])
     assert c.name == "keyboard_synthetic_002"
