@@ -283,3 +283,31 @@ def load_corners(specs: Sequence[str], **kwargs) -> list[Corner]:
     corners = [load_corner(s, **kwargs) for s in specs]
     check_compatible(corners)
     return corners
+
+
+# -- `nsynth corners check` ------------------------------------------------------------------------------------
+
+def check_command(specs: Sequence[str], *, pitches: list[int], velocities: list[int], verbose: bool = False) -> str:
+    """Load corners as the render pipeline would and describe them: what each holds and what was filled."""
+    lines = []
+    for c in load_corners(specs, pitches=pitches, velocities=velocities):
+        peak = float(np.abs(c.audio).max())
+        lines.append(f"{c.name}: {len(c.pitches)} pitches x {len(c.velocities)} velocities, "
+                     f"{c.audio.shape[-1]} samples at {c.sample_rate} Hz, peak {20 * np.log10(peak):.1f} dBFS, "
+                     f"{len(c.fill_report)} notes filled")
+        lines += [f"  {f}" for f in (c.fill_report if verbose else [])]
+    return "\n".join(lines)
+
+
+def configure_check(parser) -> None:
+    from precompute.datasets.soundfont import parse_ints
+
+    parser.add_argument("specs", nargs="+", metavar="SPEC",
+                        help="corner: a WAV folder, sf2:[PATH.sf2:][BANK:]PROGRAM or nsynth:ROOT:INSTRUMENT_STR")
+    parser.add_argument("--pitches", default="24-84:4", help="MIDI pitches, ranges with optional step "
+                                                              "(default 24-84:4, the original's 16)")
+    parser.add_argument("--velocities", default="127", help="velocities (default 127)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every filled note")
+    parser.set_defaults(func=lambda a: print(check_command(
+        a.specs, pitches=parse_ints(a.pitches, "pitches"), velocities=parse_ints(a.velocities, "velocities"),
+        verbose=a.verbose)) or 0)

@@ -183,3 +183,16 @@ def test_corners_must_agree(folder, dataset):
         check_compatible([a, c])
     both = load_corners([str(folder), f"nsynth:{dataset}:keyboard_acoustic_001"], pitches=[60], velocities=[127])
     assert [x.name for x in both] == ["bell", "keyboard_acoustic_001"]
+
+
+def test_check_command(folder, dataset, capsys):
+    from device.cli import main
+    assert main(["corners", "check", str(folder), "sf2:0", "--pitches", "57-69:12", "--velocities", "64,127",
+                 "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "bell: 2 pitches x 2 velocities, 64000 samples at 16000 Hz" in out and "2 notes filled" in out
+    assert "  pitch 69 velocity 64 <- pitch 69 velocity 127 (+0 semitones, gain 0.254)" in out
+    assert "TimGM6mb-000-000: 2 pitches x 2 velocities" in out and "0 notes filled" in out
+    (folder / "bell_60.wav").write_bytes(b"")
+    assert main(["corners", "check", str(folder), "--pitches", "60"]) == 1
+    assert "bell_60.wav: not a readable audio file" in capsys.readouterr().err
