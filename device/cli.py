@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
     "dataset soundfont": ("precompute.datasets.soundfont:configure",
                           "render an NSynth-style dataset (train/, valid/) from a SoundFont with FluidSynth"),
+    "corners check": ("precompute.corners:configure_check",
+                      "load corner instruments (WAV folder, sf2:, nsynth:) and report what was filled"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
     "train": ("precompute.train:configure", "train (or resume) a model on an NSynth-layout dataset"),
 }

@@ -5,8 +5,8 @@ A corner spec is one of
                               Super's convention); a file without a velocity counts as the highest velocity
                               asked for. The name may not itself end in `_<digits>`.
   sf2:[PATH.sf2:][BANK:]PROGRAM  a SoundFont preset rendered like the SoundFont datasets (default SoundFont:
-                              precompute.datasets.fluid.DEFAULT_SOUNDFONT); notes the preset does not sound
-                              are filled like missing files
+                              precompute.datasets.fluid.DEFAULT_SOUNDFONT); notes the preset does not sound,
+                              or sounds below the silence threshold, are filled like missing files
   nsynth:ROOT:INSTRUMENT_STR  one instrument of an NSynth json/wav dataset root (or of a rendered
                               SoundFont dataset: ROOT's train/ and valid/ are searched)
 Audio is mixed down to mono (logged), resampled with soxr to the sample rate asked for, and cut (10-ms
@@ -199,8 +199,8 @@ def _sf2_source(match: re.Match, pitches: Sequence[int], velocities: Sequence[in
         for pitch in pitches:
             for velocity in velocities:
                 audio = renderer.render(bank, program, pitch, velocity)
-                if audio is None:
-                    continue  # the preset does not sound this note: filled from a neighbour
+                if audio is None or np.abs(audio).max() < 10 ** (SILENT_DB / 20):
+                    continue  # the preset does not sound this note (audibly): filled from a neighbour
                 what = f"{path} bank {bank} program {program} pitch {pitch} velocity {velocity}"
                 check_note(audio, SAMPLE_RATE, what)
                 sources[pitch, velocity] = lambda a=audio, w=what: to_mono_rate(a, SAMPLE_RATE, sample_rate, w)
@@ -283,3 +283,31 @@ def load_corners(specs: Sequence[str], **kwargs) -> list[Corner]:
     corners = [load_corner(s, **kwargs) for s in specs]
     check_compatible(corners)
     return corners
+
+
+# -- `nsynth corners check` ------------------------------------------------------------------------------------
+
+def check_command(specs: Sequence[str], *, pitches: list[int], velocities: list[int], verbose: bool = False) -> str:
+    """Load corners as the render pipeline would and describe them: what each holds and what was filled."""
+    lines = []
+    for c in load_corners(specs, pitches=pitches, velocities=velocities):
+        peak = float(np.abs(c.audio).max())
+        lines.append(f"{c.name}: {len(c.pitches)} pitches x {len(c.velocities)} velocities, "
+                     f"{c.audio.shape[-1]} samples at {c.sample_rate} Hz, peak {20 * np.log10(peak):.1f} dBFS, "
+                     f"{len(c.fill_report)} notes filled")
+        lines += [f"  {f}" for f in (c.fill_report if verbose else [])]
+    return "\n".join(lines)
+
+
+def configure_check(parser) -> None:
+    from precompute.datasets.soundfont import parse_ints
+
+    parser.add_argument("specs", nargs="+", metavar="SPEC",
+                        help="corner: a WAV folder, sf2:[PATH.sf2:][BANK:]PROGRAM or nsynth:ROOT:INSTRUMENT_STR")
+    parser.add_argument("--pitches", default="24-84:4", help="MIDI pitches, ranges with optional step "
+                                                              "(default 24-84:4, the original's 16)")
+    parser.add_argument("--velocities", default="127", help="velocities (default 127)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every filled note")
+    parser.set_defaults(func=lambda a: print(check_command(
+        a.specs, pitches=parse_ints(a.pitches, "pitches"), velocities=parse_ints(a.velocities, "velocities"),
+        verbose=a.verbose)) or 0)

@@ -1,9 +1,10 @@
 """NSynth-style notes from a SoundFont with FluidSynth (pyfluidsynth over libfluidsynth3).
 
 Deterministic: reverb and chorus off, float output (no dither), every note started on a fresh block
-with all voices of the previous note killed first. FluidSynth treats a voice's first use differently
-from its reuse (the first 64-sample block differs), so every voice is used once at start-up: a note then
-renders the same whatever was rendered before it, in any process. Stereo output is mixed down to mono.
+with all voices of the previous note killed first. A note's first 64-sample block depends on what its
+voices played before (FluidSynth ramps some voice state from its last value), so at start-up and after
+every note all voices sound one fixed chord and are killed: every note then starts from the same voice
+state and renders the same whatever came before it, in any process. Stereo output is mixed down to mono.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class NoteRenderer:
                                   "synth.polyphony": POLYPHONY})
         self._sfid = self._synth.sfload(str(path))
         if self._sfid < 0:
+            self._synth.delete()
             raise NsynthError(f"{path}: FluidSynth could not load it as a SoundFont")
         self._write_float = fs.cfunc(
             "fluid_synth_write_float", ctypes.c_int, ("synth", ctypes.c_void_p, 1), ("len", ctypes.c_int, 1),

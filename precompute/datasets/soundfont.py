@@ -233,14 +233,15 @@ def _render_presets(renderer: NoteRenderer, out: Path, present: list[tuple[int, 
 
 
 def parse_ints(text: str, what: str) -> list[int]:
-    """'21-108' or '25,50,75' (ranges inclusive) -> list of ints."""
+    """'21-108', '24-84:4' (inclusive range with a step) or '25,50,75' -> list of ints."""
     out: list[int] = []
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
-            lo, _, hi = part.partition("-")
-            out += range(int(lo), int(hi or lo) + 1)
+            span, _, step = part.partition(":")
+            lo, _, hi = span.partition("-")
+            out += range(int(lo), int(hi or lo) + 1, int(step or 1))
     except ValueError:
-        raise NsynthError(f"bad {what} {text!r}: expected numbers and ranges like 21-108,110") from None
+        raise NsynthError(f"bad {what} {text!r}: expected numbers and ranges like 21-108,110 or 24-84:4") from None
     return out
 
 

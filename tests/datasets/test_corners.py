@@ -91,6 +91,12 @@ def test_sf2_corner_matches_renderer_and_fills_silent_notes():
     np.testing.assert_array_equal(default.audio, c.audio)
 
 
+def test_sf2_corner_fills_inaudible_notes():
+    # TimGM6mb's whistle (78) at MIDI 108 velocity 25 peaks near -63 dBFS: below the silence threshold
+    c = load_corner("sf2:78", pitches=[108], velocities=[25, 127])
+    assert c.fill_report == [Fill(108, 25, 108, 127, 0, pytest.approx((25 / 127) ** 2))]
+
+
 def test_nsynth_corner(dataset, tone):
     c = load_corner(f"nsynth:{dataset}:keyboard_synthetic_002", pitches=[60, 62], velocities=[127, 100])
     assert c.name == "keyboard_synthetic_002"
@@ -177,3 +183,16 @@ def test_corners_must_agree(folder, dataset):
         check_compatible([a, c])
     both = load_corners([str(folder), f"nsynth:{dataset}:keyboard_acoustic_001"], pitches=[60], velocities=[127])
     assert [x.name for x in both] == ["bell", "keyboard_acoustic_001"]
+
+
+def test_check_command(folder, dataset, capsys):
+    from device.cli import main
+    assert main(["corners", "check", str(folder), "sf2:0", "--pitches", "57-69:12", "--velocities", "64,127",
+                 "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "bell: 2 pitches x 2 velocities, 64000 samples at 16000 Hz" in out and "2 notes filled" in out
+    assert "  pitch 69 velocity 64 <- pitch 69 velocity 127 (+0 semitones, gain 0.254)" in out
+    assert "TimGM6mb-000-000: 2 pitches x 2 velocities" in out and "0 notes filled" in out
+    (folder / "bell_60.wav").write_bytes(b"")
+    assert main(["corners", "check", str(folder), "--pitches", "60"]) == 1
+    assert "bell_60.wav: not a readable audio file" in capsys.readouterr().err

@@ -173,6 +173,13 @@ def test_gm_names():
             gm.parse_programs(bad)
 
 
+def test_parse_ints():
+    from precompute.datasets.soundfont import parse_ints
+    assert parse_ints("21-23,30, 24-84:20", "pitches") == [21, 22, 23, 30, 24, 44, 64, 84]
+    with pytest.raises(NsynthError, match="bad pitches 'a-b'"):
+        parse_ints("a-b", "pitches")
+
+
 def test_cli(tmp_path, capsys):
     code = main(["dataset", "soundfont", str(DEFAULT_SOUNDFONT), "-o", str(tmp_path), "--programs", "0,24",
                  "--pitches", "60-61", "--velocities", "100", "-q", "-j", "1"])
