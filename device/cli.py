@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model new": ("precompute.commands:configure_model_new", "write an initialised run folder for a preset"),
     "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
+    "bank verify": ("device.bank_commands:configure_verify", "check a bank fully (manifest, sizes, loops, sha256)"),
+    "bank inspect": ("device.bank_commands:configure_inspect", "print a bank's manifest summary"),
 }
 
 
