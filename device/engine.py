@@ -21,7 +21,8 @@ Parameters are normalised 0..1 like the original's pots (see `PARAMS`); their me
   release   1 ms + r^3 x 10 s to -60 dB (exponential, ends at exactly zero)
   volume    master gain (linear amplitude)
   x, y      position on the timbre grid (0 = left / bottom, 1 = right / top)
-All but x and y are slewed (one-pole, 50 ms); x and y are followed per voice with a 20 ms smoothing.
+Sustain and volume, which scale the sound directly, are slewed (one-pole, 50 ms); the envelope times take
+effect at once (a changed rate cannot click); each voice follows x and y with a 20 ms smoothing.
 """
 from __future__ import annotations
 
@@ -458,7 +459,7 @@ class Engine:
         """Envelope x gain / 32768 per sample, float32 [a, n], for voices `act`; advances their stages.
         Linear stages (attack, steal fade): l0 + inc * t; exponential ones (decay, release): base + amp * c ** t."""
         fs = self.fs
-        att, dec, sus, rel = self._cur[1], self._cur[2], self._cur[3], self._cur[4]
+        att, dec, rel, sus = self._target[1], self._target[2], self._target[4], self._cur[3]
         stage = self.stage[act]
         l0 = self.level[act]
         t = self._t[:n]
