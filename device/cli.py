@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                       "load corner instruments (WAV folder, sf2:, nsynth:) and report what was filled"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
     "train": ("precompute.train:configure", "train (or resume) a model on an NSynth-layout dataset"),
+    "bank verify": ("device.bank_commands:configure_verify", "check a bank fully (manifest, sizes, loops, sha256)"),
+    "bank inspect": ("device.bank_commands:configure_inspect", "print a bank's manifest summary"),
+    "play": ("device.live:configure_play", "play a bank live from MIDI (USB or DIN) and the control board"),
+    "render-midi": ("device.offline:configure_render_midi", "render a MIDI file through the engine to a WAV"),
 }
 
 

@@ -1,0 +1,352 @@
+"""The bank format: the contract between the render pipeline (precompute/) and the instrument (device/).
+
+A bank is a directory::
+
+    BANK/manifest.json   what the samples are (below)
+    BANK/samples.i16     headerless little-endian int16, C order, shape
+                         [n_pitches, n_velocities, grid (y), grid (x), note_length]
+    BANK/timbre_map.png  optional picture of the grid
+
+so one note's four neighbouring cells lie close together on disk. The samples are memory-mapped on read
+(never loaded whole): a bank with every pitch, five velocities and a 9x9 grid is several GB.
+
+manifest.json::
+
+    {"format": "nsynth-bank", "format_version": 1,
+     "grid": N, "pitches": [midi, ...] (strictly increasing), "velocities": [1..127, ...] (strictly increasing),
+     "sample_rate": 16000, "note_length": L,
+     "loops": [P][V][N][N][2]  sustain-loop [start, end) in samples, 0 <= start < end <= L (stored, not baked in),
+     "corners": [4 names] in the order (x, y) = (0,0), (1,0), (0,1), (1,1): bottom-left, bottom-right,
+                top-left, top-right (x runs left to right, y bottom to top; cell [y][x], y = 0 is the bottom row),
+     "model": str, "config_hash": str, "sha256": hex digest of samples.i16, "created": ISO-8601 time,
+     "extra": {free-form}}
+
+`BankWriter` builds a bank in a sibling temp directory and swaps it in atomically on `close()`;
+`open_bank` validates everything and raises `BankError` naming the file and the problem.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from device.errors import NsynthError
+
+FORMAT_NAME = "nsynth-bank"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SAMPLES = "samples.i16"
+TIMBRE_MAP = "timbre_map.png"
+DTYPE = np.dtype("<i2")
+CORNER_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (x, y) of corners[0..3]: BL, BR, TL, TR
+_HASH_CHUNK = 1 << 24
+
+
+class BankError(NsynthError):
+    """A bank that cannot be written or read: the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class BankInfo:
+    """The manifest, less the loop table (which `Bank.loops` holds as an array)."""
+
+    grid: int
+    pitches: tuple[int, ...]
+    velocities: tuple[int, ...]
+    sample_rate: int
+    note_length: int
+    corners: tuple[str, ...]
+    model: str = ""
+    config_hash: str = ""
+    sha256: str = ""
+    extra: dict = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """[pitches, velocities, y, x, samples] of samples.i16."""
+        return (len(self.pitches), len(self.velocities), self.grid, self.grid, self.note_length)
+
+
+def default_loop(note_length: int) -> tuple[int, int]:
+    """The original's sustain loop: 20 % to 41 % of the note."""
+    return note_length * 20 // 100, max(note_length * 41 // 100, note_length * 20 // 100 + 1)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_axis(name: str, values: Sequence[int], lo: int, hi: int) -> tuple[int, ...]:
+    vals = tuple(values)
+    if not vals or not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in vals):
+        raise ValueError(f"{name} must be a non-empty list of integers in {lo}..{hi}, got {list(vals)!r}")
+    if any(b <= a for a, b in zip(vals, vals[1:])):
+        raise ValueError(f"{name} must be strictly increasing, got {list(vals)!r}")
+    return vals
+
+
+def _check_loops(loops: np.ndarray, note_length: int) -> str | None:
+    """None if every loop is 0 <= start < end <= note_length, else a description of the first bad one."""
+    bad = (loops[..., 0] < 0) | (loops[..., 1] <= loops[..., 0]) | (loops[..., 1] > note_length)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        return f"loop {loops[idx].tolist()} at [pitch, velocity, y, x] = {list(idx)} is outside 0 <= start < end <= {note_length}"
+    return None
+
+
+class BankWriter:
+    """Write a bank into `<path>.partial-<pid>`, then atomically put it at `path` on `close()`.
+
+    An existing bank at `path` stays intact until the new one is complete; an exception inside a `with`
+    block (or `abort()`) removes the partial directory and leaves nothing under the final name. Notes not
+    written are silent; `close()` refuses them unless `allow_missing=True`.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, grid: int, pitches: Sequence[int], velocities: Sequence[int],
+                 note_length: int, sample_rate: int = 16000, corners: Sequence[str], model: str = "",
+                 config_hash: str = "", extra: dict | None = None):
+        self.path = Path(path)
+        try:
+            if not (isinstance(grid, int) and grid >= 2):
+                raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
+            if not (isinstance(note_length, int) and note_length >= 2):
+                raise ValueError(f"note_length must be an integer >= 2, got {note_length!r}")
+            if not (isinstance(sample_rate, int) and sample_rate > 0):
+                raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+            if len(corners) != 4 or not all(isinstance(c, str) for c in corners):
+                raise ValueError(f"corners must be 4 names (BL, BR, TL, TR), got {corners!r}")
+            self.info = BankInfo(grid=grid, pitches=_check_axis("pitches", pitches, 0, 127),
+                                 velocities=_check_axis("velocities", velocities, 1, 127), sample_rate=sample_rate,
+                                 note_length=note_length, corners=tuple(corners), model=str(model),
+                                 config_hash=str(config_hash), extra=dict(extra or {}))
+            json.dumps(self.info.extra)
+        except (ValueError, TypeError) as e:
+            raise BankError(f"{self.path}: cannot write bank: {e}") from None
+        self.partial = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        shape = self.info.shape
+        self.samples = np.memmap(self.partial / SAMPLES, dtype=DTYPE, mode="w+", shape=shape)
+        self.loops = np.zeros(shape[:4] + (2,), dtype=np.int64)
+        self.loops[...] = default_loop(note_length)
+        self.written = np.zeros(shape[:4], dtype=bool)
+        self._done = False
+
+    def _check_index(self, p_idx: int, v_idx: int) -> None:
+        if not (0 <= p_idx < len(self.info.pitches) and 0 <= v_idx < len(self.info.velocities)):
+            raise BankError(f"{self.path}: note index (pitch {p_idx}, velocity {v_idx}) out of range")
+
+    def _check_audio(self, audio: np.ndarray, last_dim: str) -> np.ndarray:
+        audio = np.asarray(audio)
+        if audio.dtype != np.int16:
+            raise BankError(f"{self.path}: audio must be int16, got {audio.dtype}")
+        if audio.shape[-1] > self.info.note_length:
+            raise BankError(f"{self.path}: {last_dim} has {audio.shape[-1]} samples, the bank's note_length is "
+                            f"{self.info.note_length}")
+        return audio
+
+    def write(self, p_idx: int, v_idx: int, y: int, x: int, audio_int16: np.ndarray,
+              loop: tuple[int, int] | None = None) -> None:
+        """Store one note (int16, at most note_length samples, zero-padded) and its sustain loop
+        (default: 20 %..41 % of the note)."""
+        self._check_index(p_idx, v_idx)
+        n = self.info.grid
+        if not (0 <= y < n and 0 <= x < n):
+            raise BankError(f"{self.path}: cell (y {y}, x {x}) outside the {n}x{n} grid")
+        audio = self._check_audio(audio_int16, "note")
+        if audio.ndim != 1:
+            raise BankError(f"{self.path}: a note must be 1-D, got shape {audio.shape}")
+        lp = np.asarray(default_loop(self.info.note_length) if loop is None else loop, dtype=np.int64)
+        if (msg := _check_loops(lp.reshape(1, 2), self.info.note_length)) is not None:
+            raise BankError(f"{self.path}: {msg}")
+        self.samples[p_idx, v_idx, y, x, : audio.shape[0]] = audio
+        self.samples[p_idx, v_idx, y, x, audio.shape[0]:] = 0
+        self.loops[p_idx, v_idx, y, x] = lp
+        self.written[p_idx, v_idx, y, x] = True
+
+    def write_block(self, p_idx: int, v_idx: int, audio: np.ndarray, loops: np.ndarray | None = None) -> None:
+        """Store all N x N cells of one (pitch, velocity): audio [N, N, <=L] int16, loops [N, N, 2]."""
+        self._check_index(p_idx, v_idx)
+        n, length = self.info.grid, self.info.note_length
+        audio = self._check_audio(audio, "block")
+        if audio.ndim != 3 or audio.shape[:2] != (n, n):
+            raise BankError(f"{self.path}: block must be [{n}, {n}, samples], got {list(audio.shape)}")
+        lp = np.broadcast_to(np.asarray(default_loop(length) if loops is None else loops, dtype=np.int64), (n, n, 2))
+        if (msg := _check_loops(lp, length)) is not None:
+            raise BankError(f"{self.path}: {msg}")
+        self.samples[p_idx, v_idx, :, :, : audio.shape[2]] = audio
+        self.samples[p_idx, v_idx, :, :, audio.shape[2]:] = 0
+        self.loops[p_idx, v_idx] = lp
+        self.written[p_idx, v_idx] = True
+
+    def close(self, *, allow_missing: bool = False) -> BankInfo:
+        """Hash, write the manifest, fsync, and swap the bank in at `path`. Returns the final BankInfo."""
+        if self._done:
+            raise BankError(f"{self.path}: writer already closed")
+        try:
+            if not allow_missing and not self.written.all():
+                idx = [int(i) for i in np.argwhere(~self.written)[0]]
+                raise BankError(f"{self.path}: {int((~self.written).sum())} notes never written "
+                                f"(first at [pitch, velocity, y, x] = {idx})")
+            self.samples.flush()
+            del self.samples
+            samples_path = self.partial / SAMPLES
+            _fsync_path(samples_path)
+            info = replace(self.info, sha256=_sha256(samples_path),
+                           created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "grid": info.grid,
+                        "pitches": list(info.pitches), "velocities": list(info.velocities),
+                        "sample_rate": info.sample_rate, "note_length": info.note_length,
+                        "loops": self.loops.tolist(), "corners": list(info.corners), "model": info.model,
+                        "config_hash": info.config_hash, "sha256": info.sha256, "created": info.created,
+                        "extra": info.extra}
+            with open(self.partial / MANIFEST, "w") as f:
+                json.dump(manifest, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_path(self.partial)
+            self._swap_in()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return info
+
+    def _swap_in(self) -> None:
+        old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
+        had_old = self.path.exists()
+        if had_old:
+            if old.exists():
+                shutil.rmtree(old)
+            os.rename(self.path, old)
+        try:
+            os.rename(self.partial, self.path)
+        except BaseException:
+            if had_old:
+                os.rename(old, self.path)
+            raise
+        _fsync_path(self.path.parent)
+        if had_old:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop the partial bank; whatever is at `path` is untouched."""
+        self._done = True
+        self.__dict__.pop("samples", None)
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def __enter__(self) -> "BankWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.close()
+
+
+class Bank:
+    """An open bank: `.info`, `.samples` (read-only memmap [P, V, N, N, L]), `.loops` (int [P, V, N, N, 2])."""
+
+    def __init__(self, path: Path, info: BankInfo, samples: np.memmap, loops: np.ndarray):
+        self.path, self.info, self.samples, self.loops = path, info, samples, loops
+
+    def note(self, p_idx: int, v_idx: int, y: int, x: int) -> np.ndarray:
+        """One note's samples (a read-only view into the memmap)."""
+        return self.samples[p_idx, v_idx, y, x]
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (f"Bank({str(self.path)!r}, grid={i.grid}, pitches={len(i.pitches)}, "
+                f"velocities={len(i.velocities)}, note_length={i.note_length})")
+
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "format": str, "format_version": int, "grid": int, "pitches": list, "velocities": list, "sample_rate": int,
+    "note_length": int, "loops": list, "corners": list, "model": str, "config_hash": str, "sha256": str,
+    "created": str, "extra": dict,
+}
+
+
+def open_bank(path: str | os.PathLike, verify: bool = False) -> Bank:
+    """Open and validate a bank (verify=True also checks the samples' sha256). Raises BankError."""
+    path = Path(path)
+    mpath, spath = path / MANIFEST, path / SAMPLES
+    if not path.is_dir():
+        raise BankError(f"{path}: not a bank directory (expected {MANIFEST} and {SAMPLES} inside)")
+    try:
+        with open(mpath) as f:
+            m = json.load(f)
+    except FileNotFoundError:
+        raise BankError(f"{mpath}: missing") from None
+    except (OSError, ValueError) as e:
+        raise BankError(f"{mpath}: unreadable manifest: {e}") from None
+    if not isinstance(m, dict):
+        raise BankError(f"{mpath}: manifest must be a JSON object")
+    if m.get("format") != FORMAT_NAME:
+        raise BankError(f"{mpath}: format is {m.get('format')!r}, expected {FORMAT_NAME!r}")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise BankError(f"{mpath}: format_version {m.get('format_version')!r} is not supported "
+                        f"(this instrument reads version {FORMAT_VERSION})")
+    for key, typ in _REQUIRED.items():
+        if key not in m:
+            raise BankError(f"{mpath}: missing key {key!r}")
+        if not isinstance(m[key], typ) or (typ is int and isinstance(m[key], bool)):
+            raise BankError(f"{mpath}: {key!r} must be {typ.__name__}, got {type(m[key]).__name__}")
+    try:
+        for key, lo in (("grid", 2), ("note_length", 2), ("sample_rate", 1)):
+            if m[key] < lo:
+                raise ValueError(f"{key!r} must be >= {lo}, got {m[key]}")
+        pitches = _check_axis("pitches", m["pitches"], 0, 127)
+        velocities = _check_axis("velocities", m["velocities"], 1, 127)
+        if len(m["corners"]) != 4 or not all(isinstance(c, str) for c in m["corners"]):
+            raise ValueError(f"'corners' must be 4 names, got {m['corners']!r}")
+        if len(m["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in m["sha256"]):
+            raise ValueError("'sha256' must be 64 lowercase hex digits")
+    except ValueError as e:
+        raise BankError(f"{mpath}: {e}") from None
+    info = BankInfo(grid=m["grid"], pitches=pitches, velocities=velocities, sample_rate=m["sample_rate"],
+                    note_length=m["note_length"], corners=tuple(m["corners"]), model=m["model"],
+                    config_hash=m["config_hash"], sha256=m["sha256"], extra=m["extra"], created=m["created"])
+    shape = info.shape
+    try:
+        loops = np.array(m["loops"], dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise BankError(f"{mpath}: 'loops' must be a nested list of integers of shape {list(shape[:4]) + [2]}") from None
+    if loops.shape != shape[:4] + (2,):
+        raise BankError(f"{mpath}: 'loops' has shape {list(loops.shape)}, expected {list(shape[:4]) + [2]}")
+    if (msg := _check_loops(loops, info.note_length)) is not None:
+        raise BankError(f"{mpath}: {msg}")
+    expected = int(np.prod(shape)) * DTYPE.itemsize
+    try:
+        size = spath.stat().st_size
+    except FileNotFoundError:
+        raise BankError(f"{spath}: missing") from None
+    if size != expected:
+        raise BankError(f"{spath}: {size} bytes, expected {expected} for shape {list(shape)} int16 "
+                        f"({'truncated' if size < expected else 'too long'})")
+    if verify and (digest := _sha256(spath)) != info.sha256:
+        raise BankError(f"{spath}: sha256 {digest} does not match the manifest's {info.sha256} (corrupt file)")
+    samples = np.memmap(spath, dtype=DTYPE, mode="r", shape=shape)
+    return Bank(path, info, samples, loops)

@@ -1,0 +1,50 @@
+"""`nsynth bank verify` and `nsynth bank inspect`."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from device.bank import TIMBRE_MAP, open_bank
+
+
+def verify_bank(path: str | os.PathLike) -> str:
+    """Fully check a bank (manifest, sizes, loops, sha256); returns a one-line OK message, raises BankError."""
+    bank = open_bank(path, verify=True)
+    return f"{bank.path}: OK ({int(bank.samples.size)} samples, sha256 {bank.info.sha256[:16]}...)"
+
+
+def inspect_bank(path: str | os.PathLike) -> str:
+    """A human-readable summary of a bank's manifest (does not hash the samples)."""
+    bank = open_bank(path)
+    i = bank.info
+    seconds = i.note_length / i.sample_rate
+    lines = [
+        f"bank        {bank.path}",
+        f"grid        {i.grid} x {i.grid}",
+        f"pitches     {len(i.pitches)}: {', '.join(map(str, i.pitches))}",
+        f"velocities  {len(i.velocities)}: {', '.join(map(str, i.velocities))}",
+        f"notes       {len(i.pitches) * len(i.velocities) * i.grid * i.grid} x {i.note_length} samples "
+        f"({seconds:.3g} s at {i.sample_rate} Hz)",
+        f"size        {bank.samples.nbytes / 1e6:.1f} MB",
+        "corners     " + ", ".join(f"{pos}={name}" for pos, name in zip(("BL", "BR", "TL", "TR"), i.corners)),
+        f"loops       start {int(bank.loops[..., 0].min())}..{int(bank.loops[..., 0].max())}, "
+        f"end {int(bank.loops[..., 1].min())}..{int(bank.loops[..., 1].max())}",
+        f"model       {i.model or '-'}",
+        f"config      {i.config_hash or '-'}",
+        f"sha256      {i.sha256}",
+        f"created     {i.created}",
+        f"timbre map  {'yes' if (bank.path / TIMBRE_MAP).exists() else 'no'}",
+    ]
+    if i.extra:
+        lines.append(f"extra       {', '.join(sorted(i.extra))}")
+    return "\n".join(lines)
+
+
+def configure_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bank", help="bank directory")
+    parser.set_defaults(func=lambda a: print(verify_bank(a.bank)) or 0)
+
+
+def configure_inspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bank", help="bank directory")
+    parser.set_defaults(func=lambda a: print(inspect_bank(a.bank)) or 0)

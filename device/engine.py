@@ -1,0 +1,535 @@
+"""The voice engine: bank notes -> 48 kHz stereo, all voices at once with numpy array operations.
+
+Per voice: the nearest rendered pitch, resampled (4-point Catmull-Rom) to the exact MIDI pitch plus pitch bend;
+a crossfade of the two nearest velocity layers, then a velocity gain; the four grid cells around the voice's
+(smoothed) XY position with bilinear weights; an ADSR envelope; a forward sustain loop between the bank's loop
+points with a crossfade, so a key can be held forever.
+
+The 8 source streams of a voice (4 cells x 2 velocity layers) are mixed on the bank's 16 kHz grid with weights
+that ramp linearly across each segment, and the mix is resampled once (resampling is linear, so this is exact).
+
+Threading: producers (MIDI, controls, code) call `post*` from any thread; they only append to a
+`collections.deque` (atomic, lock-free for the audio thread). The audio thread calls `process(out)`, which
+drains the deque, applies each event at its exact frame (the block is split into segments at event frames),
+and renders. Events carry an absolute frame number, or None for "at the start of the next block".
+
+Parameters are normalised 0..1 like the original's pots (see `PARAMS`); their meaning:
+  position  start offset into the note: position x half the note length
+  attack    max(1 ms, a^2 x 4 s), linear rise
+  decay     max(1 ms, d x 1 s) to reach the sustain level (exponential, -60 dB of the way)
+  sustain   sustain level (linear amplitude)
+  release   1 ms + r^3 x 10 s to -60 dB (exponential, ends at exactly zero)
+  volume    master gain (linear amplitude)
+  x, y      position on the timbre grid (0 = left / bottom, 1 = right / top)
+Sustain and volume, which scale the sound directly, are slewed (one-pole, 50 ms); the envelope times take
+effect at once (a changed rate cannot click); each voice follows x and y with a 20 ms smoothing.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from device.bank import Bank
+
+PARAMS = ("position", "attack", "decay", "sustain", "release", "volume", "x", "y")
+DEFAULT_PARAMS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 0.8, "release": 0.2, "volume": 0.8,
+                  "x": 0.5, "y": 0.5}
+
+# voice stages
+FREE, ATTACK, DECAY, RELEASE, KILL = 0, 1, 2, 3, 4
+_EPS = 1e-3  # -60 dB: the decay and release times are times to get this close
+_NCH = 16
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    sample_rate: int = 48000
+    block: int = 128
+    max_voices: int = 32          # sounding voices; a few more slots hold stolen voices while they fade
+    steal_fade_s: float = 0.005   # fade of a stolen or retriggered voice
+    xy_smooth_s: float = 0.02     # time constant of a voice following X/Y
+    param_slew_s: float = 0.05    # time constant of the other parameters
+    loop_crossfade: int = 4000    # source samples (the original's), shortened to fit each loop
+    velocity_curve: float = 1.0   # gain = (velocity / 127) ** velocity_curve; 0 = no velocity gain
+    fade_slots: int = 16
+
+
+def attack_seconds(a: float) -> float:
+    return max(0.001, a * a * 4.0)
+
+
+def decay_seconds(d: float) -> float:
+    return max(0.001, d * 1.0)
+
+
+def release_seconds(r: float) -> float:
+    return 0.001 + r ** 3 * 10.0
+
+
+class Engine:
+    """A polyphonic sampler over a bank. `process(out)` renders into a float32 [frames, 2] array."""
+
+    def __init__(self, bank: Bank, config: EngineConfig = EngineConfig(), params: dict | None = None):
+        self.config = c = config
+        self.fs = c.sample_rate
+        self.block = c.block
+        self.frame = 0  # absolute frame of the next sample to render
+        self._queue: collections.deque = collections.deque()
+        self._pending: list[tuple[int, int, tuple]] = []  # (frame, seq, event) owned by the audio thread
+        self._seq = 0
+        self._notes = 0
+        self._target = np.array([DEFAULT_PARAMS[p] for p in PARAMS], dtype=np.float64)
+        if params:
+            self._target[:] = [float(np.clip(params.get(p, DEFAULT_PARAMS[p]), 0, 1)) for p in PARAMS]
+        self._cur = self._target.copy()
+        self._chan_bend = np.zeros(_NCH)
+        self._global_bend = 0.0
+        self._chan_xy = np.full((_NCH, 2), np.nan)  # MPE per-note X/Y (NaN: follow the global X/Y)
+        self._mpe_xy = False  # any channel has its own X/Y
+        self._pedal = False
+        self._swap: tuple[int, Bank] | None = None
+        self._t = np.arange(1, c.block + 1, dtype=np.float64)
+        self._k = np.arange(c.block, dtype=np.float64)
+        cap = c.max_voices + c.fade_slots
+        self._cap = cap
+        self.stage = np.zeros(cap, np.int8)
+        self.key = np.zeros(cap, np.int16)
+        self.chan = np.zeros(cap, np.int16)
+        self.held = np.zeros(cap, bool)       # key is down
+        self.sustained = np.zeros(cap, bool)  # key is up but the pedal holds the voice
+        self.age = np.zeros(cap, np.int64)
+        self.pos = np.zeros(cap, np.float64)  # virtual read position in source samples (unwrapped by loops)
+        self.base_rate = np.zeros(cap, np.float64)
+        self.p_idx = np.zeros(cap, np.int64)
+        self.v_idx = np.zeros((cap, 2), np.int64)
+        self.v_w = np.zeros((cap, 2), np.float64)
+        self.gain = np.zeros(cap, np.float64)
+        self.level = np.zeros(cap, np.float64)
+        self.sxy = np.zeros((cap, 2), np.float64)  # smoothed position in grid units
+        self.square = np.full((cap, 2), -1, np.int64)  # (cx, cy) of the 4 cells in use
+        self.off = np.zeros((cap, 8), np.int64)  # flat sample offsets of the 8 streams (cell-major, layer-minor)
+        self.ls = np.zeros((cap, 8), np.int64)
+        self.ll = np.ones((cap, 8), np.int64)
+        self.le = np.ones((cap, 8), np.int64)
+        self.xf = np.zeros((cap, 8), np.int64)
+        self.w8 = np.zeros((cap, 8), np.float64)  # stream weights at the voice's current X/Y
+        self._ar = np.arange(1024, dtype=np.int64)
+        self._set_bank(bank)
+
+    # ---- producers (any thread) -------------------------------------------------------------------------
+    def post(self, event: tuple, frame: int | None = None) -> None:
+        """Queue one event: ("on", ch, key, vel), ("off", ch, key), ("params", {name: 0..1}),
+        ("bend", ch or None, semitones), ("pedal", down), ("note_xy", ch, x or None, y or None),
+        ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank)."""
+        self._queue.append((frame, event))
+
+    def post_params(self, frame: int | None = None, **params: float) -> None:
+        """Set parameters (normalised 0..1, names in PARAMS) from any thread, applied at `frame` or the next block."""
+        unknown = set(params) - set(PARAMS)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {sorted(unknown)}; known: {', '.join(PARAMS)}")
+        self._queue.append((frame, ("params", params)))
+
+    def note_on(self, key: int, velocity: int, channel: int = 0, frame: int | None = None) -> None:
+        self.post(("on", channel, key, velocity), frame)
+
+    def note_off(self, key: int, channel: int = 0, frame: int | None = None) -> None:
+        self.post(("off", channel, key), frame)
+
+    def set_bank(self, bank: Bank, frame: int | None = None) -> None:
+        """Switch banks: sounding voices fade out (steal fade), then the new bank is used."""
+        self.post(("bank", bank), frame)
+
+    @property
+    def bank(self) -> Bank:
+        return self._bank
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The parameter targets (what was last set)."""
+        return dict(zip(PARAMS, self._target.tolist()))
+
+    def active_voices(self) -> int:
+        return int(np.count_nonzero(self.stage))
+
+    def held_voices(self) -> int:
+        """Voices whose key is down or held by the pedal."""
+        return int(np.count_nonzero((self.stage != FREE) & (self.held | self.sustained)))
+
+    # ---- audio thread -----------------------------------------------------------------------------------
+    def render(self, frames: int) -> np.ndarray:
+        """Render `frames` frames into a new float32 [frames, 2] array (offline use), block by block."""
+        out = np.zeros((frames, 2), np.float32)
+        for start in range(0, frames, self.block):
+            self.process(out[start:start + self.block])
+        return out
+
+    def process(self, out: np.ndarray) -> None:
+        """Render len(out) frames (at most one block) into out [frames, channels], applying queued events."""
+        frames = out.shape[0]
+        if frames > self.block:
+            raise ValueError(f"process() takes at most {self.block} frames, got {frames}")
+        start, end = self.frame, self.frame + frames
+        q = self._queue
+        pending = self._pending
+        if q:
+            while q:
+                frame, ev = q.popleft()
+                self._seq += 1
+                pending.append((start if frame is None or frame < start else int(frame), self._seq, ev))
+            pending.sort(key=_event_order)
+        i, pos = 0, start
+        while pos < end:
+            if self._swap is not None and self._swap[0] <= pos:
+                self._finish_swap()
+            while i < len(pending) and pending[i][0] <= pos and self._swap is None:
+                self._apply(pending[i][2])
+                i += 1
+            if self._swap is not None:  # events wait until the old bank's voices have faded
+                nxt = min(end, self._swap[0])
+            else:
+                nxt = min(end, pending[i][0]) if i < len(pending) else end
+            self._segment(out, pos - start, nxt - pos)
+            pos = nxt
+        del pending[:i]
+        self.frame = end
+
+    # ---- events -----------------------------------------------------------------------------------------
+    def _apply(self, ev: tuple) -> None:
+        kind = ev[0]
+        if kind == "on":
+            self._note_on(int(ev[1]), int(ev[2]), int(ev[3]))
+        elif kind == "off":
+            self._note_off(int(ev[1]), int(ev[2]))
+        elif kind == "params":
+            for name, value in ev[1].items():
+                self._target[PARAMS.index(name)] = min(max(float(value), 0.0), 1.0)
+        elif kind == "bend":
+            if ev[1] is None:
+                self._global_bend = float(ev[2])
+            else:
+                self._chan_bend[int(ev[1]) % _NCH] = float(ev[2])
+        elif kind == "pedal":
+            self._pedal = bool(ev[1])
+            if not self._pedal:
+                self._release(self.sustained & (self.stage != FREE))
+        elif kind == "note_xy":
+            ch = int(ev[1]) % _NCH
+            for axis, value in ((0, ev[2]), (1, ev[3])):
+                if value is not None:
+                    self._chan_xy[ch, axis] = min(max(float(value), 0.0), 1.0)
+                    self._mpe_xy = True
+        elif kind == "all_notes_off":
+            self._pedal = False
+            self._release((self.stage != FREE) & (self.held | self.sustained))
+        elif kind == "all_sound_off":
+            self._kill(self.stage != FREE)
+        elif kind == "reset_controllers":
+            self._chan_bend[:] = 0.0
+            self._global_bend = 0.0
+            self._chan_xy[:] = np.nan
+            self._mpe_xy = False
+            if self._pedal:
+                self._apply(("pedal", False))
+        elif kind == "bank":
+            self._kill(self.stage != FREE)
+            self._swap = (self.frame + int(self.config.steal_fade_s * self.fs) + 1, ev[1])
+        else:
+            raise ValueError(f"unknown engine event {kind!r}")
+
+    def _release(self, mask: np.ndarray) -> None:
+        mask = mask & (self.stage != KILL) & (self.stage != FREE)
+        self.stage[mask] = RELEASE
+        self.held[mask] = False
+        self.sustained[mask] = False
+
+    def _kill(self, mask: np.ndarray) -> None:
+        mask = mask & (self.stage != FREE)
+        self.stage[mask] = KILL
+        self.held[mask] = False
+        self.sustained[mask] = False
+
+    def _note_off(self, ch: int, key: int) -> None:
+        mine = (self.stage != FREE) & (self.stage != KILL) & (self.key == key) & (self.chan == ch) & self.held
+        if self._pedal:
+            self.held[mine] = False
+            self.sustained[mine] = True
+        else:
+            self._release(mine)
+
+    def _note_on(self, ch: int, key: int, vel: int) -> None:
+        if vel <= 0:
+            self._note_off(ch, key)
+            return
+        key = min(max(key, 0), 127)
+        # a retriggered key: the old voice fades out quickly, the new one starts from its attack
+        self._kill((self.key == key) & (self.chan == ch) & (self.stage != RELEASE))
+        live = (self.stage != FREE) & (self.stage != KILL)
+        if np.count_nonzero(live) >= self.config.max_voices:  # steal the oldest, released voices first
+            released = live & (self.stage == RELEASE)
+            pool = released if released.any() else live
+            ages = np.where(pool, self.age, np.iinfo(np.int64).max)
+            self._kill(np.arange(self._cap) == int(np.argmin(ages)))
+        free = np.flatnonzero(self.stage == FREE)
+        if free.size:
+            v = int(free[0])
+        else:  # every slot fading: cut the quietest fading voice
+            v = int(np.argmin(np.where(self.stage == KILL, self.level, np.inf)))
+        b = self._bank
+        self._notes += 1
+        self.stage[v] = ATTACK
+        self.key[v], self.chan[v] = key, ch
+        self.held[v], self.sustained[v] = True, False
+        self.age[v] = self._notes
+        p = int(self._nearest[key])
+        self.p_idx[v] = p
+        self.base_rate[v] = 2.0 ** ((key - b.info.pitches[p]) / 12.0) * b.info.sample_rate / self.fs
+        self.v_idx[v] = self._vel_idx[vel]
+        self.v_w[v] = self._vel_w[vel]
+        curve = self.config.velocity_curve
+        self.gain[v] = (vel / 127.0) ** curve if curve else 1.0
+        self.level[v] = 0.0
+        self.pos[v] = max(1.0, self._target[0] * (b.info.note_length // 2))
+        self.sxy[v] = self._voice_targets(np.array([v]))[0]
+        self.square[v] = -1
+
+    # ---- bank -------------------------------------------------------------------------------------------
+    def _set_bank(self, bank: Bank) -> None:
+        info = bank.info
+        self._bank = bank
+        self._flat = np.asarray(bank.samples).reshape(-1)
+        self._grid = info.grid
+        self._L = info.note_length
+        self._nv = len(info.velocities)
+        pitches = np.array(info.pitches)
+        self._nearest = np.abs(np.arange(128)[:, None] - pitches[None, :]).argmin(1)
+        vels = np.array(info.velocities, dtype=np.float64)
+        v = np.arange(128, dtype=np.float64)
+        hi = np.clip(np.searchsorted(vels, v), 0, len(vels) - 1)
+        lo = np.clip(hi - 1, 0, None)
+        span = np.where(vels[hi] > vels[lo], vels[hi] - vels[lo], 1.0)
+        t = np.clip((v - vels[lo]) / span, 0.0, 1.0)  # 0 below the lowest layer, 1 above the highest
+        self._vel_idx = np.stack([lo, hi], 1)
+        self._vel_w = np.stack([1.0 - t, t], 1)
+        self.square[:] = -1
+
+    def _finish_swap(self) -> None:
+        assert self._swap is not None
+        bank = self._swap[1]
+        self._swap = None
+        self.stage[:] = FREE
+        self._set_bank(bank)
+
+    def _assign_streams(self, idx: np.ndarray) -> None:
+        """Point voices `idx` at the 8 streams of their current square (4 cells x 2 velocity layers)."""
+        n, nv, length = self._grid, self._nv, self._L
+        cx, cy = self.square[idx, 0], self.square[idx, 1]
+        xs = np.stack([cx, cx + 1, cx, cx + 1], 1)  # corner order (0,0), (1,0), (0,1), (1,1)
+        ys = np.stack([cy, cy, cy + 1, cy + 1], 1)
+        p = self.p_idx[idx][:, None, None]
+        vl = self.v_idx[idx][:, None, :]
+        note = ((p * nv + vl) * n + ys[:, :, None]) * n + xs[:, :, None]  # [m, 4, 2]
+        self.off[idx] = (note * length).reshape(-1, 8)
+        loops = self._bank.loops.reshape(-1, 2)[note.reshape(-1, 8)]
+        ls, le = loops[..., 0], loops[..., 1]
+        self.ls[idx], self.le[idx], self.ll[idx] = ls, le, le - ls
+        self.xf[idx] = np.minimum(np.minimum(self.config.loop_crossfade, (le - ls) // 2), ls)
+
+    def _voice_targets(self, idx: np.ndarray) -> np.ndarray:
+        """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y."""
+        g = self._target[6:8]
+        if not self._mpe_xy:
+            return np.broadcast_to(g * (self._grid - 1), (idx.size, 2))
+        own = self._chan_xy[self.chan[idx]]
+        return np.where(np.isnan(own), g, own) * (self._grid - 1)
+
+    # ---- rendering --------------------------------------------------------------------------------------
+    def _segment(self, out: np.ndarray, at: int, n: int) -> None:
+        """Render frames [at, at + n) of `out` with no event inside."""
+        k_slew = math.exp(-n / (self.config.param_slew_s * self.fs))
+        vol0 = self._cur[5]
+        self._cur[:] = self._target + (self._cur - self._target) * k_slew
+        vol1 = self._cur[5]
+        act = np.flatnonzero(self.stage)
+        if act.size == 0:
+            out[at:at + n] = 0.0
+            return
+        w0, dw = self._xy_weights(act, n)
+        bend = self._global_bend + self._chan_bend[self.chan[act]]
+        rate = self.base_rate[act] * np.exp2(bend / 12.0)
+        pos0 = self.pos[act]
+        ip0 = np.floor(pos0).astype(np.int64) - 1  # first source sample the interpolator needs
+        span = int(math.ceil(float(rate.max()) * n)) + 4
+        mix = self._source_mix(act, ip0, span, w0, dw, (ip0 - pos0) / (rate * n), 1.0 / (rate * n))
+        # resample (4-point Catmull-Rom) to the output rate: cubic coefficients on the source grid, then
+        # each output sample evaluates the cubic of the source interval it falls in
+        ym1, y0, y1, y2 = mix[:, :-3], mix[:, 1:-2], mix[:, 2:-1], mix[:, 3:]
+        coef = np.empty((4, act.size, span - 3), np.float32)
+        coef[0] = y0
+        np.subtract(y1, ym1, out=coef[1])
+        coef[1] *= 0.5
+        coef[2] = ym1 - 2.5 * y0 + 2.0 * y1 - 0.5 * y2
+        coef[3] = 0.5 * (y2 - ym1) + 1.5 * (y0 - y1)
+        local = ((pos0 - ip0)[:, None] + rate[:, None] * self._k[:n]).astype(np.float32)
+        il = local.astype(np.int32)  # local >= 1, so truncation is floor
+        fr = local - il
+        il += (np.arange(act.size, dtype=np.int32) * (span - 3) - 1)[:, None]
+        c = np.take(coef.reshape(4, -1), il, axis=1)
+        y = ((c[3] * fr + c[2]) * fr + c[1]) * fr + c[0]
+        self.pos[act] = pos0 + rate * n
+        env = self._envelope(act, n)  # includes each voice's gain and the int16 scale
+        mono = np.einsum("an,an->n", env, y)
+        if vol0 == vol1:
+            mono *= np.float32(vol1)
+        else:
+            mono *= (vol0 + (vol1 - vol0) * self._t[:n] / n).astype(np.float32)
+        out[at:at + n] = mono[:, None]
+
+    def _weights8(self, idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        """Stream weights [m, 8] (cell-major, layer-minor) at local square positions uv [m, 2]."""
+        return (_bilinear(uv)[:, :, None] * self.v_w[idx][:, None, :]).reshape(-1, 8)
+
+    def _xy_weights(self, act: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Move each voice towards its X/Y target (staying inside its square for this segment): stream weights
+        at the segment start [a, 8] and their change over the segment (None if no voice moves)."""
+        tgt = self._voice_targets(act)
+        s0 = self.sxy[act]
+        if np.array_equal(s0, tgt) and not (self.square[act, 0] < 0).any():  # settled: nothing moves
+            return self.w8[act], None
+        sq = np.clip(np.floor(s0 + 1e-9 * np.sign(tgt - s0)), 0, self._grid - 2).astype(np.int64)
+        changed = (sq != self.square[act]).any(1)
+        if changed.any():  # entering a new square (or a new voice): same cells, same weights at the boundary
+            idx = act[changed]
+            self.square[idx] = sq[changed]
+            self._assign_streams(idx)
+            self.w8[idx] = self._weights8(idx, s0[changed] - sq[changed])
+        w0 = self.w8[act]
+        if np.array_equal(s0, tgt):
+            return w0, None
+        s1 = tgt + (s0 - tgt) * math.exp(-n / (self.config.xy_smooth_s * self.fs))
+        s1 = np.where(np.abs(s1 - tgt) < 1e-7, tgt, s1)  # settle exactly
+        s1 = np.clip(s1, sq, sq + 1)
+        self.sxy[act] = s1
+        w1 = self._weights8(act, s1 - sq)
+        self.w8[act] = w1
+        return w0, w1 - w0
+
+    def _source_mix(self, act: np.ndarray, ip0: np.ndarray, span: int, w0: np.ndarray, dw: np.ndarray | None,
+                    ramp0: np.ndarray, ramp1: np.ndarray) -> np.ndarray:
+        """Source samples ip0 .. ip0 + span of each voice's 8 streams, read through their sustain loops and
+        mixed with weights w0 + dw * ramp (ramp = ramp0 + ramp1 * k, 0..1 across the segment): [a, span]."""
+        a = act.size
+        ls, le, ll, xf, off = self.ls[act], self.le[act], self.ll[act], self.xf[act], self.off[act]
+        v0 = ip0[:, None]
+        ph0 = np.where(v0 >= le, ls + (v0 - ls) % ll, v0)  # physical index of each stream's first sample [a, 8]
+        ar = self._span_range(span)
+        idx = ((off + ph0)[:, :, None] + ar).reshape(a * 8, span)
+        wrap = np.flatnonzero(ph0 + span > le)  # streams that wrap to their loop start inside the span
+        if wrap.size:
+            q = ph0.reshape(-1)[wrap, None] + ar
+            lsw, lew, llw = ls.reshape(-1)[wrap, None], le.reshape(-1)[wrap, None], ll.reshape(-1)[wrap, None]
+            idx[wrap] = off.reshape(-1)[wrap, None] + np.where(q >= lew, lsw + (q - lsw) % llw, q)
+        src = np.take(self._flat, idx).astype(np.float32)
+        zone = np.flatnonzero((ph0 + span > le - xf) & (xf > 0))  # streams touching a loop crossfade
+        if zone.size:  # blend towards the sample one loop earlier, weight rising through the crossfade
+            offz = off.reshape(-1)[zone, None]
+            pz = idx[zone] - offz
+            start = (le - xf).reshape(-1)[zone, None] - 1
+            g = np.clip((pz - start).astype(np.float32) / (xf.reshape(-1)[zone, None] + 1).astype(np.float32), 0.0, 1.0)
+            partner = np.take(self._flat, offz + np.maximum(pz - ll.reshape(-1)[zone, None], 0)).astype(np.float32)
+            sz = src[zone]
+            src[zone] = sz + g * (partner - sz)
+        src = src.reshape(a, 8, span)
+        if dw is None:
+            return np.matmul(w0.astype(np.float32)[:, None, :], src)[:, 0]
+        ab = np.matmul(np.stack([w0, dw], 1).astype(np.float32), src)
+        ramp = (ramp0[:, None] + ramp1[:, None] * np.arange(span)).astype(np.float32)
+        return ab[:, 0] + ramp * ab[:, 1]
+
+    def _span_range(self, span: int) -> np.ndarray:
+        if self._ar.size < span:
+            self._ar = np.arange(2 * span, dtype=np.int64)
+        return self._ar[:span]
+
+    def _envelope(self, act: np.ndarray, n: int) -> np.ndarray:
+        """Envelope x gain / 32768 per sample, float32 [a, n], for voices `act`; advances their stages.
+        Linear stages (attack, steal fade): l0 + inc * t; exponential ones (decay, release): base + amp * c ** t."""
+        fs = self.fs
+        att, dec, rel, sus = self._target[1], self._target[2], self._target[4], self._cur[3]
+        stage = self.stage[act]
+        l0 = self.level[act]
+        t = self._t[:n]
+        scale = self.gain[act] * (1.0 / 32768.0)
+        if (stage == DECAY).all() and (l0 == sus).all():  # every voice sustaining steadily
+            return np.broadcast_to((scale * sus).astype(np.float32)[:, None], (act.size, n))
+        is_rel = stage == RELEASE
+        lin = (stage == ATTACK) | (stage == KILL)
+        log_d = math.log(_EPS) / (decay_seconds(dec) * fs)
+        logc = np.where(is_rel, math.log(_EPS) / (release_seconds(rel) * fs), log_d)
+        base = np.where(is_rel, -_EPS, sus)
+        amp = np.where(is_rel, l0 + _EPS, l0 - sus)
+        any_lin = bool(lin.any())
+        if any_lin:
+            slope = np.where(stage == ATTACK, 1.0 / (attack_seconds(att) * fs),
+                             np.where(lin, -1.0 / (self.config.steal_fade_s * fs), 0.0))
+            logc[lin], base[lin], amp[lin] = 0.0, l0[lin], 0.0
+        env = np.exp((logc[:, None] * t).astype(np.float32))
+        env *= (amp * scale).astype(np.float32)[:, None]
+        env += (base * scale).astype(np.float32)[:, None]
+        end = base + amp * np.exp(logc * n)
+        if any_lin:
+            env += (slope * scale).astype(np.float32)[:, None] * t.astype(np.float32)
+            end += slope * n
+            for i in np.flatnonzero((stage == ATTACK) & (end >= 1.0)):  # the attack peaks in this segment
+                tc = (1.0 - l0[i]) / slope[i]
+                after = t >= tc
+                env[i, after] = scale[i] * (sus + (1.0 - sus) * np.exp(log_d * (t[after] - tc)))
+                end[i] = sus + (1.0 - sus) * math.exp(log_d * (n - tc))
+                self.stage[act[i]] = DECAY
+        np.maximum(env, 0.0, out=env)
+        np.maximum(end, 0.0, out=end)
+        end[(stage == DECAY) & (np.abs(end - sus) < 1e-9)] = sus  # settle exactly on the sustain level
+        self.level[act] = end
+        ended = ((stage == RELEASE) | (stage == KILL)) & (end <= 0.0)
+        if ended.any():
+            done = act[ended]
+            self.stage[done] = FREE
+            self.held[done] = False
+            self.sustained[done] = False
+        return env
+
+
+def _event_order(e: tuple) -> tuple[int, int]:
+    return e[0], e[1]
+
+
+def _bilinear(uv: np.ndarray) -> np.ndarray:
+    """Weights [m, 4] of the corners (0,0), (1,0), (0,1), (1,1) at local positions uv [m, 2] in the unit square."""
+    u, v = uv[:, 0], uv[:, 1]
+    return np.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], 1)
+
+
+def bilinear_weights(x: float, y: float, grid: int) -> dict[tuple[int, int], float]:
+    """The cells (cx, cy) and weights a voice at normalised (x, y) mixes (at most 4, summing to 1)."""
+    g = np.array([[x, y]], dtype=np.float64) * (grid - 1)
+    sq = np.clip(np.floor(g), 0, grid - 2).astype(np.int64)
+    w = _bilinear(g - sq)[0]
+    cells = [(0, 0), (1, 0), (0, 1), (1, 1)]
+    return {(int(sq[0, 0]) + dx, int(sq[0, 1]) + dy): float(wi) for (dx, dy), wi in zip(cells, w)}
+
+
+def render_events(bank: Bank, events: Iterable[tuple[int, tuple]], frames: int,
+                  config: EngineConfig = EngineConfig(), params: dict | None = None) -> np.ndarray:
+    """Offline: render frame-stamped events [(frame, event)] for `frames` frames; float32 [frames, 2]."""
+    engine = Engine(bank, config, params)
+    for frame, ev in events:
+        engine.post(ev, frame)
+    return engine.render(frames)
+
+
+__all__: list[Any] = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "bilinear_weights", "render_events",
+                      "attack_seconds", "decay_seconds", "release_seconds"]

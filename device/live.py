@@ -1,0 +1,257 @@
+"""`nsynth play`: the live instrument (bank -> engine -> sounddevice, fed by MIDI and control sources)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import mido
+import numpy as np
+
+from device.bank import Bank, BankError, open_bank
+from device.engine import Engine, EngineConfig
+from device.errors import NsynthError
+from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
+from device.midi_map import MidiRouter, parse_cc_map
+
+STATE_FILE = "last_good_bank"
+
+
+def _warn(msg: str) -> None:
+    print(f"nsynth play: {msg}", file=sys.stderr, flush=True)
+
+
+def state_dir() -> Path:
+    """Where the instrument remembers its last good bank ($NSYNTH_STATE_DIR, else ~/.local/state/nsynth)."""
+    return Path(os.environ.get("NSYNTH_STATE_DIR") or Path.home() / ".local" / "state" / "nsynth")
+
+
+def load_bank(path: str | os.PathLike, *, state: Path | None = None) -> Bank:
+    """Open a bank; if it is refused, fall back to the last bank that opened (with a warning).
+    A bank that opens is remembered (atomically) as the new last good bank."""
+    state = state_dir() if state is None else state
+    record = state / STATE_FILE
+    try:
+        bank = open_bank(path)
+    except BankError as e:
+        try:
+            last = record.read_text().strip()
+        except OSError:
+            raise e from None
+        if not last or Path(last).resolve() == Path(path).resolve():
+            raise
+        try:
+            bank = open_bank(last)
+        except BankError:
+            raise e from None
+        _warn(f"{e}; falling back to the last good bank {last}")
+        return bank
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f"{STATE_FILE}.tmp-{os.getpid()}")
+        tmp.write_text(str(Path(path).resolve()) + "\n")
+        os.replace(tmp, record)
+    except OSError as e:
+        _warn(f"cannot remember the last good bank in {record}: {e}")
+    return bank
+
+
+def switch_bank(engine: Engine, path: str | os.PathLike) -> bool:
+    """Switch a running engine to another bank; a refused bank leaves the current one playing (False)."""
+    try:
+        bank = open_bank(path)
+    except BankError as e:
+        _warn(f"{e}; keeping {engine.bank.path}")
+        return False
+    engine.set_bank(bank)
+    return True
+
+
+class FrameClock:
+    """Stamps events from other threads with engine frames: an event arriving t seconds after the callback that
+    rendered frame F is played at F + block + t * rate, one block later at its true offset (sample-accurate,
+    constant latency) rather than at the next block start."""
+
+    def __init__(self, sample_rate: int, block: int):
+        self.fs, self.block = sample_rate, block
+        self._mark = (0, time.monotonic())
+
+    def mark(self, frame: int) -> None:
+        self._mark = (frame, time.monotonic())  # one tuple: readers see both values or neither
+
+    def frame_for(self, now: float | None = None) -> int:
+        frame, t0 = self._mark
+        dt = (time.monotonic() if now is None else now) - t0
+        return frame + self.block + min(max(int(dt * self.fs), 0), self.block - 1)
+
+
+class LiveAudio:
+    """The sounddevice callback: marks the clock, renders block by block into the output buffer."""
+
+    def __init__(self, engine: Engine, clock: FrameClock):
+        self.engine, self.clock = engine, clock
+        self.error: BaseException | None = None
+        self.underflows = 0
+        self.callbacks = 0
+
+    def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self.callbacks += 1
+        if status:
+            self.underflows += 1
+        try:
+            self.clock.mark(self.engine.frame)
+            block = self.engine.block
+            for start in range(0, frames, block):
+                self.engine.process(outdata[start:start + block])
+        except Exception as e:  # never let the stream die; report from the main thread
+            outdata.fill(0)
+            if self.error is None:
+                self.error = e
+
+
+def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
+    """Check that an audio output exists; a clear error listing the outputs if not."""
+    if sd is None:
+        import sounddevice as sd
+    if isinstance(device, str) and device.isdigit():
+        device = int(device)
+    try:
+        sd.query_devices(device, kind="output")
+    except (ValueError, sd.PortAudioError) as e:
+        try:
+            outs = [d["name"] for d in sd.query_devices() if d["max_output_channels"] > 0]
+        except sd.PortAudioError:
+            outs = []
+        what = f"audio output {device!r}" if device is not None else "a default audio output"
+        raise NsynthError(f"no {what} ({e}); outputs that exist: "
+                          f"{', '.join(repr(o) for o in outs) if outs else 'none'}") from None
+    return device
+
+
+def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | None = None, uart: str | None = None,
+         device: str | int | None = None, block: int = 128, control_sources: Iterable[Any] = (),
+         router: MidiRouter | None = None, config: EngineConfig | None = None, params: dict | None = None,
+         duration: float | None = None, stop: threading.Event | None = None, state: Path | None = None) -> int:
+    """Play live until interrupted (or `duration` seconds, or `stop` set). `midi` is a port name (None: the first
+    USB MIDI input, if any) or an open mido input; `uart` a serial device for DIN MIDI; each control source has
+    `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own thread."""
+    import sounddevice as sd
+
+    if block < 16 or block > 8192:
+        raise NsynthError(f"--block must be 16..8192 frames, got {block}")
+    bank = load_bank(bank_path, state=state)
+    engine = Engine(bank, replace(config or EngineConfig(), block=block), params)
+    clock = FrameClock(engine.fs, block)
+    router = router or MidiRouter()
+
+    def on_message(msg: mido.Message) -> None:
+        frame = clock.frame_for()
+        for ev in router.route(msg):
+            engine.post(ev, frame)
+
+    out = output_device(device, sd)
+    inputs: list[Any] = []
+    if uart is not None:
+        inputs.append(UartMidiInput(uart, on_message))
+    if isinstance(midi, mido.ports.BaseInput):
+        inputs.append(PortInput(midi, on_message))
+    elif midi is not None or uart is None:
+        try:
+            inputs.append(UsbMidiInput(midi, on_message))
+        except NsynthError as e:
+            if midi is not None:
+                raise
+            _warn(f"{e}; playing from the controls only")
+    audio = LiveAudio(engine, clock)
+    try:
+        stream = sd.OutputStream(samplerate=engine.fs, blocksize=block, channels=2, dtype="float32", device=out,
+                                 callback=audio.callback, latency="low")
+    except sd.PortAudioError as e:
+        raise NsynthError(f"cannot open audio output {out!r}: {e}") from None
+    stop = stop or threading.Event()
+    started: list[Any] = []
+    try:
+        for src in inputs:
+            started.append(src.start())
+        for src in control_sources:
+            src.start(engine.post_params)
+            started.append(src)
+        with stream:
+            t_end = None if duration is None else time.monotonic() + duration
+            while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
+                stop.wait(0.05 if t_end is None else max(0.0, min(0.05, t_end - time.monotonic())))
+                if audio.error is not None:
+                    raise NsynthError(f"audio callback failed: {audio.error!r}")
+    finally:
+        for src in reversed(started):
+            src.stop()
+    return 0
+
+
+def board_source(kind: str) -> Any:
+    """The control source for `--board KIND` (sim or ons), provided by hardware/ as
+    `hardware.sources.board_source(kind)`."""
+    try:
+        from hardware.sources import board_source as make
+    except ImportError:
+        raise NsynthError(f"--board {kind}: board support is not available in this installation "
+                          f"(hardware.sources.board_source is missing)") from None
+    return make(kind)
+
+
+def list_devices() -> str:
+    import sounddevice as sd
+
+    try:
+        outs = [f"  {i}: {d['name']}" for i, d in enumerate(sd.query_devices()) if d["max_output_channels"] > 0]
+    except sd.PortAudioError as e:
+        outs = [f"  (none: {e})"]
+    outs = outs or ["  (none)"]
+    midis = [f"  {n}" for n in input_names()] or ["  (none)"]
+    return "\n".join(["audio outputs:", *outs, "MIDI inputs:", *midis])
+
+
+def configure_play(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bank", help="bank directory")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--midi", metavar="PORT", help="USB MIDI input name (or part of it); default: the first one")
+    src.add_argument("--uart", metavar="DEV", help="DIN MIDI serial device, e.g. /dev/ttyAMA0 (31,250 baud)")
+    parser.add_argument("--board", choices=("sim", "ons"), help="control board: simulated, or the one on the Pi")
+    parser.add_argument("--device", help="audio output name or index (default: the system default)")
+    parser.add_argument("--block", type=int, default=128, help="frames per audio block (default 128)")
+    parser.add_argument("--channel", default="omni", help="MIDI channel 1-16, or omni (default)")
+    parser.add_argument("--mpe", action="store_true", help="MPE lower zone: per-note bend, CC74 -> Y, pressure -> X")
+    parser.add_argument("--bend-range", type=float, default=2.0, help="pitch-bend range in semitones (default 2)")
+    parser.add_argument("--cc", action="append", default=[], metavar="NUM=PARAM",
+                        help="map a CC to a parameter (or none); repeatable; see device/README.md for the default map")
+    parser.add_argument("--list", action="store_true", help="list audio outputs and MIDI inputs, then exit")
+    parser.set_defaults(func=_run_play)
+
+
+def router_from_args(args: argparse.Namespace) -> MidiRouter:
+    if args.channel == "omni":
+        channel = None
+    else:
+        try:
+            channel = int(args.channel) - 1
+        except ValueError:
+            channel = -1
+        if not 0 <= channel <= 15:
+            raise NsynthError(f"--channel must be 1-16 or omni, got {args.channel!r}")
+    return MidiRouter(channel=channel, mpe=args.mpe, bend_range=args.bend_range, cc_map=parse_cc_map(args.cc))
+
+
+def _run_play(args: argparse.Namespace) -> int:
+    if args.list:
+        print(list_devices())
+        return 0
+    if not args.bank:
+        raise NsynthError("--bank BANK is required")
+    sources = [board_source(args.board)] if args.board else []
+    return play(args.bank, midi=args.midi, uart=args.uart, device=args.device, block=args.block,
+                control_sources=sources, router=router_from_args(args))

@@ -1,0 +1,183 @@
+"""MIDI inputs: USB (mido + python-rtmidi, re-opened after an unplug), DIN from a UART (pyserial), MIDI files.
+
+Each live input runs its own thread and calls `on_message(msg)` for every channel message; the caller turns
+messages into engine events (device.midi_map) and stamps them with frames (device.live.FrameClock).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import mido
+
+from device.errors import NsynthError
+from device.midi_stream import MidiByteParser
+
+OnMessage = Callable[[mido.Message], None]
+
+
+def input_names(lister: Callable[[], list[str]] = mido.get_input_names) -> list[str]:
+    """The MIDI input ports that exist ([] where there is no MIDI system at all, e.g. no ALSA sequencer)."""
+    try:
+        return list(lister())
+    except (OSError, SystemError, RuntimeError):
+        return []
+
+
+def pick_port(name: str | None, names: list[str]) -> str | None:
+    """The port to open: an exact name, else the first containing `name`, else (name None) the first port."""
+    if name is None:
+        return names[0] if names else None
+    if name in names:
+        return name
+    return next((n for n in names if name.lower() in n.lower()), None)
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names) if names else "none"
+
+
+class UsbMidiInput:
+    """A USB MIDI input by name (or the first port found), re-opened when the device comes back after an unplug.
+
+    `lister` and `opener` default to mido's (python-rtmidi backend); tests inject fakes with the same interface.
+    """
+
+    def __init__(self, name: str | None, on_message: OnMessage, *, lister: Callable[[], list[str]] | None = None,
+                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5):
+        self.name, self.on_message, self.poll_s = name, on_message, poll_s
+        self._lister = lister or mido.get_input_names
+        self._opener = opener or mido.open_input
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.port_name: str | None = None
+        self.opens = 0
+        names = input_names(self._lister)
+        self.port_name = pick_port(name, names)
+        if self.port_name is None:
+            what = f"MIDI input {name!r} not found" if name else "no MIDI input ports"
+            raise NsynthError(f"{what}; MIDI inputs that exist: {_listing(names)}")
+
+    def start(self) -> "UsbMidiInput":
+        self._thread = threading.Thread(target=self._run, name="usb-midi", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        port = None
+        while not self._stop.is_set():
+            names = input_names(self._lister)
+            if port is None:
+                target = pick_port(self.name, names)
+                if target is not None:
+                    try:
+                        port = self._opener(target)
+                        self.port_name, self.opens = target, self.opens + 1
+                    except (OSError, SystemError, RuntimeError):
+                        port = None
+            elif self.port_name not in names:  # unplugged: close, wait for it to come back
+                port.close()
+                port = None
+                continue
+            deadline = time.monotonic() + self.poll_s
+            while port is not None and not self._stop.is_set() and time.monotonic() < deadline:
+                msg = port.poll()
+                if msg is None:
+                    time.sleep(0.001)
+                elif not msg.is_realtime and msg.type != "sysex":
+                    self.on_message(msg)
+            if port is None:
+                self._stop.wait(self.poll_s)
+        if port is not None:
+            port.close()
+
+
+class UartMidiInput:
+    """DIN MIDI from a serial device at 31,250 baud (the Pi's /dev/ttyAMA0 with the midi-uart0 overlay)."""
+
+    def __init__(self, device: str, on_message: OnMessage, *, serial_factory: Callable | None = None,
+                 baudrate: int = 31250):
+        import serial  # pyserial; imported here so USB-only setups need not have it
+
+        self.device, self.on_message = device, on_message
+        factory = serial_factory or serial.Serial
+        try:
+            self._serial = factory(device, baudrate=baudrate, timeout=0.05)
+        except (OSError, serial.SerialException) as e:
+            from serial.tools import list_ports
+
+            ports = [p.device for p in list_ports.comports()]
+            raise NsynthError(f"cannot open MIDI UART {device}: {e}; serial ports that exist: "
+                              f"{_listing(ports)}") from None
+        self._parser = MidiByteParser()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "UartMidiInput":
+        self._thread = threading.Thread(target=self._run, name="uart-midi", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._serial.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
+            for msg in self._parser.feed(data):
+                self.on_message(msg)
+
+
+class PortInput:
+    """An already-open mido input port (any `mido.ports.BaseInput`), read on its own thread."""
+
+    def __init__(self, port: mido.ports.BaseInput, on_message: OnMessage):
+        self.port, self.on_message = port, on_message
+        self.port_name = getattr(port, "name", None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "PortInput":
+        self._thread = threading.Thread(target=self._run, name="midi-port", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self.port.poll()
+            if msg is None:
+                time.sleep(0.001)
+            elif not msg.is_realtime and msg.type != "sysex":
+                self.on_message(msg)
+
+
+def midi_file_messages(path: str | Path, sample_rate: int) -> list[tuple[int, mido.Message]]:
+    """The channel messages of a MIDI file with their frame (at `sample_rate`), in playing order."""
+    path = Path(path)
+    try:
+        song = mido.MidiFile(path)
+    except FileNotFoundError:
+        raise NsynthError(f"{path}: no such MIDI file") from None
+    except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
+        raise NsynthError(f"{path}: not a readable MIDI file: {e}") from None
+    out, t = [], 0.0
+    for msg in song:  # merged tracks, `time` in seconds since the previous message
+        t += msg.time
+        if not msg.is_meta and msg.type != "sysex":
+            out.append((int(round(t * sample_rate)), msg))
+    return out

@@ -1,0 +1,252 @@
+"""The engine, offline: XY weights and sweeps, loops, stealing, timing, pitch, velocity, envelope, pedal."""
+import numpy as np
+import pytest
+
+from device.bank import BankWriter, open_bank
+from device.engine import Engine, EngineConfig, bilinear_weights, render_events
+
+from synth_banks import synth_note, write_bank
+
+FS = 48000
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eng") / "bank"
+    write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=80000, loop=(64000, 72000))
+    return open_bank(path)  # 5 s notes: the loop starts after 4 s at the rendered pitch
+
+
+def freq(x, fs=FS):
+    """Frequency of the strongest component (parabolic peak interpolation on a Hann-windowed FFT)."""
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    k = int(np.argmax(spec[1:])) + 1
+    a, b, c = np.log(spec[k - 1:k + 2] + 1e-12)
+    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * fs / len(x)
+
+
+def max_step(x):
+    return float(np.abs(np.diff(x)).max())
+
+
+def max_kink(x):
+    """Largest second difference: a discontinuity stands out even when interpolation spreads its step."""
+    return float(np.abs(np.diff(x, 2)).max())
+
+
+@pytest.mark.parametrize("x, y", [(0.0, 0.0), (0.3, 0.8), (0.5, 0.5), (1.0, 0.25), (0.77, 1.0), (0.999, 0.001)])
+def test_bilinear_weights_sum_to_one(x, y):
+    w = bilinear_weights(x, y, 9)
+    assert abs(sum(w.values()) - 1.0) < 1e-12 and all(v >= 0 for v in w.values())
+    assert len(w) == 4 and all(0 <= cx < 9 and 0 <= cy < 9 for cx, cy in w)
+
+
+@pytest.mark.parametrize("cx, cy", [(0, 0), (1, 1), (2, 0), (0, 2), (2, 2), (1, 2)])
+def test_grid_points_give_the_exact_cell(tmp_path, bank, cx, cy):
+    w = bilinear_weights(cx / 2, cy / 2, 3)
+    assert w[(cx, cy)] == 1.0 and sum(v for k, v in w.items() if k != (cx, cy)) == 0.0
+    # a bank whose every cell holds this cell's notes sounds the same as the real bank at this grid point
+    path = tmp_path / "uniform"
+    with BankWriter(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=80000,
+                    corners="abcd") as wr:
+        for p in range(3):
+            for v in range(2):
+                wr.write_block(p, v, np.broadcast_to(bank.samples[p, v, cy, cx], (3, 3, 80000)).copy(),
+                               loops=bank.loops[p, v])
+    events = [(0, ("params", {"x": cx / 2, "y": cy / 2})), (0, ("on", 0, 62, 75))]
+    a = render_events(bank, events, 9600)
+    b = render_events(open_bank(path), events, 9600)
+    assert np.abs(a).max() > 0.05
+    np.testing.assert_array_equal(a, b)
+
+
+def _steady_step(bank, x, y, key=60, vel=100, frames=9600):
+    out = render_events(bank, [(0, ("params", {"x": x, "y": y, "attack": 0.3})), (0, ("on", 0, key, vel))], frames)
+    return max_step(out[4800:, 0])
+
+
+def test_xy_sweep_has_no_clicks(bank):
+    """Jumping X/Y from corner to corner (the fastest possible swipe) and sweeping back: the output never
+    steps further per sample than the steepest corner timbre does on its own."""
+    bound = max(_steady_step(bank, x, y) for x in (0, 1) for y in (0, 1))
+    events = [(0, ("params", {"x": 0.0, "y": 0.0, "attack": 0.3})), (0, ("on", 0, 60, 100))]
+    events += [(6000, ("params", {"x": 1.0, "y": 1.0})), (9001, ("params", {"x": 0.0, "y": 1.0})),
+               (9002, ("params", {"x": 1.0, "y": 0.0}))]
+    events += [(12000 + 64 * i, ("params", {"x": i / 100, "y": 1 - i / 100})) for i in range(101)]
+    out = render_events(bank, events, 24000)[:, 0]
+    assert max_step(out[4800:]) <= 1.05 * bound
+    # it did move: the timbre at the end differs from the start
+    start = np.abs(np.fft.rfft(out[4800:5824])).argmax()
+    end = np.abs(np.fft.rfft(out[-1024:])).argmax()
+    assert start != end
+
+
+def test_voices_follow_xy_while_sounding(bank):
+    """A held note at corner (0,0) has the fundamental; moved to (1,1) it has the 4th harmonic."""
+    events = [(0, ("params", {"x": 0.0, "y": 0.0})), (0, ("on", 0, 60, 100)), (9600, ("params", {"x": 1.0, "y": 1.0}))]
+    out = render_events(bank, events, 24000)[:, 0]
+    f0 = 440 * 2 ** ((60 - 69) / 12)
+    assert abs(freq(out[4000:8096]) - f0) < 2
+    assert abs(freq(out[-4096:]) - 4 * f0) < 4
+
+
+def test_held_note_loops_without_clicks(tmp_path):
+    path = tmp_path / "loopbank"
+    write_bank(path, note_length=8000, loop=(1600, 4000))
+    b = open_bank(path)
+    events = [(0, ("params", {"sustain": 1.0, "decay": 0.0})), (0, ("on", 0, 60, 100))]
+    out = render_events(b, events, 3 * FS)[:, 0]  # 3 s held; the note is 0.5 s long
+    early = max_step(out[480:4800])  # before the first loop
+    assert max_step(out[4800:]) <= 1.1 * early
+    assert max_kink(out[4800:]) <= 1.2 * max_kink(out[480:4800])
+    rms = [np.sqrt(np.mean(out[i:i + 2400] ** 2)) for i in range(2400, len(out) - 2400, 2400)]
+    assert min(rms) > 0.3 * max(rms)  # still sounding at the end: held forever
+    # control: the same loop without the crossfade does click
+    raw = render_events(b, events, 3 * FS, config=EngineConfig(loop_crossfade=0))[:, 0]
+    assert max_kink(raw[4800:]) > 3 * max_kink(out[480:4800])
+
+
+def test_stealing_fades_the_oldest_voice(bank):
+    cfg = EngineConfig(max_voices=2)
+    on = [(0, ("on", 0, 48, 100)), (100, ("on", 0, 55, 100))]
+    steal_at = 9600
+    both = render_events(bank, on + [(steal_at, ("on", 0, 67, 100))], 19200, config=cfg)[:, 0]
+    # the same without the oldest voice (48) and without the stealing note: the difference is 48 fading out
+    rest = render_events(bank, [(100, ("on", 0, 55, 100)), (steal_at, ("on", 0, 67, 100))], 19200, config=cfg)[:, 0]
+    diff = both - rest
+    fade = int(0.005 * FS)
+    assert np.abs(diff[steal_at + fade + 2:]).max() == 0.0  # gone after the fade
+    seg = np.abs(diff[steal_at - 500:steal_at + fade])
+    assert seg[:500].max() > 0.02  # it was sounding
+    assert max_step(diff) <= 1.1 * max_step(diff[:steal_at])  # no click when it is cut
+    env = np.abs(diff[steal_at:steal_at + fade])
+    assert env[-50:].max() < 0.2 * env[:50].max()  # it fades
+
+
+def test_engine_keeps_at_most_max_voices(bank):
+    e = Engine(bank, EngineConfig(max_voices=32))
+    for k in range(100):
+        e.note_on(30 + k % 60, 90, frame=k)
+    e.render(480)
+    assert e.held_voices() == 32
+
+
+@pytest.mark.parametrize("at", [0, 1, 127, 128, 300, 1037])
+def test_sample_accurate_onset(bank, at):
+    out = render_events(bank, [(at, ("on", 0, 60, 100))], 2048)[:, 0]
+    assert not out[:at].any()
+    assert out[at] != 0.0
+
+
+def test_events_inside_a_block_keep_their_offset(bank):
+    """A note-on 37 frames into a block and one at the next block start sound 91 frames apart exactly."""
+    out = render_events(bank, [(37, ("on", 0, 60, 100)), (128, ("off", 0, 60))], 4096)[:, 0]
+    assert np.flatnonzero(out)[0] == 37
+    env_cut = render_events(bank, [(37, ("on", 0, 60, 100))], 4096)[:, 0]
+    assert np.flatnonzero(out != env_cut)[0] == 128
+
+
+@pytest.mark.parametrize("key, bend, expect", [(60, 0.0, 60), (62, 0.0, 62), (58, 0.0, 58), (54, 0.0, 54),
+                                               (60, 2.0, 62), (66, -1.5, 64.5)])
+def test_pitch_and_bend(bank, key, bend, expect):
+    events = [(0, ("params", {"x": 0.0, "y": 0.0})), (0, ("bend", 0, bend)), (0, ("on", 0, key, 100))]
+    out = render_events(bank, events, FS)[:, 0]
+    assert abs(freq(out[4800:]) / (440 * 2 ** ((expect - 69) / 12)) - 1) < 0.002
+
+
+def test_velocity_crossfades_layers_then_gain(tmp_path):
+    """Between two layers the voice is the weighted mix of both layers times the velocity gain."""
+    one = lambda v: render_events(open_bank(path), [(0, ("on", 0, 60, v))], 4800)[:, 0]
+    path = tmp_path / "vb"
+    with BankWriter(path, grid=2, pitches=[60], velocities=[40, 120], note_length=8000, corners="abcd") as w:
+        for vi, v in enumerate([40, 120]):
+            for y in range(2):
+                for x in range(2):
+                    w.write(0, vi, y, x, synth_note(60 + 12 * vi, 100, y, x, 2, 8000))  # layers differ in pitch
+    lo, hi, mid = one(40), one(120), one(80)
+    np.testing.assert_allclose(mid, 0.5 * (lo / 40 + hi / 120) * 80, atol=2e-6)
+    assert np.abs(hi).max() > 2.5 * np.abs(lo).max() / 1.2
+
+
+def test_release_and_sustain_pedal(bank):
+    e = Engine(bank, params={"release": 0.0})
+    e.note_on(60, 100)
+    e.render(4800)
+    e.post(("pedal", True))
+    e.note_off(60)
+    e.render(4800)
+    assert e.held_voices() == 1  # held by the pedal
+    e.post(("pedal", False))
+    e.render(4800)
+    assert e.active_voices() == 0  # released (1 ms) and freed
+
+
+def test_note_on_velocity_zero_is_note_off(bank):
+    e = Engine(bank, params={"release": 0.0})
+    e.note_on(60, 100)
+    e.render(1000)
+    e.note_on(60, 0)
+    e.render(1000)
+    assert e.active_voices() == 0
+
+
+def test_retrigger_replaces_the_held_voice(bank):
+    e = Engine(bank, params={"release": 0.0})
+    e.note_on(60, 100)
+    e.render(1000)
+    e.note_on(60, 100)
+    e.render(1000)
+    assert e.held_voices() == 1 and e.active_voices() == 1  # the old one faded out
+    e.note_off(60)
+    e.render(1000)
+    assert e.active_voices() == 0  # one note-off ends the key
+
+
+def test_all_notes_off_and_all_sound_off(bank):
+    e = Engine(bank, params={"release": 1.0})
+    for k in (60, 64, 67):
+        e.note_on(k, 100)
+    e.render(1000)
+    e.post(("all_notes_off",))
+    e.render(1000)
+    assert e.held_voices() == 0 and e.active_voices() == 3  # releasing (10 s release)
+    e.post(("all_sound_off",))
+    e.render(1000)
+    assert e.active_voices() == 0
+
+
+def test_envelope_times(bank):
+    """Attack a=0.5 -> 1 s rise; release r=0.5 -> 1.251 s to -60 dB."""
+    out = render_events(bank, [(0, ("params", {"attack": 0.5, "sustain": 1.0, "release": 0.5})),
+                               (0, ("on", 0, 60, 127)), (2 * FS, ("off", 0, 60))], 4 * FS)[:, 0]
+    peak = lambda a, b: np.abs(out[a:b]).max()
+    full = peak(int(1.5 * FS), 2 * FS)
+    assert 0.45 < peak(int(0.49 * FS), int(0.51 * FS)) / full < 0.55
+    assert peak(int(0.99 * FS), int(1.0 * FS)) / full > 0.97
+    rel_end = 2 * FS + int(1.251 * FS)
+    assert peak(rel_end - 480, rel_end) / full < 0.002
+
+
+def test_mpe_per_note_bend_and_xy(bank):
+    f = lambda k: 440 * 2 ** ((k - 69) / 12)
+    events = [(0, ("params", {"x": 0.0, "y": 0.0})), (0, ("on", 1, 60, 100)), (0, ("on", 2, 72, 100)),
+              (0, ("bend", 1, 1.0)), (0, ("note_xy", 2, 1.0, 1.0))]
+    both = render_events(bank, events, FS)[:, 0]
+    alone = render_events(bank, events[:2] + events[3:4], FS)[:, 0]
+    assert abs(freq(alone[4800:]) / f(61) - 1) < 0.002  # the bent note
+    other = both - alone  # note 72 on channel 2, moved to corner (1,1): 4th harmonic of 72
+    assert abs(freq(other[9600:]) / (4 * f(72)) - 1) < 0.002
+
+
+def test_bank_swap_fades_then_switches(bank, tmp_path):
+    path = tmp_path / "other"
+    write_bank(path, pitches=(60,), velocities=(100,), note_length=4000)
+    other = open_bank(path)
+    e = Engine(bank)
+    e.note_on(60, 100)
+    a = e.render(4800)
+    e.set_bank(other)
+    e.note_on(64, 100)
+    b = e.render(4800)
+    assert e.bank is other and e.active_voices() == 1
+    assert max_step(np.concatenate([a, b])[:, 0]) < 0.1
