@@ -162,7 +162,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         scaler.update()
         step += 1
         done_here += 1
-        history["train"].append((step, float(loss)))
+        history["train"].append((step, loss.item()))
         if step % tc.valid_every == 0 or step == tc.steps:
             history["valid"].append((step, evaluate(model, valid_set, tc.batch, device)))
         if step % tc.checkpoint_every == 0 or step == tc.steps:
