@@ -49,10 +49,14 @@ class BoardControls:
         self._thread: threading.Thread | None = None
 
     # -- control-source interface ------------------------------------------------------------------------
-    def start(self, post: Callable[..., None]) -> None:
+    def start(self, post: Callable[..., None], threads: bool = True) -> None:
+        """Begin posting to `post`; `threads=False` leaves the polling to the caller (`board.poll_once()`,
+        then `step(now)`), for tests that drive time themselves."""
         self._post = post
-        self.board.start()
         self._report_corners()
+        if not threads:
+            return
+        self.board.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="board-controls", daemon=True)
         self._thread.start()
