@@ -64,23 +64,22 @@ class SimulatorWindow:
 
         encoders = tk.Frame(self.root, bg="black")
         encoders.grid(row=2, column=1, sticky="n", pady=4)
-        self.push_buttons = []
+        self.encoders = []  # per encoder: (turn left, push, turn right) buttons
         for i, pin in enumerate(SWITCH_PINS):
             frame = tk.Frame(encoders, bg="black")
             frame.grid(row=0, column=i, padx=4)
-            tk.Button(frame, text="<", width=1, takefocus=0,
-                      command=lambda i=i: self.sim.board.turn(i, -1)).pack(side="left")
+            left = tk.Button(frame, text="<", width=1, takefocus=0, command=lambda i=i: self.sim.board.turn(i, -1))
             push = tk.Button(frame, text=f"E{i + 1}", width=2, takefocus=0)
             push.bind("<ButtonPress-1>", lambda e, pin=pin: self.sim.gpio.press(pin))
             push.bind("<ButtonRelease-1>", lambda e, pin=pin: self.sim.gpio.release(pin))
-            push.pack(side="left")
-            tk.Button(frame, text=">", width=1, takefocus=0,
-                      command=lambda i=i: self.sim.board.turn(i, 1)).pack(side="left")
+            right = tk.Button(frame, text=">", width=1, takefocus=0, command=lambda i=i: self.sim.board.turn(i, 1))
+            for widget in (left, push, right):
+                widget.pack(side="left")
             for widget in (frame, push):
                 widget.bind("<Button-4>", lambda e, i=i: self.sim.board.turn(i, 1))
                 widget.bind("<Button-5>", lambda e, i=i: self.sim.board.turn(i, -1))
                 widget.bind("<MouseWheel>", lambda e, i=i: self.sim.board.turn(i, 1 if e.delta > 0 else -1))
-            self.push_buttons.append(push)
+            self.encoders.append((left, push, right))
 
         self.status = tk.Label(self.root, text="keys: a w s e d f t g y h u j k ... play, z/x octave",
                                bg="black", fg="#a0a0a0", anchor="w")
