@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Callable, Generic, TypeVar
+
+from hardware.errors import HardwareError
 
 log = logging.getLogger(__name__)
 B = TypeVar("B")
@@ -14,6 +17,15 @@ def bank_name(names: tuple[str, ...] | list[str]) -> str:
     """The original's naming: corner instrument names joined by "_" (top-left, top-right, bottom-left,
     bottom-right)."""
     return "_".join(names)
+
+
+def bank_path(folder: str | Path, names: tuple[str, ...] | list[str], suffix: str = "") -> Path:
+    """The bank of a corner combination in a folder of banks (`<folder>/<c0>_<c1>_<c2>_<c3><suffix>`), which
+    must exist."""
+    path = Path(folder) / (bank_name(names) + suffix)
+    if not path.exists():
+        raise HardwareError(f"{path}: no bank for the corners {', '.join(names)} in this folder")
+    return path
 
 
 class BankSwitcher(Generic[B]):

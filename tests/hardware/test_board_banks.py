@@ -3,13 +3,20 @@ import threading
 
 import pytest
 
-from hardware.banks import BankSwitcher, bank_name
+from hardware.banks import BankSwitcher, bank_name, bank_path
 from hardware.corners import CornerChoices, Instrument, corners_from_banks, corners_from_settings
 from hardware.errors import HardwareError
 
 
 def test_bank_name_is_the_originals():
     assert bank_name(("cleanbass", "flute", "marimba", "susvox")) == "cleanbass_flute_marimba_susvox"
+
+
+def test_bank_path_finds_the_combination_or_says_which_is_missing(tmp_path):
+    (tmp_path / "a_b_c_d.nsb").write_bytes(b"")
+    assert bank_path(tmp_path, ("a", "b", "c", "d"), ".nsb") == tmp_path / "a_b_c_d.nsb"
+    with pytest.raises(HardwareError, match=r"a_b_c_e.nsb: no bank for the corners a, b, c, e"):
+        bank_path(tmp_path, ("a", "b", "c", "e"), ".nsb")
 
 
 def test_corner_choices_from_a_folder_of_banks(tmp_path):

@@ -186,3 +186,44 @@ def test_threads_post_from_their_own_thread(tmp_path):
     r.close()
     assert "board-controls" in seen
     assert not r.controls.board._thread
+
+
+def test_ons_wires_the_real_drivers_to_bus_1_the_switch_pins_and_the_oled(monkeypatch, tmp_path):
+    """The original hardware's path, with fakes only at the edge: RPi.GPIO and smbus2.SMBus."""
+    import sys
+    import types
+
+    import smbus2
+
+    from hardware.oled import OLED_ADDRESS
+    from hardware.sim import SimulatedGPIO, SimulatedSSD1306
+    gpio, twin, panel, opened = SimulatedGPIO(), SimulatedBoard(), SimulatedSSD1306(), []
+
+    def smbus(port):
+        opened.append(port)
+        return FakeSMBus({ADDRESS: twin, OLED_ADDRESS: panel})
+    monkeypatch.setattr(smbus2, "SMBus", smbus)
+    monkeypatch.setitem(sys.modules, "RPi", types.SimpleNamespace(GPIO=gpio))
+    monkeypatch.setitem(sys.modules, "RPi.GPIO", gpio)
+
+    posts = []
+    c = open_board_controls("ons", corners=corners(), patches_path=tmp_path / "p.json")
+    c.start(lambda **p: posts.append(p), threads=False)
+    twin.set_pot(0, 255)
+    gpio.press(26)
+    for i in range(100):
+        c.board.poll_once()
+        c.step(i * 0.01)
+    assert posts[0]["position"] == 1.0 and opened == [1, 1]       # the OLED and the controller on bus 1
+    assert gpio.outputs[4] == [1, 0, 1]                           # the OLED's reset pulse
+    assert c.patches.get(3) is not None                           # GPIO 26 held: patch 4 saved
+    assert c.display.flush() and panel.on and sum(map(sum, panel.pixels())) > 50
+    c.stop()
+
+
+def test_ons_on_a_pc_without_rpi_gpio_says_so():
+    from hardware.errors import HardwareError
+    with pytest.raises(HardwareError, match="--board sim"):
+        open_board_controls("ons", corners=corners())
+    with pytest.raises(HardwareError, match="unknown board 'usb'"):
+        open_board_controls("usb", corners=corners())
