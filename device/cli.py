@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model new": ("precompute.commands:configure_model_new", "write an initialised run folder for a preset"),
     "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
+    "board monitor": ("hardware.commands:configure_monitor", "check the controller board, switches and OLED (or sim)"),
 }
 
 

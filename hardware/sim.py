@@ -13,13 +13,16 @@ I2C_M_RD = 0x0001  # smbus2's read flag, as in linux/i2c.h
 
 class SimulatedBoard:
     """The STM32's behaviour: physical state in, a frame latched by each write, read back as 16 bytes (then 0x00,
-    as the firmware pads). Thread-safe: a GUI sets the state while the driver polls."""
+    as the firmware pads). Thread-safe: a GUI sets the state while the driver polls. The knobs start where a
+    player would leave them: no offset, fast attack, half decay, full sustain, short release, 80% volume."""
 
-    def __init__(self):
+    START_POTS = (0, 0, 128, 255, 40, 200)
+
+    def __init__(self, pots: tuple[int, ...] = START_POTS):
         self._lock = threading.Lock()
         self.touch: tuple[int, int] = (fr.NO_TOUCH, fr.NO_TOUCH)
         self.rotaries = [0, 0, 0, 0]
-        self.pots = [0, 0, 0, 0, 0, 0]
+        self.pots = list(pots)
         self._latched = bytes(fr.FRAME_LEN)  # the firmware's message buffer starts zeroed (its checksum is wrong)
         self._pos = 0
 

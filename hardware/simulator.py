@@ -18,7 +18,6 @@ from hardware.switches import SWITCH_PINS
 CELL = 30                  # pad pixels per touch cell
 PAD = CELL * GRID
 OLED_SCALE = 3
-START_POTS = (0, 0, 128, 255, 40, 200)  # position, attack, decay, sustain, release, volume (8-bit)
 _REFRESH_MS = 33
 _KEY_RELEASE_MS = 30       # X11 auto-repeat sends release+press pairs; a release stands only after this long
 
@@ -53,12 +52,11 @@ class SimulatorWindow:
         knobs = tk.Frame(self.root, bg="black")
         knobs.grid(row=1, column=1, sticky="n")
         self.knobs = []
-        for i, (name, start) in enumerate(zip(POT_PARAMS, START_POTS)):
+        for i, (name, start) in enumerate(zip(POT_PARAMS, list(self.sim.board.pots))):
             scale = tk.Scale(knobs, from_=0, to=255, orient="horizontal", label=name, length=180,
                              command=lambda v, i=i: self.sim.board.set_pot(i, int(float(v))),
                              bg="black", fg="white", highlightthickness=0, takefocus=0)
             scale.set(start)
-            self.sim.board.set_pot(i, start)
             scale.grid(row=i // 2, column=i % 2, padx=2)
             self.knobs.append(scale)
 

@@ -227,3 +227,20 @@ def test_ons_on_a_pc_without_rpi_gpio_says_so():
         open_board_controls("ons", corners=corners())
     with pytest.raises(HardwareError, match="unknown board 'usb'"):
         open_board_controls("usb", corners=corners())
+
+
+def test_board_monitor_prints_what_the_engine_would_get(tmp_path):
+    import io
+
+    from device.cli import main
+    from hardware.commands import monitor
+    for name in ("bass_flute_marimba_vox", "organ_flute_marimba_vox"):
+        (tmp_path / name).mkdir()
+    out = io.StringIO()
+    assert monitor("sim", seconds=0.3, banks=str(tmp_path), window=False, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "corners: bass flute marimba vox"
+    assert "volume=0.784" in lines[1] and "x=0.500" in lines[1]
+    frames = int(lines[-1].split()[1])
+    assert frames > 20 and "checksum 0 stuck 0 io_error 0" in lines[-1]
+    assert main(["board", "monitor", "--board", "sim", "--no-window", "--banks", str(tmp_path / "none")]) == 1
