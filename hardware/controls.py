@@ -40,6 +40,7 @@ class BoardControls:
         self.screen = ScreenState()
         self.image = None           # the newest picture (what the OLED shows; the simulator draws it too)
         self.params: dict[str, float] = {}  # everything posted so far, latest values
+        self.sim = None             # the simulated twin's physical side (SimHandles) when kind="sim"
         self._post: Callable[..., None] = lambda **p: None
         self._primed = False
         self._drawn = None

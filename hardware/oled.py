@@ -2,7 +2,9 @@
 
 `Display.show(image)` never blocks: it leaves the newest picture in a one-slot mailbox that a worker thread sends
 to the panel, so a slow or failing I2C write can delay only the picture, never the controls or the audio. A panel
-that is absent or stops answering is logged and dropped; the instrument keeps playing.
+that is absent or stops answering is logged and dropped; the instrument keeps playing. Pictures are packed into
+the panel's page format by Pillow in C (`page_bytes`): luma's own `display()` loops over all 8192 pixels in
+Python, holding the GIL for milliseconds per frame, time the audio callback may be waiting for.
 """
 from __future__ import annotations
 
@@ -17,8 +19,29 @@ OLED_ADDRESS = 0x3D
 RESET_PIN = 4
 
 
+def page_bytes(image) -> bytes:
+    """A 1-bit image -> SSD1306 display RAM: pages of 8 rows, one byte per column, bit 0 the page's top row."""
+    from PIL import Image
+    pages = image.height // 8
+    packed = image.transpose(Image.Transpose.TRANSPOSE).transpose(Image.Transpose.FLIP_LEFT_RIGHT).tobytes()
+    # `packed` holds, per column, its pages bottom-up: byte j of column x is page (pages - 1 - j)
+    return b"".join(packed[pages - 1 - p::pages] for p in range(pages))
+
+
+class Panel:
+    """A luma.oled ssd1306 fed through `page_bytes` (its init and I2C interface are luma's)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def display(self, image) -> None:
+        d = self.device
+        d.command(0x21, 0, d.width - 1, 0x22, 0, d.height // 8 - 1)  # column and page address ranges
+        d.data(page_bytes(image))
+
+
 class Display:
-    """Wraps anything with luma's `display(image)` (ssd1306, or luma.core's dummy device)."""
+    """Wraps anything with luma's `display(image)` (a Panel, or luma.core's dummy device)."""
 
     def __init__(self, device, max_failures: int = 20):
         self.device, self.max_failures = device, max_failures
@@ -98,5 +121,5 @@ def open_oled(gpio=None, *, bus=None, port: int = 1, address: int = OLED_ADDRESS
     except Exception as e:  # luma raises its own DeviceNotFoundError etc. for a silent bus
         log.warning("OLED: no SSD1306 at 0x%02x (%s); playing without the display", address, e)
         return None
-    return Display(device)
+    return Display(Panel(device))
 

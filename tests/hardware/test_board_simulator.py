@@ -129,3 +129,13 @@ def test_screenshot_shows_the_oled_picture(session, tmp_path):
     expected = np.array(session.controls.image.resize((384, 192)), dtype=bool)
     assert expected.sum() > 1000 and (picture == expected).mean() > 0.99
     assert picture[15:30, 111:126].sum() > 100                               # the cursor at the top-left dot
+
+
+def test_board_monitor_opens_the_window_and_closes_it_after_the_time(xdisplay):
+    import io
+
+    from hardware.commands import monitor
+    out = io.StringIO()
+    assert monitor("sim", seconds=0.5, out=out) == 0
+    text = out.getvalue()
+    assert text.startswith("corners: A1 B1 C1 D1") and "sustain=1.000" in text and "frames " in text

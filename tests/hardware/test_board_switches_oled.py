@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hardware.errors import HardwareError
-from hardware.oled import OLED_ADDRESS, RESET_PIN, Display, open_oled
+from hardware.oled import OLED_ADDRESS, RESET_PIN, Display, open_oled, page_bytes
 from hardware.screens import HEIGHT, WIDTH, ScreenState, render
 from hardware.sim import FakeSMBus, SimulatedGPIO, SimulatedSSD1306
 from hardware.switches import SWITCH_PINS, Switches, load_gpio
@@ -69,6 +69,13 @@ def test_screen_state_returns_home_after_the_timeout():
     s.show("volume", 10.0, value=0.5)
     assert s.current(10.5) == ("volume", {"value": 0.5})
     assert s.current(11.0)[0] == "home"
+
+
+def test_page_bytes_is_the_ssd1306_ram_layout():
+    img = render("home", {"corners": ["CB", "EP", "MA", "DG"], "xy": (0.3, 0.7)})
+    a = as_array(img)
+    expected = bytes(sum(int(a[p * 8 + b, x]) << b for b in range(8)) for p in range(8) for x in range(128))
+    assert page_bytes(img) == expected and sum(expected) > 0
 
 
 def test_luma_ssd1306_on_the_bus_puts_the_picture_in_the_panel():
