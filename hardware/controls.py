@@ -85,7 +85,7 @@ class BoardControls:
         now = self.clock() if now is None else now
         with self._lock:
             frame, steps = self.board.snapshot()
-            params, _ = self.mapper.update(frame, now)
+            params = self.mapper.update(frame, now)
             if frame is not None:
                 self._screens_for(params, frame.touched, now)
                 self._primed = True

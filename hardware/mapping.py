@@ -82,33 +82,29 @@ class TouchGlide:
 
 
 class BoardMapper:
-    """Frames in, changed engine parameters and encoder steps out."""
+    """Frames in, changed engine parameters out (the encoders' steps are counted by the driver, which sees
+    every frame)."""
 
     def __init__(self, band: int = 2, tau: float = 0.04):
         self.pots = [PotFilter(band) for _ in POT_PARAMS]
         self.glide = TouchGlide(tau)
-        self._rotaries: tuple[int, ...] | None = None
         self._xy_sent: tuple[float, float] | None = None
 
-    def update(self, frame: Frame | None, now: float) -> tuple[dict[str, float], tuple[int, ...]]:
+    def update(self, frame: Frame | None, now: float) -> dict[str, float]:
         """One tick: `frame` is the newest verified frame (None: no new frame, the glide still advances)."""
         params: dict[str, float] = {}
-        steps: tuple[int, ...] = (0, 0, 0, 0)
         if frame is not None:
             for name, pot, raw in zip(POT_PARAMS, self.pots, frame.pots):
                 value = pot.update(raw)
                 if value is not None:
                     params[name] = value
-            if self._rotaries is not None:
-                steps = rotary_steps(self._rotaries, frame.rotaries)
-            self._rotaries = frame.rotaries
             if frame.touched:
                 self.glide.touch(frame.touch)
         xy = self.glide.advance(now)
         if xy != self._xy_sent:
             params.update(x=xy[0], y=xy[1])
             self._xy_sent = xy
-        return params, steps
+        return params
 
     def values(self) -> dict[str, float]:
         """Every parameter's current value (pots not yet read are left out)."""

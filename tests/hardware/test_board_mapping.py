@@ -45,26 +45,26 @@ def test_glide_moves_smoothly_to_the_touched_cell_and_holds_after_release():
 
 def test_mapper_posts_every_pot_once_then_only_changes():
     m = BoardMapper(band=2, tau=0.04)
-    params, steps = m.update(frame(pots=(0, 51, 102, 153, 204, 255)), 0.0)
+    params = m.update(frame(pots=(0, 51, 102, 153, 204, 255)), 0.0)
     assert set(params) == set(PARAMS)
     assert params["attack"] == 0.2 and params["volume"] == 1.0 and (params["x"], params["y"]) == (0.5, 0.5)
-    params, _ = m.update(frame(pots=(0, 52, 102, 153, 204, 255)), 0.01)
+    params = m.update(frame(pots=(0, 52, 102, 153, 204, 255)), 0.01)
     assert params == {}
-    params, _ = m.update(frame(pots=(0, 51, 102, 153, 204, 0)), 0.02)
+    params = m.update(frame(pots=(0, 51, 102, 153, 204, 0)), 0.02)
     assert params == {"volume": 0.0}
 
 
 def test_mapper_touch_glides_xy_and_keeps_it_without_touch():
     m = BoardMapper(tau=0.04)
     m.update(frame(), 0.0)
-    p1, _ = m.update(frame(touch=(0, 10)), 0.01)
+    p1 = m.update(frame(touch=(0, 10)), 0.01)
     assert 0.0 < p1["x"] < 0.5 and 0.5 < p1["y"] < 1.0
     t = 0.01
     for _ in range(100):
         t += 0.01
         m.update(frame(touch=(0, 10)), t)
     assert m.values()["x"] == 0.0 and m.values()["y"] == 1.0
-    params, _ = m.update(frame(), t + 0.01)                       # finger lifted
+    params = m.update(frame(), t + 0.01)                       # finger lifted
     assert params == {} and (m.values()["x"], m.values()["y"]) == (0.0, 1.0)
 
 

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(f"""
     from hardware.frame import Frame, decode, encode
     from hardware.mapping import BoardMapper
     m = BoardMapper()
-    params, _ = m.update(decode(encode(Frame((10, 0), (0, 0, 0, 0), (0, 51, 102, 153, 204, 255)))), 0.0)
+    params = m.update(decode(encode(Frame((10, 0), (0, 0, 0, 0), (0, 51, 102, 153, 204, 255)))), 0.0)
     assert params["sustain"] == 0.6 and params["volume"] == 1.0, params
 
     from hardware.errors import HardwareError
