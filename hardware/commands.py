@@ -54,16 +54,8 @@ def monitor(kind: str = "ons", *, seconds: float | None = None, banks: str | Non
     controls.start(post)
     try:
         if kind == "sim" and window:
-            from hardware.simulator import SimulatorWindow
-            import tkinter as tk
-            try:
-                win = SimulatorWindow(controls)
-            except tk.TclError as e:
-                raise HardwareError(f"the simulator window cannot open ({e}); is there a display? "
-                                    f"(`--no-window` runs the simulated board without one)") from e
-            if seconds is not None:
-                win.root.after(int(seconds * 1000), win.close)
-            win.run()
+            from hardware.simulator import run_window
+            run_window(controls, seconds=seconds)
         else:
             time.sleep(seconds) if seconds is not None else threading.Event().wait()
     except KeyboardInterrupt:

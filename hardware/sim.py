@@ -55,7 +55,8 @@ class FakeSMBus:
     """The part of smbus2.SMBus the drivers use (`i2c_rdwr` with `i2c_msg`, `read_i2c_block_data`,
     `write_i2c_block_data`, `close`), routed to simulated devices by address. An absent address NACKs with
     OSError(EREMOTEIO), like the kernel. `fail(kind, n)` injects faults into the next n transactions:
-    "nack", "stuck" (every byte read is 0xFF) or "checksum" (one payload bit flipped)."""
+    "nack", "stuck" (every byte read is 0xFF) or "checksum" (one payload bit flipped), optionally only for the
+    transactions to one address (the OLED shares the bus)."""
 
     def __init__(self, devices: dict[int, object]):
         self.devices = devices
@@ -64,10 +65,11 @@ class FakeSMBus:
         self.transactions = 0
         self.closed = False
 
-    def fail(self, kind: str, n: int = 1) -> None:
+    def fail(self, kind: str, n: int = 1, addr: int | None = None) -> None:
+        """Fault the next n transactions (to `addr` only, when given)."""
         assert kind in ("nack", "stuck", "checksum")
         with self._lock:
-            self._faults += [kind] * n
+            self._faults += [(kind, addr)] * n
 
     def _device(self, addr: int, fault: str | None):
         if fault == "nack" or addr not in self.devices:
@@ -82,13 +84,17 @@ class FakeSMBus:
             data = bytes([data[0] ^ 0x01]) + data[1:]
         return data
 
-    def _next_fault(self) -> str | None:
+    def _next_fault(self, addr: int) -> str | None:
         self.transactions += 1
-        return self._faults.pop(0) if self._faults else None
+        for i, (kind, only) in enumerate(self._faults):
+            if only is None or only == addr:
+                del self._faults[i]
+                return kind
+        return None
 
     def i2c_rdwr(self, *msgs) -> None:
         with self._lock:
-            self._rdwr(msgs, self._next_fault())
+            self._rdwr(msgs, self._next_fault(msgs[0].addr if msgs else -1))
 
     def _rdwr(self, msgs, fault: str | None) -> None:
         for msg in msgs:
@@ -101,14 +107,14 @@ class FakeSMBus:
 
     def read_i2c_block_data(self, addr: int, register: int, length: int) -> list[int]:
         with self._lock:
-            fault = self._next_fault()
+            fault = self._next_fault(addr)
             dev = self._device(addr, fault)
             dev.i2c_write(bytes([register]))
             return list(self._read(dev, length, fault))
 
     def write_i2c_block_data(self, addr: int, register: int, data: list[int]) -> None:
         with self._lock:
-            fault = self._next_fault()
+            fault = self._next_fault(addr)
             self._device(addr, fault).i2c_write(bytes([register, *data]))
 
     def close(self) -> None:
@@ -215,6 +221,15 @@ class SimulatedSSD1306:
 
     def i2c_read(self, n: int) -> bytes:
         return bytes(n)  # the write-only panel; a status read returns zeros
+
+    def image(self):
+        """The panel as a 1-bit PIL image (the inverse of hardware.oled.page_bytes, done by Pillow)."""
+        from PIL import Image
+        packed = bytearray(len(self.ram))
+        for p in range(self.pages):
+            packed[self.pages - 1 - p::self.pages] = self.ram[p * self.width:(p + 1) * self.width]
+        img = Image.frombytes("1", (self.pages * 8, self.width), bytes(packed))
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).transpose(Image.Transpose.TRANSPOSE)
 
     def pixels(self) -> list[list[int]]:
         return [[(self.ram[(y // 8) * self.width + x] >> (y % 8)) & 1 for x in range(self.width)]

@@ -8,7 +8,14 @@ and mapping code (hardware.controls.BoardControls). The computer keyboard plays 
 """
 from __future__ import annotations
 
-import tkinter as tk
+import gc
+
+from hardware.errors import HardwareError
+
+try:
+    import tkinter as tk
+except ImportError as e:  # e.g. Debian's python3 without python3-tk
+    raise HardwareError(f"the simulator window needs Tk ({e}): apt install python3-tk, or a Python with tkinter") from e
 
 from hardware.frame import GRID
 from hardware.keys import ComputerKeyboard
@@ -110,19 +117,15 @@ class SimulatorWindow:
         self.keyboard.release(key)
 
     # -- output ------------------------------------------------------------------------------------------
-    def oled_image(self):
-        """What the simulated panel shows (its display RAM), as a 128x64 1-bit PIL image."""
-        from PIL import Image
-        rows = self.sim.panel.pixels()
-        img = Image.new("1", (len(rows[0]), len(rows)))
-        img.putdata([p for row in rows for p in row])
-        return img
-
     def _refresh(self) -> None:
-        if self._closed:
-            return
+        if not self._closed:
+            self.update_picture()
+            self.root.after(_REFRESH_MS, self._refresh)
+
+    def update_picture(self) -> None:
+        """Show the panel's current picture and the glided touch position."""
         from PIL import ImageTk
-        img = self.oled_image().convert("L")
+        img = self.sim.panel.image().convert("L")
         img = img.resize((img.width * OLED_SCALE, img.height * OLED_SCALE))
         self._oled_photo = ImageTk.PhotoImage(img, master=self.root)
         self.oled.configure(image=self._oled_photo)
@@ -130,7 +133,6 @@ class SimulatorWindow:
         if "x" in params:
             cx, cy = params["x"] * (PAD - CELL) + CELL / 2, params["y"] * (PAD - CELL) + CELL / 2
             self.pad.coords(self._cursor, cx - 7, cy - 7, cx + 7, cy + 7)
-        self.root.after(_REFRESH_MS, self._refresh)
 
     def screenshot(self, path) -> None:
         """Save the window as it is on screen (PNG), grabbed from the X server."""
@@ -148,14 +150,20 @@ class SimulatorWindow:
             self._closed = True
             self.keyboard.release_all()
             self.root.destroy()
+            # Tcl aborts the process when its objects are freed on another thread (as a garbage collection
+            # started by the controls thread would): drop every Tk reference here, on the Tk thread.
+            self.pad = self.oled = self.status = self._oled_photo = self.root = None
+            self.knobs, self.encoders = [], []
+            gc.collect()
 
 
-def run_window(controls, note_on=None, note_off=None) -> None:
-    """Open the simulator window and block until it is closed (call on the main thread, with `controls`
-    already started)."""
+def run_window(controls, note_on=None, note_off=None, seconds: float | None = None) -> None:
+    """Open the simulator window and block until it is closed, or for `seconds` (call on the main thread, with
+    `controls` already started)."""
     try:
         window = SimulatorWindow(controls, note_on, note_off)
     except tk.TclError as e:
-        from hardware.errors import HardwareError
         raise HardwareError(f"the simulator window cannot open ({e}); is there a display (DISPLAY)?") from e
+    if seconds is not None:
+        window.root.after(int(seconds * 1000), window.close)
     window.run()

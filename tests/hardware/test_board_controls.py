@@ -76,7 +76,7 @@ def test_bus_trouble_never_moves_the_instrument(rig):
     rig.sim.board.set_touch((9, 1))
     rig.sim.board.set_pot(5, 17)
     for kind in ("nack", "stuck", "checksum"):
-        rig.sim.bus.fail(kind, 20)
+        rig.sim.bus.fail(kind, 20, addr=ADDRESS)   # the OLED's writes on the same bus go through
     rig.tick(60)
     assert rig.posts == [] and rig.controls.board.counts["reconnects"] >= 1
     rig.tick(60)                                                     # the bus is back

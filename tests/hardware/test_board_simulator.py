@@ -116,7 +116,7 @@ def test_screenshot_shows_the_oled_picture(session, tmp_path):
     session.window.pad.event_generate("<ButtonPress-1>", x=15, y=15)
     assert session.pump(lambda: session.params.get("x") == 0.0)
     assert session.controls.display.flush()
-    session.pump(lambda: False, timeout=0.2)                                 # a refresh of the picture
+    session.window.update_picture()
     path = tmp_path / "sim.png"
     session.window.screenshot(path)
     if os.environ.get("NSYNTH_SHOT"):
@@ -136,6 +136,6 @@ def test_board_monitor_opens_the_window_and_closes_it_after_the_time(xdisplay):
 
     from hardware.commands import monitor
     out = io.StringIO()
-    assert monitor("sim", seconds=0.5, out=out) == 0
+    assert monitor("sim", seconds=1.0, out=out) == 0
     text = out.getvalue()
     assert text.startswith("corners: A1 B1 C1 D1") and "sustain=1.000" in text and "frames " in text

@@ -87,6 +87,7 @@ def test_luma_ssd1306_on_the_bus_puts_the_picture_in_the_panel():
     display.show(img)
     assert display.flush()
     assert panel.on and (np.array(panel.pixels(), dtype=np.uint8) == as_array(img)).all()
+    assert (as_array(panel.image()) == as_array(img)).all()
     display.close()
 
 
