@@ -3,7 +3,8 @@
 Each poll is one combined transaction: write register 0 (the board latches a snapshot), then read the 16-byte
 frame. A frame with a bad checksum, a stuck (all 0xFF) bus or an I/O error (NACK) is dropped and counted: the last
 good state stays, so the position never jumps. After `reconnect_after` failures in a row the bus is closed and
-reopened (when the driver opened it) and the encoder baseline is forgotten (the board may have reset).
+reopened (when the driver opened it), the encoder baseline is forgotten (the board may have reset), and polls
+slow to one per `retry_s` until a frame comes through again.
 """
 from __future__ import annotations
 
@@ -32,12 +33,13 @@ class ControllerBoard:
     reconnect). `snapshot()` hands the newest good frame and the encoder steps accumulated since the last call."""
 
     def __init__(self, bus=None, *, open_bus: Callable[[], object] | None = None, address: int = fr.ADDRESS,
-                 poll_hz: float = 200.0, reconnect_after: int = 10, log_interval: float = 5.0):
+                 poll_hz: float = 200.0, reconnect_after: int = 10, retry_s: float = 0.25,
+                 log_interval: float = 5.0):
         if bus is None and open_bus is None:
             open_bus = smbus_opener()
         self.bus, self.open_bus, self.address = bus, open_bus, address
         self.period = 1.0 / poll_hz
-        self.reconnect_after = reconnect_after
+        self.reconnect_after, self.retry_s = reconnect_after, retry_s
         self.counts: Counter[str] = Counter()  # frames, checksum, stuck, io_error, reconnects
         self._log = RateLimitedLog(log, log_interval)
         self._lock = threading.Lock()
@@ -45,7 +47,8 @@ class ControllerBoard:
         self._fresh = False
         self._steps = [0, 0, 0, 0]
         self._rotaries: tuple[int, ...] | None = None
-        self._failures = 0
+        self._failures = 0   # since the last good frame or reconnect
+        self._down = 0       # since the last good frame
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -69,7 +72,7 @@ class ControllerBoard:
         except fr.FrameError as e:
             self._fail("stuck" if "stuck" in str(e) else "checksum", f"controller board: frame dropped ({e})")
             return False
-        self._failures = 0
+        self._failures = self._down = 0
         with self._lock:
             if self._rotaries is not None:
                 for i, s in enumerate(rotary_steps(self._rotaries, frame.rotaries)):
@@ -82,6 +85,7 @@ class ControllerBoard:
     def _fail(self, kind: str, message: str) -> None:
         self.counts[kind] += 1
         self._failures += 1
+        self._down += 1
         self._log.warning(f"{message}; {self.counts[kind]} so far")
         if self._failures >= self.reconnect_after:
             self._reconnect()
@@ -128,7 +132,7 @@ class ControllerBoard:
                 self.poll_once()
             except Exception as e:  # e.g. the bus could not be opened: keep trying, never die
                 self._fail("io_error", f"controller board: cannot open the I2C bus ({e})")
-            deadline += self.period
+            deadline += self.period if self._down < self.reconnect_after else self.retry_s
             delay = deadline - time.monotonic()
             if delay < 0:
                 deadline, delay = time.monotonic(), 0.0

@@ -98,6 +98,7 @@ class Display:
 
 def reset_panel(gpio, pin: int = RESET_PIN, hold: float = 0.001, settle: float = 0.01) -> None:
     """Pulse the panel's reset line low, as the original does before talking to it."""
+    gpio.setmode(gpio.BCM)
     gpio.setup(pin, gpio.OUT, initial=gpio.HIGH)
     gpio.output(pin, gpio.LOW)
     time.sleep(hold)

@@ -108,6 +108,22 @@ def test_a_missing_bus_device_is_retried_until_it_appears():
     assert results == [False] * 5 + [True] and board.counts["io_error"] == 5
 
 
+def test_a_dead_bus_is_retried_slowly_and_picked_up_again():
+    twin, bus, board = rig(poll_hz=500, reconnect_after=3, retry_s=0.2)
+    bus.fail("nack", 10**6)
+    board.start()
+    board._stop.wait(0.5)
+    tries = bus.transactions
+    assert 3 <= tries <= 3 + 4        # 3 fast failures, then one try per 0.2 s
+    bus._faults.clear()
+    for _ in range(100):
+        if board.counts["frames"]:
+            break
+        board._stop.wait(0.05)
+    board.stop()
+    assert board.counts["frames"] and board.counts["reconnects"] >= 1
+
+
 def test_the_thread_polls_until_stopped():
     twin, bus, board = rig(poll_hz=500)
     board.start()

@@ -80,7 +80,6 @@ def test_page_bytes_is_the_ssd1306_ram_layout():
 
 def test_luma_ssd1306_on_the_bus_puts_the_picture_in_the_panel():
     panel, gpio = SimulatedSSD1306(), SimulatedGPIO()
-    gpio.setmode(gpio.BCM)
     display = open_oled(gpio, bus=FakeSMBus({OLED_ADDRESS: panel}))
     assert gpio.outputs[RESET_PIN] == [1, 0, 1]              # the reset pulse
     img = render("volume", {"value": 0.7})
