@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-main}"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-apt_pkgs="libportaudio2 libsndfile1 fluidsynth timgm6mb-soundfont"
+apt_pkgs="libportaudio2 libsndfile1 fluidsynth timgm6mb-soundfont python3-tk"  # python3-tk: `nsynth play --board sim`
 if [ "$mode" = dev ]; then
     apt_pkgs="$apt_pkgs jackd2 systemd mtools dosfstools e2fsprogs fdisk openssh-server openssh-client xvfb"
 fi
