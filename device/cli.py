@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from device.errors import NsynthError
+from hardware.errors import HardwareError
 
 # name -> ("module:configure", one-line help). `configure(parser)` adds the arguments and sets `func`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(args.func(args) or 0)
-    except NsynthError as e:
+    except (NsynthError, HardwareError) as e:
         print(f"nsynth {name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

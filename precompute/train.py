@@ -52,8 +52,11 @@ def load_codes(root: str | os.PathLike) -> torch.Tensor:
     notes = load_examples(root)
     if not notes:
         raise NsynthError(f"{root}: no notes")
-    audio = np.stack([read_note(n) for n in notes])
-    return mulaw_encode(torch.from_numpy(audio)).to(torch.int8)
+    first = read_note(notes[0])
+    codes = torch.empty(len(notes), len(first), dtype=torch.int8)
+    for i, note in enumerate(notes):  # one note at a time: a float copy of a big dataset does not fit in memory
+        codes[i] = mulaw_encode(torch.from_numpy(first if i == 0 else read_note(note))).to(torch.int8)
+    return codes
 
 
 def random_crops(codes: torch.Tensor, n: int, crop: int, gen: torch.Generator) -> torch.Tensor:
