@@ -31,10 +31,10 @@ def state_dir() -> Path:
     return Path(os.environ.get("NSYNTH_STATE_DIR") or Path.home() / ".local" / "state" / "nsynth")
 
 
-def load_bank(path: str | os.PathLike, *, state: Path | None = None) -> Bank:
+def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Bank:
     """Open a bank; if it is refused, fall back to the last bank that opened (with a warning).
     A bank that opens is remembered (atomically) as the new last good bank."""
-    state = state_dir() if state is None else state
+    state = state_dir() if state is None else Path(state)
     record = state / STATE_FILE
     try:
         bank = open_bank(path)
@@ -136,7 +136,7 @@ def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
 def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | None = None, uart: str | None = None,
          device: str | int | None = None, block: int = 128, control_sources: Iterable[Any] = (),
          router: MidiRouter | None = None, config: EngineConfig | None = None, params: dict | None = None,
-         duration: float | None = None, stop: threading.Event | None = None, state: Path | None = None) -> int:
+         duration: float | None = None, stop: threading.Event | None = None, state: str | Path | None = None) -> int:
     """Play live until interrupted (or `duration` seconds, or `stop` set). `midi` is a port name (None: the first
     USB MIDI input, if any) or an open mido input; `uart` a serial device for DIN MIDI; each control source has
     `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own thread."""

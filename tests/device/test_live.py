@@ -1,0 +1,172 @@
+"""The live path: frame clock, the audio callback (bit-identical to offline), play() on a null ALSA output,
+bank fallback, clear errors for missing devices, and the render-midi command."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+
+from device.bank import BankError, open_bank
+from device.cli import main
+from device.engine import Engine, EngineConfig, render_events
+from device.live import FrameClock, LiveAudio, load_bank, switch_bank
+from device.midi_io import midi_file_messages
+from device.midi_map import MidiRouter
+from device.offline import render_midi, xy_at
+
+from synth_banks import write_bank
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("live") / "bank"
+    write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=16000)
+    return path
+
+
+def test_frame_clock_keeps_offsets_one_block_late():
+    clock = FrameClock(48000, 128)
+    clock.mark(1280)
+    t0 = clock._mark[1]
+    assert clock.frame_for(t0) == 1408
+    assert clock.frame_for(t0 + 50 / 48000 + 1e-9) == 1458
+    assert clock.frame_for(t0 + 1.0) == 1408 + 127  # a late callback: clamp inside the next block
+    assert clock.frame_for(t0 - 1.0) == 1408
+
+
+def _song(path):
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000))
+    for i, (n, v) in enumerate([(60, 100), (64, 70), (67, 40), (72, 127)]):
+        tr.append(mido.Message("note_on", note=n, velocity=v, time=0 if i == 0 else 97))
+    tr.append(mido.Message("control_change", control=16, value=100, time=33))
+    tr.append(mido.Message("pitchwheel", pitch=3000, time=51))
+    for n in (60, 64, 67, 72):
+        tr.append(mido.Message("note_off", note=n, time=121))
+    mid.save(path)
+    return path
+
+
+def test_live_callback_is_bit_identical_to_render_midi(bank_path, tmp_path):
+    song = _song(tmp_path / "s.mid")
+    offline = render_midi(bank_path, song, tmp_path / "o.wav", xy="0.1,0.2:0.9,0.6")
+    wav, sr = sf.read(tmp_path / "o.wav", dtype="float32", always_2d=True)
+    assert sr == 48000 and np.array_equal(wav, offline)
+    # the live path: the same engine behind the sounddevice callback; events posted by "the MIDI thread"
+    # just before the block they fall in, stamped with the same frames
+    engine = Engine(open_bank(bank_path))
+    audio = LiveAudio(engine, FrameClock(48000, 128))
+    router = MidiRouter()
+    msgs = midi_file_messages(song, 48000)
+    end = msgs[-1][0]
+    out = np.zeros_like(offline)
+    for start in range(0, len(out), 128):
+        for f, m in msgs:
+            if start <= f < start + 128:
+                for ev in router.route(m):
+                    engine.post(ev, f)
+        x, y = xy_at([(0.1, 0.2), (0.9, 0.6)], start / end)
+        engine.post_params(frame=start, x=x, y=y)
+        audio.callback(out[start:start + 128], min(128, len(out) - start), None, None)
+    assert np.abs(out).max() > 0.05
+    np.testing.assert_array_equal(out, offline)
+
+
+def test_callback_survives_an_engine_error(bank_path):
+    engine = Engine(open_bank(bank_path))
+    audio = LiveAudio(engine, FrameClock(48000, 128))
+    engine.post(("no-such-event",))
+    buf = np.ones((128, 2), np.float32)
+    audio.callback(buf, 128, None, None)
+    assert not buf.any() and isinstance(audio.error, ValueError)
+
+
+def test_render_midi_command(bank_path, tmp_path, capsys):
+    song = _song(tmp_path / "s.mid")
+    out = tmp_path / "x.wav"
+    assert main(["render-midi", "--bank", str(bank_path), str(song), "-o", str(out), "--xy", "0,0:1,1"]) == 0
+    assert sf.info(out).samplerate == 48000 and sf.info(out).channels == 2
+    assert main(["render-midi", "--bank", str(tmp_path / "nobank"), str(song), "-o", str(out)]) == 1
+    assert "not a bank directory" in capsys.readouterr().err
+    assert main(["render-midi", "--bank", str(bank_path), str(song), "-o", str(out), "--xy", "2,0"]) == 1
+    assert "outside 0..1" in capsys.readouterr().err
+
+
+def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
+    state = tmp_path / "state"
+    assert load_bank(bank_path, state=state).path == bank_path
+    bad = tmp_path / "bad"
+    write_bank(bad, pitches=(60,), velocities=(100,), note_length=1000)
+    with open(bad / "samples.i16", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(BankError, match="truncated"):
+        load_bank(bad, state=tmp_path / "fresh-state")  # nothing to fall back to
+    assert load_bank(bad, state=state).path == Path(str(bank_path.resolve()))
+    engine = Engine(open_bank(bank_path))
+    assert switch_bank(engine, bad) is False
+    engine.render(256)
+    assert engine.bank.path == bank_path
+
+
+_SCRIPT = textwrap.dedent('''
+    import json, sys, mido
+    from device.errors import NsynthError
+    from device.live import play
+
+    class Port(mido.ports.BaseInput):
+        def __init__(self):
+            self.msgs = [mido.Message("note_on", note=60, velocity=100), mido.Message("control_change", control=7, value=90)]
+            super().__init__("fake")
+        def _receive(self, block=True):
+            return self.msgs.pop(0) if self.msgs else None
+
+    class Source:
+        def start(self, post):
+            self.started = True
+            post(x=0.25, y=0.75)
+        def stop(self):
+            self.stopped = True
+
+    res = {}
+    src = Source()
+    res["rc"] = play(sys.argv[1], midi=Port(), block=128, control_sources=[src], duration=0.4, state=sys.argv[2])
+    res["source"] = [getattr(src, "started", False), getattr(src, "stopped", False)]
+    for kw in ({"device": "no-such-card"}, {"midi": "no-such-port"}):
+        try:
+            play(sys.argv[1], duration=0.1, state=sys.argv[2], **kw)
+        except NsynthError as e:
+            res[next(iter(kw))] = str(e)
+    print(json.dumps(res))
+''')
+
+
+def test_play_on_a_null_alsa_output(bank_path, tmp_path):
+    """play() end to end through real PortAudio/ALSA: a null output whose samples are captured to a WAV."""
+    home = tmp_path / "home"
+    home.mkdir()
+    cap = tmp_path / "cap.wav"
+    (home / ".asoundrc").write_text(
+        'pcm.nullout { type null }\n'
+        f'pcm.capture {{ type file slave.pcm "nullout" file "{cap}" format "wav" }}\n'
+        'pcm.!default { type plug slave { pcm "capture" format S16_LE } }\n')
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0 and res["source"] == [True, True]
+    assert "audio output 'no-such-card'" in res["device"] and "'default'" in res["device"]
+    assert "MIDI input 'no-such-port' not found; MIDI inputs that exist: none" in res["midi"]
+    audio, sr = sf.read(cap, dtype="float32")
+    assert sr == 48000 and audio.shape[1] == 2
+    assert np.abs(audio).max() > 0.05  # the note played

@@ -1,0 +1,269 @@
+"""MIDI: the DIN byte framer (fuzzed), the router (CC map, channels, MPE, RPN), USB re-open, UART, files."""
+import threading
+import time
+
+import mido
+import numpy as np
+import pytest
+
+from device.bank import open_bank
+from device.engine import Engine
+from device.errors import NsynthError
+from device.midi_io import UartMidiInput, UsbMidiInput, midi_file_messages, pick_port
+from device.midi_map import DEFAULT_CC_MAP, MidiRouter, parse_cc_map
+from device.midi_stream import MidiByteParser
+
+
+def _stream(rng, n_bytes):
+    """A DIN-like stream: note pairs, CCs, bends, with running status, realtime bytes anywhere and SysEx
+    between messages. Returns (bytes, the channel messages it encodes)."""
+    out, msgs, status, held = bytearray(), [], None, {}
+    while len(out) < n_bytes:
+        r = rng.random()
+        ch = int(rng.integers(0, 3))
+        if r < 0.15:  # a SysEx, sometimes unterminated (ended by the next status byte)
+            body = rng.integers(0, 128, int(rng.integers(0, 40))).tolist()
+            out += bytes([0xF0, *body] + ([0xF7] if rng.random() < 0.7 else []))
+            status = None
+            continue
+        if r < 0.2 and held:
+            key, hch = held.popitem()
+            msg = (mido.Message("note_on", channel=hch, note=key, velocity=0) if rng.random() < 0.5
+                   else mido.Message("note_off", channel=hch, note=key, velocity=int(rng.integers(0, 128))))
+        elif r < 0.55:
+            key = int(rng.integers(0, 128))
+            if key in held:
+                continue
+            held[key] = ch
+            msg = mido.Message("note_on", channel=ch, note=key, velocity=int(rng.integers(1, 128)))
+        elif r < 0.75 and held:
+            key, hch = held.popitem()
+            msg = mido.Message("note_off", channel=hch, note=key)
+        elif r < 0.9:
+            msg = mido.Message("control_change", channel=ch, control=int(rng.choice([7, 16, 17, 73, 1, 74])),
+                               value=int(rng.integers(0, 128)))
+        else:
+            msg = mido.Message("pitchwheel", channel=ch, pitch=int(rng.integers(-8192, 8192)))
+        raw = msg.bytes()
+        if raw[0] == status and rng.random() < 0.8:
+            raw = raw[1:]  # running status
+        status = msg.bytes()[0]
+        for b in raw:
+            if rng.random() < 0.1:
+                out.append(int(rng.choice([0xF8, 0xFA, 0xFB, 0xFC, 0xFE, 0xFF, 0xF9, 0xFD])))
+            out.append(b)
+        msgs.append(msg)
+    for key, hch in held.items():
+        m = mido.Message("note_off", channel=hch, note=key)
+        out += bytes(m.bytes())
+        msgs.append(m)
+    return bytes(out), msgs
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    from synth_banks import write_bank
+
+    path = tmp_path_factory.mktemp("midi") / "bank"
+    write_bank(path, grid=2, pitches=(36, 60, 84), velocities=(100,), note_length=4000)
+    return open_bank(path)
+
+
+def test_parser_survives_a_million_bytes_and_leaves_no_stuck_note(bank):
+    rng = np.random.default_rng(7)
+    data, sent = _stream(rng, 1_000_000)
+    assert len(data) >= 1_000_000
+    parser, router = MidiByteParser(), MidiRouter()
+    engine = Engine(bank, params={"release": 0.0})
+    got, pos = [], 0
+    while pos < len(data):  # arbitrary chunking, as reads from a UART return
+        step = int(rng.integers(1, 5000))
+        for msg in parser.feed(data[pos:pos + step]):
+            got.append(msg)
+            for ev in router.route(msg):
+                engine.post(ev)
+        engine.render(128)
+        pos += step
+    assert [m.bytes() for m in got] == [m.bytes() for m in sent]
+    assert sum(m.type == "note_on" and m.velocity for m in got) > 10_000
+    engine.render(4800)
+    assert engine.held_voices() == 0 and engine.active_voices() == 0
+
+
+def test_parser_survives_pure_noise(bank):
+    rng = np.random.default_rng(3)
+    parser, router = MidiByteParser(), MidiRouter()
+    engine = Engine(bank, params={"release": 0.0})
+    data = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    for i in range(0, len(data), 3000):
+        for msg in parser.feed(data[i:i + 3000]):
+            for ev in router.route(msg):
+                engine.post(ev)
+        engine.render(128)
+    for ev in router.route(mido.Message("control_change", control=123, value=0)):  # all notes off
+        engine.post(ev)
+    engine.render(128)
+    assert engine.held_voices() == 0  # (noise may have set a 10 s release: voices may still ring)
+    for ev in router.route(mido.Message("control_change", control=120, value=0)):  # all sound off
+        engine.post(ev)
+    engine.render(480)
+    assert engine.active_voices() == 0
+
+
+def test_running_status_and_realtime_inside_messages():
+    p = MidiByteParser()
+    got = p.feed(bytes([0x90, 60, 0xF8, 100, 62, 0xFE, 90, 0xF0, 1, 2, 0xF7, 0x80, 60, 0, 62, 0, 0xF1, 5, 64]))
+    assert [m.bytes() for m in got] == [[0x90, 60, 100], [0x90, 62, 90], [0x80, 60, 0], [0x80, 62, 0]]
+    # an unterminated SysEx is ended by the next status byte; program change has one data byte
+    assert [m.bytes() for m in p.feed(bytes([0xF0, 1, 2, 0xC3, 5, 6]))] == [[0xC3, 5], [0xC3, 6]]
+
+
+def test_default_cc_map_and_specials():
+    r = MidiRouter()
+    cc = lambda c, v, ch=0: r.route(mido.Message("control_change", channel=ch, control=c, value=v))
+    for num, name in DEFAULT_CC_MAP.items():
+        assert cc(num, 127) == [("params", {name: 1.0})]
+    assert cc(16, 0, ch=9) == [("params", {"x": 0.0})]  # omni
+    assert cc(64, 64) == [("pedal", True)] and cc(64, 63) == [("pedal", False)]
+    assert cc(120, 0) == [("all_sound_off",)] and cc(123, 0) == [("all_notes_off",)]
+    assert cc(121, 0) == [("reset_controllers",)]
+    assert cc(1, 50) == []
+    assert r.route(mido.Message("note_on", channel=5, note=60, velocity=0)) == [("on", 0, 60, 0)]
+    assert r.route(mido.Message("pitchwheel", channel=3, pitch=8191))[0][2] == pytest.approx(2.0, abs=1e-3)
+    assert r.route(mido.Message("pitchwheel", pitch=-8192)) == [("bend", 0, -2.0)]
+
+
+def test_cc_map_is_configurable():
+    m = parse_cc_map(["1=y", "16=none", "20=volume"])
+    assert m[1] == "y" and 16 not in m and m[20] == "volume"
+    r = MidiRouter(cc_map=m)
+    assert r.route(mido.Message("control_change", control=1, value=127)) == [("params", {"y": 1.0})]
+    for bad in (["1=loudness"], ["200=x"], ["x=1"], ["64=x"]):
+        with pytest.raises(NsynthError, match="CC mapping"):
+            parse_cc_map(bad)
+
+
+def test_channel_filter():
+    r = MidiRouter(channel=2)
+    assert r.route(mido.Message("note_on", channel=1, note=60, velocity=9)) == []
+    assert r.route(mido.Message("note_on", channel=2, note=60, velocity=9)) == [("on", 2, 60, 9)]
+    assert r.route(mido.Message("pitchwheel", channel=2, pitch=4096)) == [("bend", 2, 1.0)]
+
+
+def test_rpn_sets_bend_range():
+    r = MidiRouter()
+    for c, v in ((101, 0), (100, 0), (6, 12), (38, 50)):
+        r.route(mido.Message("control_change", control=c, value=v))
+    assert r.route(mido.Message("pitchwheel", pitch=-8192)) == [("bend", 0, -12.5)]
+
+
+def test_mpe_routing():
+    r = MidiRouter(mpe=True)
+    assert r.route(mido.Message("note_on", channel=3, note=60, velocity=9)) == [("on", 3, 60, 9)]
+    assert r.route(mido.Message("pitchwheel", channel=3, pitch=8192 // 2)) == [("bend", 3, 24.0)]  # +-48
+    assert r.route(mido.Message("pitchwheel", channel=0, pitch=-8192)) == [("bend", None, -2.0)]  # manager
+    assert r.route(mido.Message("control_change", channel=3, control=74, value=127)) == [("note_xy", 3, None, 1.0)]
+    assert r.route(mido.Message("aftertouch", channel=3, value=0)) == [("note_xy", 3, 0.0, None)]
+    assert r.route(mido.Message("control_change", channel=3, control=7, value=1)) == []  # member: expression only
+    assert r.route(mido.Message("control_change", channel=0, control=7, value=127)) == [("params", {"volume": 1.0})]
+    assert r.route(mido.Message("aftertouch", channel=0, value=3)) == []
+
+
+class FakePort(mido.ports.BaseInput):
+    """A mido input port fed by the test (the hardware edge)."""
+
+    def __init__(self, name, messages=()):
+        self._pending = list(messages)
+        super().__init__(name)
+
+    def _receive(self, block=True):
+        return self._pending.pop(0) if self._pending else None
+
+
+def test_usb_port_is_reopened_after_unplug():
+    names = {"now": ["Keys MIDI 1 20:0"]}
+    opened = []
+
+    def opener(name):
+        port = FakePort(name, [mido.Message("note_on", note=60 + len(opened), velocity=1)])
+        opened.append(port)
+        return port
+
+    got = []
+    inp = UsbMidiInput("keys", got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02).start()
+    try:
+        _wait(lambda: len(got) == 1)
+        names["now"] = []  # unplugged
+        _wait(lambda: opened[0].closed)
+        names["now"] = ["Keys MIDI 1 24:0"]  # back, with a new ALSA client number
+        _wait(lambda: len(got) == 2)
+    finally:
+        inp.stop()
+    assert [m.note for m in got] == [60, 61] and inp.opens == 2 and inp.port_name == "Keys MIDI 1 24:0"
+
+
+def _wait(cond, timeout=5.0):
+    t = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < t, "timed out"
+        time.sleep(0.005)
+
+
+def test_missing_port_lists_what_exists():
+    with pytest.raises(NsynthError, match=r"'nope' not found; MIDI inputs that exist: 'A', 'B'"):
+        UsbMidiInput("nope", print, lister=lambda: ["A", "B"])
+    with pytest.raises(NsynthError, match="no MIDI input ports; MIDI inputs that exist: none"):
+        UsbMidiInput(None, print, lister=lambda: [])
+    assert pick_port(None, ["A", "B"]) == "A" and pick_port("b", ["A", "xB"]) == "xB"
+
+
+class FakeSerial:
+    """pyserial's interface over a byte string (the UART edge)."""
+
+    def __init__(self, data):
+        self.data, self.closed = bytearray(data), False
+
+    @property
+    def in_waiting(self):
+        return len(self.data)
+
+    def read(self, n=1):
+        if not self.data:
+            time.sleep(0.01)
+            return b""
+        chunk, self.data[:n] = bytes(self.data[:n]), b""
+        return chunk
+
+    def close(self):
+        self.closed = True
+
+
+def test_uart_input_parses_din_bytes():
+    data = bytes([0xB0, 7, 100, 0xF8, 16, 0x90, 60, 0xFE, 100, 62, 100, 0x80, 60, 0])
+    got = []
+    ser = FakeSerial(data)
+    inp = UartMidiInput("/dev/ttyAMA0", got.append, serial_factory=lambda dev, **kw: ser).start()
+    _wait(lambda: len(got) == 4)
+    inp.stop()
+    assert [m.bytes() for m in got] == [[0xB0, 7, 100], [0x90, 60, 100], [0x90, 62, 100], [0x80, 60, 0]]
+    assert ser.closed
+
+
+def test_missing_uart_is_reported():
+    with pytest.raises(NsynthError, match="cannot open MIDI UART /dev/nonexistent-uart.*serial ports that exist"):
+        UartMidiInput("/dev/nonexistent-uart", print)
+
+
+def test_midi_file_frames(tmp_path):
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000))
+    tr.append(mido.Message("note_on", note=60, velocity=90, time=480))  # 0.5 s at 120 bpm
+    tr.append(mido.Message("note_off", note=60, time=240))
+    mid.save(tmp_path / "a.mid")
+    got = midi_file_messages(tmp_path / "a.mid", 48000)
+    assert [(f, m.type) for f, m in got] == [(24000, "note_on"), (36000, "note_off")]
+    (tmp_path / "bad.mid").write_bytes(b"MThd garbage")
+    with pytest.raises(NsynthError, match="bad.mid: not a readable MIDI file"):
+        midi_file_messages(tmp_path / "bad.mid", 48000)
