@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model new": ("precompute.commands:configure_model_new", "write an initialised run folder for a preset"),
     "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
+    "bank import": ("hardware.image.bank_import:configure", "verify banks from a USB stick or folder, install atomically"),
+    "image build": ("hardware.image.build:configure", "customise a Raspberry Pi OS Lite image into an instrument"),
+    "deploy": ("hardware.image.deploy:configure", "update a running instrument over SSH (rolls back on failure)"),
 }
 
 
