@@ -55,6 +55,15 @@ def _fsync_tree(root: Path) -> None:
                 os.close(fd)
 
 
+def verify_bank(bank: Path, verify=None, shown_as: Path | None = None) -> None:
+    """Run `nsynth bank verify` (or the given command) on a bank folder; NsynthError with its message if bad."""
+    check = subprocess.run([*(verify or VERIFY), str(bank)], capture_output=True, text=True)
+    if check.returncode != 0:
+        reason = (check.stderr.strip() or check.stdout.strip() or f"exit status {check.returncode}").splitlines()[-1]
+        shown = shown_as or bank
+        raise NsynthError(f"{shown}: bank verify failed: {reason.replace(str(bank), shown.name)}")
+
+
 def install_bank(bank: Path, banks_dir: Path, verify: tuple[str, ...] | list[str] | None = None) -> Path:
     """Copy, verify and atomically install one bank as banks_dir/<bank name>; raises NsynthError if it is bad.
     `verify` is the command a bank folder is appended to (default: `nsynth bank verify`)."""
@@ -70,11 +79,11 @@ def install_bank(bank: Path, banks_dir: Path, verify: tuple[str, ...] | list[str
         shutil.rmtree(tmp, ignore_errors=True)
         raise NsynthError(f"{bank}: cannot copy into {banks_dir}: {e.strerror or e}") from None
     _fsync_tree(tmp)
-    check = subprocess.run([*(verify or VERIFY), str(tmp)], capture_output=True, text=True)
-    if check.returncode != 0:
+    try:
+        verify_bank(tmp, verify, shown_as=bank)
+    except NsynthError:
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = (check.stderr.strip() or check.stdout.strip() or f"exit status {check.returncode}").splitlines()[-1]
-        raise NsynthError(f"{bank}: bank verify failed: {reason.replace(str(tmp), name)}")
+        raise
     os.rename(tmp, final)
     link = banks_dir / name
     old = None

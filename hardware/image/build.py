@@ -22,7 +22,7 @@ from pathlib import Path
 
 from device.errors import NsynthError
 from hardware.image import bootconfig
-from hardware.image.bank_import import VERIFY, find_banks
+from hardware.image.bank_import import find_banks, verify_bank
 from hardware.image.diskimage import ExtFs, FatFs, Partition, check_ext4, make_ext4, read_partitions, \
     require_tools, write_partitions
 
@@ -139,10 +139,7 @@ def _stage_data(stage: Path, opts: ImageOptions, version: str) -> None:
         (stage / d).mkdir(parents=True)
     names = []
     for bank in find_banks(opts.banks) if opts.banks else []:
-        r = subprocess.run([*(opts.verify or VERIFY), str(bank)], capture_output=True, text=True)
-        if r.returncode != 0:
-            why = (r.stderr.strip() or r.stdout.strip() or str(r.returncode)).splitlines()[-1]
-            raise NsynthError(f"{bank}: bank verify failed, not putting it on the image: {why}")
+        verify_bank(bank, opts.verify)
         shutil.copytree(bank, stage / "banks/.store" / f"{bank.name}.image")
         os.symlink(f".store/{bank.name}.image", stage / "banks" / bank.name)
         names.append(bank.name)
