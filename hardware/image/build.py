@@ -47,6 +47,7 @@ class ImageOptions:
     data_free_mb: int = 256
     debs: Path | None = None
     verify: tuple[str, ...] | None = None
+    play_args: str = "--board ons"
 
 
 def units_dir() -> Path:
@@ -146,7 +147,7 @@ def _stage_data(stage: Path, opts: ImageOptions, version: str) -> None:
     if opts.banks and not names:
         raise NsynthError(f"{opts.banks}: no banks (folders with manifest.json) found")
     default = "default" if "default" in names or not names else names[0]
-    (stage / "nsynth.env").write_text(f"NSYNTH_BANK={DATA_MOUNT}/banks/{default}\nNSYNTH_ARGS=\n")
+    (stage / "nsynth.env").write_text(f"NSYNTH_BANK={DATA_MOUNT}/banks/{default}\nNSYNTH_ARGS={opts.play_args}\n")
 
 
 def _tree_bytes(path: Path) -> int:
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     opts = ImageOptions(wheelhouse=Path(args.wheelhouse) if args.wheelhouse else Path(), banks=args.banks,
                         hostname=args.hostname, ssh_key=args.ssh_key, user=args.user,
                         password_hash=args.password_hash, read_only=args.read_only, data_free_mb=args.data_free_mb,
-                        debs=args.debs)
+                        debs=args.debs, play_args=args.play_args)
     if args.ssh_key and not args.ssh_key.is_file():
         raise NsynthError(f"{args.ssh_key}: no such SSH public key file")
     with tempfile.TemporaryDirectory(prefix="nsynth-wheelhouse-") as tmp:
@@ -261,4 +262,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                                  "after first boot (data partition stays writable)")
     parser.add_argument("--data-free-mb", type=int, default=256, help="free space on the data partition before it "
                                                                       "is grown on first boot (default %(default)s)")
+    parser.add_argument("--play-args", default="--board ons", help="`nsynth play` options for the instrument "
+                        "service, e.g. '--board ons --uart /dev/ttyAMA0' for DIN MIDI (default %(default)r)")
     parser.set_defaults(func=run)
