@@ -1,4 +1,5 @@
 """The systemd units: `systemd-analyze verify` in a root tree shaped like the device, and the service's exposure."""
+import os
 import re
 import shutil
 import subprocess
@@ -83,3 +84,11 @@ def test_service_is_notify_with_watchdog_and_restart():
 def test_udev_rule_starts_the_import_template():
     rule = (SYSTEMD / "99-nsynth-usb.rules").read_text()
     assert 'ENV{SYSTEMD_WANTS}+="nsynth-import@%k.service"' in rule and 'SUBSYSTEM=="block"' in rule
+
+
+@pytest.mark.parametrize("script", ["nsynth-firstboot", "nsynth-install", "nsynth-banks", "nsynth-update"])
+def test_target_scripts_parse_as_posix_sh(script):
+    path = SYSTEMD / script
+    assert os.access(path, os.X_OK) and path.read_text().startswith("#!/bin/sh\n")
+    r = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
