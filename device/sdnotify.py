@@ -31,7 +31,7 @@ class Notifier:
         self._sock = None
         if self.socket_path:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.setblocking(False)
+            self._sock.settimeout(1.0)  # a full queue (systemd busy) delays a message, never the audio thread
             self._address = _address(self.socket_path)
 
     def send(self, *fields: str) -> bool:
