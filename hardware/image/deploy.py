@@ -99,9 +99,11 @@ def deploy(host: str, wheelhouse: Path, banks: Path | None = None, *, ssh: list[
     env_args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items() if v not in (None, ""))
     log = f"{stage}.log"
     q = shlex.quote
-    update = (f"{sudo}env {env_args} nohup sh {q(stage + '/nsynth-update')} {q(stage)} {q(name)} > {q(log)} 2>&1 "
-              f"< /dev/null & pid=$!; tail -n +1 -s 0.2 --pid=$pid -f {q(log)}; wait $pid; rc=$?; "
-              f"{sudo}rm -rf {q(stage)}; exit $rc")
+    # nohup: the update carries on (and rolls back by itself) if the connection drops; tail shows its log meanwhile
+    inner = (f"touch {q(log)}; env {env_args} nohup sh {q(stage + '/nsynth-update')} {q(stage)} {q(name)} "
+             f"> {q(log)} 2>&1 < /dev/null & pid=$!; tail -n +1 -s 0.2 --pid=$pid -f {q(log)}; wait $pid; rc=$?; "
+             f"rm -rf {q(stage)}; exit $rc")
+    update = f"{sudo}sh -c {q(inner)}"
     r = subprocess.run([*ssh, update], capture_output=True, text=True)
     for line in r.stdout.splitlines():
         echo(f"{host}: {line}")

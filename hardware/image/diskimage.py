@@ -60,7 +60,7 @@ def read_partitions(image: Path) -> tuple[str, list[Partition]]:
 
 def write_partitions(image: Path, label_id: str, parts: list[Partition]) -> None:
     """Rewrite the MBR keeping the disk identifier (so PARTUUID=<id>-02 in cmdline.txt/fstab stays valid)."""
-    script = [f"label: dos", f"label-id: {label_id}", "unit: sectors", ""]
+    script = ["label: dos", f"label-id: {label_id}", "unit: sectors", ""]
     script += [f"start={p.start}, size={p.size}, type={p.type}" for p in parts]
     _run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(image)], f"{image}: sfdisk",
          ("\n".join(script) + "\n").encode())

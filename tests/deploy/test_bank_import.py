@@ -1,13 +1,11 @@
 """USB bank import: verified banks are swapped in atomically, bad ones refused with the old ones kept."""
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from device.cli import main
-from device.errors import NsynthError
 from hardware.image import bank_import
 from hardware.image.bank_import import import_banks, install_bank, write_status
 

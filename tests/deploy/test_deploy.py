@@ -8,7 +8,6 @@ import base64
 import ensurepip
 import getpass
 import hashlib
-import json
 import os
 import shutil
 import socket

@@ -1,7 +1,6 @@
 """`nsynth image build` on a small synthetic Raspberry Pi OS-like base image, inspected afterwards."""
 import json
 import re
-import subprocess
 import sys
 
 import pytest
