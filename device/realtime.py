@@ -1,13 +1,20 @@
-"""Real-time scheduling for the audio thread, where the system allows it (nsynth.service sets LimitRTPRIO=90)."""
+"""Real-time scheduling for the audio thread, where the system allows it: nsynth.service sets LimitRTPRIO=90 and
+NSYNTH_RT_PRIORITY=70; elsewhere (a desktop, the tests) it stays off unless asked for."""
 from __future__ import annotations
 
 import os
 
 
-def promote_current_thread(priority: int = 70) -> bool:
+def configured_priority(environ=None) -> int:
+    """NSYNTH_RT_PRIORITY (1..99), or 0 = leave the scheduling alone."""
+    value = (os.environ if environ is None else environ).get("NSYNTH_RT_PRIORITY", "0")
+    return max(0, min(99, int(value))) if value.strip().isdigit() else 0
+
+
+def promote_current_thread(priority: int) -> bool:
     """Put the calling thread (only it: Linux applies pid 0 to the caller's thread) on SCHED_FIFO at `priority`,
-    capped by RLIMIT_RTPRIO for an unprivileged process. False (and nothing changed) when not allowed."""
-    if not hasattr(os, "sched_setscheduler"):
+    capped by RLIMIT_RTPRIO for an unprivileged process. False (and nothing changed) when off or not allowed."""
+    if priority < 1 or not hasattr(os, "sched_setscheduler"):
         return False
     try:
         import resource

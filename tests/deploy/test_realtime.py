@@ -2,7 +2,7 @@
 import os
 import threading
 
-from device.realtime import promote_current_thread
+from device.realtime import configured_priority, promote_current_thread
 
 
 def _in_thread(fn):
@@ -31,3 +31,10 @@ def test_promotes_only_the_calling_thread_or_changes_nothing():
 def test_zero_priority_is_refused():
     box = _in_thread(lambda: promote_current_thread(0))
     assert box["result"] is False and box["policy"] != os.SCHED_FIFO
+
+
+def test_priority_comes_from_the_service_environment():
+    assert configured_priority({}) == 0
+    assert configured_priority({"NSYNTH_RT_PRIORITY": "70"}) == 70
+    assert configured_priority({"NSYNTH_RT_PRIORITY": "500"}) == 99
+    assert configured_priority({"NSYNTH_RT_PRIORITY": "high"}) == 0
