@@ -1,11 +1,14 @@
 """USB bank import: verified banks are swapped in atomically, bad ones refused with the old ones kept."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from device.cli import main
+from device.errors import NsynthError
 from hardware.image import bank_import
 from hardware.image.bank_import import import_banks, install_bank, write_status
 
@@ -96,3 +99,35 @@ def test_nothing_on_the_stick(tmp_path, verify):
     (tmp_path / "stick").mkdir()
     report = import_banks(tmp_path / "stick", tmp_path / "banks", verify)
     assert report.lines() == [f"no banks (folders with manifest.json) found on {tmp_path / 'stick'}"]
+
+
+def _can_mount(tmp_path: Path) -> bool:
+    """Root with loop devices (CI, this machine): mount really works; elsewhere the mount path cannot run."""
+    if os.geteuid() != 0:
+        return False
+    probe, mnt = tmp_path / "probe.ext4", tmp_path / "probe"
+    mnt.mkdir()
+    subprocess.run(["mkfs.ext4", "-q", str(probe), "1M"], check=True, capture_output=True)
+    ok = subprocess.run(["mount", "-o", "ro", str(probe), str(mnt)], capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["umount", str(mnt)], check=True)
+    return ok
+
+
+def test_import_from_a_usb_filesystem_mounted_read_only(tmp_path, verify, monkeypatch):
+    if not _can_mount(tmp_path):
+        pytest.skip("needs root and loop devices to mount a filesystem image")
+    stick = tmp_path / "stick"
+    make_bank(stick / "banks", "choir", 4)
+    make_bank(stick / "banks", "torn", 50)
+    image = tmp_path / "usb.ext4"
+    subprocess.run(["mkfs.ext4", "-q", "-d", str(stick), str(image), "4M"], check=True, capture_output=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run))  # as systemd sets it for the import unit
+    report = bank_import.import_from_device(str(image), tmp_path / "banks", verify)
+    assert report.source == str(image) and report.installed == ["choir"] and list(report.refused) == ["torn"]
+    assert (tmp_path / "banks/choir/samples.i16").read_bytes() == b"\1\0" * 4
+    assert not list(run.iterdir()) and str(run) not in Path("/proc/mounts").read_text()  # unmounted, removed
+    with pytest.raises(NsynthError, match="cannot mount"):
+        bank_import.import_from_device(str(tmp_path / "stick"), tmp_path / "banks", verify)
