@@ -213,6 +213,8 @@ def build_image(base: Path, output: Path, opts: ImageOptions) -> Path:
             _edit_root(ExtFs(partial, p2.offset), opts)
             check_ext4(Path(f"{partial}?offset={p2.offset}"), f"{base}: root partition after editing")
             make_ext4(data, stage, data_size, DATA_LABEL)
+            # The root is no longer the last partition, so Raspberry Pi OS's first boot leaves it at its size
+            # (pi-gen builds it with 20% + 200 MB free); the data partition is grown instead (nsynth-firstboot).
             start = -(-p2.end // MIB) * MIB
             with open(partial, "r+b") as out, open(data, "rb") as src:
                 out.truncate(start)
