@@ -45,6 +45,23 @@ def find_banks(source: Path) -> list[Path]:
     return found
 
 
+def _check_plain(bank: Path) -> None:
+    """Only plain files and folders: a symlink on a stick could point at any file of the device."""
+    for dirpath, dirs, files in os.walk(bank):
+        for entry in dirs + files:
+            path = Path(dirpath) / entry
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                raise NsynthError(f"{bank}: {path.relative_to(bank)} is a link or special file; banks hold plain files")
+
+
+def _readable(root: Path) -> None:
+    """Installed banks are readable by the instrument's user whatever modes they had on the stick."""
+    for dirpath, dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for f in files:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+
+
 def _fsync_tree(root: Path) -> None:
     for dirpath, _, files in os.walk(root):
         for f in files:
@@ -68,6 +85,7 @@ def install_bank(bank: Path, banks_dir: Path, verify: tuple[str, ...] | list[str
     """Copy, verify and atomically install one bank as banks_dir/<bank name>; raises NsynthError if it is bad.
     `verify` is the command a bank folder is appended to (default: `nsynth bank verify`)."""
     name = bank.name
+    _check_plain(bank)
     store = banks_dir / STORE
     store.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=store, prefix=f"{name}.{time.strftime('%Y%m%d%H%M%S')}.", suffix=".tmp"))
@@ -79,6 +97,7 @@ def install_bank(bank: Path, banks_dir: Path, verify: tuple[str, ...] | list[str
         shutil.rmtree(tmp, ignore_errors=True)
         raise NsynthError(f"{bank}: cannot copy into {banks_dir}: {e.strerror or e}") from None
     _fsync_tree(tmp)
+    _readable(tmp)
     try:
         verify_bank(tmp, verify, shown_as=bank)
     except NsynthError:

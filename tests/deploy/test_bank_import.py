@@ -74,6 +74,19 @@ def test_bad_bank_is_refused_and_old_bank_stays(tmp_path, verify):
     assert data["refused"].keys() == {"pads"} and data["installed"] == ["bells"]
 
 
+def test_banks_are_made_readable_and_links_refused(tmp_path, verify):
+    banks = tmp_path / "banks"
+    bank = make_bank(tmp_path / "stick", "private", 4)
+    (bank / "samples.i16").chmod(0o600)
+    install_bank(bank, banks, verify)
+    assert ((banks / "private/samples.i16").stat().st_mode & 0o777) == 0o644
+    evil = make_bank(tmp_path / "stick2", "evil", 4)
+    (evil / "extra").symlink_to("/etc/passwd")
+    with pytest.raises(NsynthError, match="evil: extra is a link or special file"):
+        install_bank(evil, banks, verify)
+    assert not (banks / "evil").exists()
+
+
 def test_plain_folder_from_an_image_is_replaced(tmp_path, verify):
     banks = tmp_path / "banks"
     make_bank(banks, "default", 4, b"\1\0")
