@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("device.live:configure_play", "play a bank live from MIDI (USB or DIN) and the control board"),
     "render-midi": ("device.offline:configure_render_midi", "render a MIDI file through the engine to a WAV"),
     "board monitor": ("hardware.commands:configure_monitor", "check the controller board, switches and OLED (or sim)"),
+    "bank import": ("hardware.image.bank_import:configure", "verify banks from a USB stick or folder, install atomically"),
+    "image build": ("hardware.image.build:configure", "customise a Raspberry Pi OS Lite image into an instrument"),
+    "deploy": ("hardware.image.deploy:configure", "update a running instrument over SSH (rolls back on failure)"),
 }
 
 
