@@ -56,6 +56,9 @@ def import_magenta(checkpoint: str | os.PathLike, run: str | os.PathLike, *, ema
     source = {n: f"{prefix}{n}{EMA_SUFFIX if ema else ''}" for n in weights}
     if ema:
         absent = sorted(n for n, full in source.items() if full not in ckpt.entries)
+        if len(absent) == len(source):
+            raise NsynthError(f"{where}: --ema but the checkpoint holds no moving averages "
+                              f"(<variable>{EMA_SUFFIX}); import without --ema")
         if absent:
             raise NsynthError(f"{where}: --ema but {len(absent)} moving averages are missing: {', '.join(absent)}")
         wrong = sorted(n for n, full in source.items() if ckpt.entries[full].shape != weights[n])
