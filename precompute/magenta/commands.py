@@ -20,7 +20,7 @@ class Imported:
     cfg: ModelConfig
     step: int
     parameters: int
-    ignored: int  # optimizer slots, moving averages not taken, bookkeeping
+    ignored: int  # tensors left unused: optimizer slots, the weight set not chosen, counters
 
 
 def _step(ckpt: Checkpoint, prefix: str) -> int:
@@ -96,7 +96,8 @@ def configure(p) -> None:
         print(f"{r.run}: imported {r.parameters:,} parameters ({'moving averages' if a.ema else 'raw weights'}) "
               f"at step {r.step}; preset {c.preset}: encoder {c.enc_layers}x{c.enc_channels}, decoder "
               f"{c.dec_layers}x{c.dec_channels} (skip {c.skip_channels}), bottleneck {c.bottleneck}, "
-              f"stack {c.enc_stack}; {r.ignored} other tensors (optimizer slots, bookkeeping) ignored")
+              f"stack {c.enc_stack}; {r.ignored} other tensors left unused (optimizer slots, the weight set not "
+              "chosen, counters)")
         return 0
 
     p.set_defaults(func=run)
