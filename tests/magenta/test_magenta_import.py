@@ -1,10 +1,12 @@
 """`nsynth import-magenta`: name and shape checks, prefixes, slots, moving averages, the run folder."""
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from device.cli import main
 from device.errors import NsynthError
+from precompute.commands import synth_note
 from precompute.config import PRESETS
 from precompute.magenta.commands import import_magenta
 from precompute.magenta.mapping import check_names, infer_config
@@ -47,7 +49,12 @@ def test_slots_ignored_raw_weights_taken(tf, tmp_path, capsys):
     assert torch.equal(sd["decoder.res_skip.2.bias"],
                        torch.from_numpy(np.concatenate([weights["res_3/biases"], weights["skip_3/biases"]])))
     assert torch.equal(sd["decoder.cond.weight"][-4:], torch.from_numpy(weights["cond_map_out1/W"][0, 0].T))
+    # The run folder works wherever a model is taken.
     assert main(["model", "info", str(tmp_path / "run")]) == 0
+    sf.write(tmp_path / "note.wav", synth_note(seconds=0.1), 16000)
+    assert main(["encode", str(tmp_path / "note.wav"), "--model", str(tmp_path / "run"), "-o",
+                 str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (3, 16)
     # A second import into the same folder is refused and keeps the first.
     assert main(["import-magenta", prefix, "-o", str(tmp_path / "run")]) == 1
     assert "already holds a model" in capsys.readouterr().err
