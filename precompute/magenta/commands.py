@@ -24,9 +24,11 @@ class Imported:
 
 
 def _step(ckpt: Checkpoint, prefix: str) -> int:
-    name = prefix + "global_step"
-    if name in ckpt.entries and ckpt.entries[name].shape == () and ckpt.entries[name].numpy_dtype is not None:
-        return int(ckpt.read(name))
+    """The training step: the checkpoint's global_step (scoped or not), else the -N suffix of its name, else 0."""
+    for name in (prefix + "global_step", "global_step"):
+        e = ckpt.entries.get(name)
+        if e is not None and e.shape == () and e.numpy_dtype is not None and e.numpy_dtype.kind in "iu":
+            return int(ckpt.read(name))
     m = re.search(r"-(\d+)$", ckpt.prefix.name)
     return int(m.group(1)) if m else 0
 

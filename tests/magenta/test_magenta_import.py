@@ -62,7 +62,9 @@ def test_slots_ignored_raw_weights_taken(tf, tmp_path, capsys):
 
 def test_moving_averages_and_scope_prefix(tf, tmp_path):
     prefix, weights = small_checkpoint(tf, tmp_path / "ck", scope="wavenet/")
-    model = load_model(import_magenta(prefix, tmp_path / "run", ema=True, stack=3).run)
+    result = import_magenta(prefix, tmp_path / "run", ema=True, stack=3)
+    assert result.step == 1234  # the unscoped global_step
+    model = load_model(result.run)
     assert torch.equal(model.state_dict()["decoder.logits.bias"], torch.from_numpy(weights["logits/biases"] + 1))
 
 
