@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "corners check": ("precompute.corners:configure_check",
                       "load corner instruments (WAV folder, sf2:, nsynth:) and report what was filled"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
+    "import-magenta": ("precompute.magenta.commands:configure",
+                       "import Magenta's released NSynth checkpoint (model.ckpt-200000) into a run folder"),
     "train": ("precompute.train:configure", "train (or resume) a model on an NSynth-layout dataset"),
     "bank verify": ("device.bank_commands:configure_verify", "check a bank fully (manifest, sizes, loops, sha256)"),
     "bank inspect": ("device.bank_commands:configure_inspect", "print a bank's manifest summary"),
