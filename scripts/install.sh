@@ -24,3 +24,7 @@ PY="${PYTHON:-python3}"
 extras="precompute,device"
 [ "$mode" = dev ] && extras="$extras,dev"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+if [ "$mode" = dev ]; then
+    # tests/magenta build real TensorFlow checkpoints and Magenta's forward pass in TF ops (test-only).
+    "$PY" -m pip install -q --disable-pip-version-check "tensorflow-cpu==2.21.0"
+fi
