@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -81,10 +82,14 @@ def default_loop(note_length: int) -> tuple[int, int]:
 
 
 def _sha256(path: Path) -> str:
+    """Hash a file, then drop it from the page cache: the hash read it all, the instrument will map only what
+    it plays (and cached pages would be mapped in large folios, inflating what the player keeps resident)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return h.hexdigest()
 
 
@@ -276,6 +281,11 @@ class Bank:
         """One note's samples (a read-only view into the memmap)."""
         return self.samples[p_idx, v_idx, y, x]
 
+    def prefetch(self, flat_offset: int, count: int) -> None:
+        """Ask the kernel to read samples [flat_offset, flat_offset + count) in the background (MADV_WILLNEED)."""
+        _madvise(self.samples, getattr(mmap, "MADV_WILLNEED", None), flat_offset * DTYPE.itemsize,
+                 count * DTYPE.itemsize)
+
     def __repr__(self) -> str:
         i = self.info
         return (f"Bank({str(self.path)!r}, grid={i.grid}, pitches={len(i.pitches)}, "
@@ -349,4 +359,18 @@ def open_bank(path: str | os.PathLike, verify: bool = False) -> Bank:
     if verify and (digest := _sha256(spath)) != info.sha256:
         raise BankError(f"{spath}: sha256 {digest} does not match the manifest's {info.sha256} (corrupt file)")
     samples = np.memmap(spath, dtype=DTYPE, mode="r", shape=shape)
+    # no read-around: a page fault reads its page, not megabytes around it, so what stays resident is what
+    # was played, however large the bank (the engine prefetches each note it starts)
+    _madvise(samples, getattr(mmap, "MADV_RANDOM", None), 0, samples.nbytes)
     return Bank(path, info, samples, loops)
+
+
+def _madvise(samples: np.memmap, option: int | None, start: int, length: int) -> None:
+    mm = getattr(samples, "_mmap", None)
+    if option is None or mm is None or not hasattr(mm, "madvise") or length <= 0:
+        return
+    aligned = start - start % mmap.PAGESIZE
+    try:
+        mm.madvise(option, aligned, min(length + start - aligned, len(mm) - aligned))
+    except (OSError, ValueError):
+        pass  # advice only

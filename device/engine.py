@@ -111,11 +111,10 @@ class Engine:
         self.level = np.zeros(cap, np.float64)
         self.sxy = np.zeros((cap, 2), np.float64)  # smoothed position in grid units
         self.square = np.full((cap, 2), -1, np.int64)  # (cx, cy) of the 4 cells in use
-        self.off = np.zeros((cap, 8), np.int64)  # flat sample offsets of the 8 streams (cell-major, layer-minor)
-        self.ls = np.zeros((cap, 8), np.int64)
-        self.ll = np.ones((cap, 8), np.int64)
-        self.le = np.ones((cap, 8), np.int64)
-        self.xf = np.zeros((cap, 8), np.int64)
+        # per stream (8 per voice, cell-major, layer-minor): flat sample offset of its note, loop start, loop end,
+        # loop length, crossfade length, crossfade start
+        self.streams = np.zeros((cap, 8, 6), np.int64)
+        self.streams[..., 2:4] = 1
         self.w8 = np.zeros((cap, 8), np.float64)  # stream weights at the voice's current X/Y
         self._ar = np.arange(1024, dtype=np.int64)
         self._set_bank(bank)
@@ -302,6 +301,7 @@ class Engine:
         info = bank.info
         self._bank = bank
         self._flat = np.asarray(bank.samples).reshape(-1)
+        self._window_views: dict[int, np.ndarray] = {}
         self._grid = info.grid
         self._L = info.note_length
         self._nv = len(info.velocities)
@@ -313,6 +313,7 @@ class Engine:
         lo = np.clip(hi - 1, 0, None)
         span = np.where(vels[hi] > vels[lo], vels[hi] - vels[lo], 1.0)
         t = np.clip((v - vels[lo]) / span, 0.0, 1.0)  # 0 below the lowest layer, 1 above the highest
+        lo = np.where(t == 1.0, hi, lo)  # on a layer: both streams read it (nothing read for a zero weight)
         self._vel_idx = np.stack([lo, hi], 1)
         self._vel_w = np.stack([1.0 - t, t], 1)
         self.square[:] = -1
@@ -333,11 +334,13 @@ class Engine:
         p = self.p_idx[idx][:, None, None]
         vl = self.v_idx[idx][:, None, :]
         note = ((p * nv + vl) * n + ys[:, :, None]) * n + xs[:, :, None]  # [m, 4, 2]
-        self.off[idx] = (note * length).reshape(-1, 8)
         loops = self._bank.loops.reshape(-1, 2)[note.reshape(-1, 8)]
         ls, le = loops[..., 0], loops[..., 1]
-        self.ls[idx], self.le[idx], self.ll[idx] = ls, le, le - ls
-        self.xf[idx] = np.minimum(np.minimum(self.config.loop_crossfade, (le - ls) // 2), ls)
+        xf = np.minimum(np.minimum(self.config.loop_crossfade, (le - ls) // 2), ls)
+        off = (note * length).reshape(-1, 8)
+        self.streams[idx] = np.stack([off, ls, le, le - ls, xf, le - xf], -1)
+        for start in set(off.reshape(-1).tolist()):
+            self._bank.prefetch(start, length)
 
     def _voice_targets(self, idx: np.ndarray) -> np.ndarray:
         """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y."""
@@ -423,24 +426,28 @@ class Engine:
         """Source samples ip0 .. ip0 + span of each voice's 8 streams, read through their sustain loops and
         mixed with weights w0 + dw * ramp (ramp = ramp0 + ramp1 * k, 0..1 across the segment): [a, span]."""
         a = act.size
-        ls, le, ll, xf, off = self.ls[act], self.le[act], self.ll[act], self.xf[act], self.off[act]
+        st = self.streams[act]
+        off, ls, le, ll, xf, zs = (st[..., i] for i in range(6))
         v0 = ip0[:, None]
         ph0 = np.where(v0 >= le, ls + (v0 - ls) % ll, v0)  # physical index of each stream's first sample [a, 8]
-        ar = self._span_range(span)
-        idx = ((off + ph0)[:, :, None] + ar).reshape(a * 8, span)
+        rows = self._windows(span)  # every run of `span` samples: reading a stream's span is copying one row
+        last = rows.shape[0] - 1  # (a wrapping stream at the very end of the file would read past it)
+        src = rows[np.minimum((off + ph0).reshape(-1), last)].astype(np.float32)
         wrap = np.flatnonzero(ph0 + span > le)  # streams that wrap to their loop start inside the span
         if wrap.size:
-            q = ph0.reshape(-1)[wrap, None] + ar
+            q = ph0.reshape(-1)[wrap, None] + self._span_range(span)
             lsw, lew, llw = ls.reshape(-1)[wrap, None], le.reshape(-1)[wrap, None], ll.reshape(-1)[wrap, None]
-            idx[wrap] = off.reshape(-1)[wrap, None] + np.where(q >= lew, lsw + (q - lsw) % llw, q)
-        src = np.take(self._flat, idx).astype(np.float32)
-        zone = np.flatnonzero((ph0 + span > le - xf) & (xf > 0))  # streams touching a loop crossfade
+            src[wrap] = self._flat[off.reshape(-1)[wrap, None] + np.where(q >= lew, lsw + (q - lsw) % llw, q)]
+        zone = np.flatnonzero(ph0 + span > zs)  # streams touching a loop crossfade
         if zone.size:  # blend towards the sample one loop earlier, weight rising through the crossfade
-            offz = off.reshape(-1)[zone, None]
-            pz = idx[zone] - offz
-            start = (le - xf).reshape(-1)[zone, None] - 1
-            g = np.clip((pz - start).astype(np.float32) / (xf.reshape(-1)[zone, None] + 1).astype(np.float32), 0.0, 1.0)
-            partner = np.take(self._flat, offz + np.maximum(pz - ll.reshape(-1)[zone, None], 0)).astype(np.float32)
+            pz = ph0.reshape(-1)[zone]
+            xfz = xf.reshape(-1)[zone]
+            inv = 1.0 / (xfz + 1.0)
+            k = self._span_range(span).astype(np.float32)
+            g = ((pz - zs.reshape(-1)[zone] + 1) * inv).astype(np.float32)[:, None] + k * inv.astype(np.float32)[:, None]
+            np.clip(g, 0.0, 1.0, out=g)
+            g[k >= (le.reshape(-1)[zone] - pz)[:, None]] = 0.0  # past the wrap: back at the loop start
+            partner = rows[(off + ph0 - ll).reshape(-1)[zone]].astype(np.float32)
             sz = src[zone]
             src[zone] = sz + g * (partner - sz)
         src = src.reshape(a, 8, span)
@@ -449,6 +456,15 @@ class Engine:
         ab = np.matmul(np.stack([w0, dw], 1).astype(np.float32), src)
         ramp = (ramp0[:, None] + ramp1[:, None] * np.arange(span)).astype(np.float32)
         return ab[:, 0] + ramp * ab[:, 1]
+
+    def _windows(self, span: int) -> np.ndarray:
+        """A read-only [n - span + 1, span] view of the bank's samples whose row i starts at sample i."""
+        view = self._window_views.get(span)
+        if view is None:
+            f = self._flat
+            view = np.lib.stride_tricks.as_strided(f, (f.size - span + 1, span), (f.strides[0],) * 2, writeable=False)
+            self._window_views[span] = view
+        return view
 
     def _span_range(self, span: int) -> np.ndarray:
         if self._ar.size < span:
