@@ -93,7 +93,7 @@ class Engine:
         self._pedal = False
         self._swap: tuple[int, Bank] | None = None
         self._t = np.arange(1, c.block + 1, dtype=np.float64)
-        self._k = np.arange(c.block, dtype=np.float64)
+        self._k32 = np.arange(c.block, dtype=np.float32)
         cap = c.max_voices + c.fade_slots
         self._cap = cap
         self.stage = np.zeros(cap, np.int8)
@@ -293,7 +293,7 @@ class Engine:
         self.gain[v] = (vel / 127.0) ** curve if curve else 1.0
         self.level[v] = 0.0
         self.pos[v] = max(1.0, self._target[0] * (b.info.note_length // 2))
-        self.sxy[v] = self._voice_targets(np.array([v]))[0]
+        self.sxy[v] = self._voice_targets(np.array([v])).reshape(-1, 2)[0]
         self.square[v] = -1
 
     # ---- bank -------------------------------------------------------------------------------------------
@@ -345,8 +345,8 @@ class Engine:
     def _voice_targets(self, idx: np.ndarray) -> np.ndarray:
         """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y."""
         g = self._target[6:8]
-        if not self._mpe_xy:
-            return np.broadcast_to(g * (self._grid - 1), (idx.size, 2))
+        if not self._mpe_xy:  # every voice follows the global X/Y: [2], broadcasting against [a, 2]
+            return g * (self._grid - 1)
         own = self._chan_xy[self.chan[idx]]
         return np.where(np.isnan(own), g, own) * (self._grid - 1)
 
@@ -377,15 +377,20 @@ class Engine:
         coef[1] *= 0.5
         coef[2] = ym1 - 2.5 * y0 + 2.0 * y1 - 0.5 * y2
         coef[3] = 0.5 * (y2 - ym1) + 1.5 * (y0 - y1)
-        local = ((pos0 - ip0)[:, None] + rate[:, None] * self._k[:n]).astype(np.float32)
-        il = local.astype(np.int32)  # local >= 1, so truncation is floor
-        fr = local - il
+        fr = (rate.astype(np.float32)[:, None] * self._k32[:n]) + (pos0 - ip0).astype(np.float32)[:, None]
+        il = fr.astype(np.int32)  # >= 1, so truncation is floor
+        fr -= il
         il += (np.arange(act.size, dtype=np.int32) * (span - 3) - 1)[:, None]
         c = np.take(coef.reshape(4, -1), il, axis=1)
-        y = ((c[3] * fr + c[2]) * fr + c[1]) * fr + c[0]
+        y = c[3] * fr
+        y += c[2]
+        y *= fr
+        y += c[1]
+        y *= fr
+        y += c[0]
         self.pos[act] = pos0 + rate * n
-        env = self._envelope(act, n)  # includes each voice's gain and the int16 scale
-        mono = np.einsum("an,an->n", env, y)
+        env = self._envelope(act, n)  # includes each voice's gain and the int16 scale; [a] if constant
+        mono = env @ y if env.ndim == 1 else np.einsum("an,an->n", env, y)
         if vol0 == vol1:
             mono *= np.float32(vol1)
         else:
@@ -401,7 +406,7 @@ class Engine:
         at the segment start [a, 8] and their change over the segment (None if no voice moves)."""
         tgt = self._voice_targets(act)
         s0 = self.sxy[act]
-        if np.array_equal(s0, tgt) and not (self.square[act, 0] < 0).any():  # settled: nothing moves
+        if (s0 == tgt).all() and (self.square[act, 0] >= 0).all():  # settled: nothing moves
             return self.w8[act], None
         sq = np.clip(np.floor(s0 + 1e-9 * np.sign(tgt - s0)), 0, self._grid - 2).astype(np.int64)
         changed = (sq != self.square[act]).any(1)
@@ -411,7 +416,7 @@ class Engine:
             self._assign_streams(idx)
             self.w8[idx] = self._weights8(idx, s0[changed] - sq[changed])
         w0 = self.w8[act]
-        if np.array_equal(s0, tgt):
+        if (s0 == tgt).all():
             return w0, None
         s1 = tgt + (s0 - tgt) * math.exp(-n / (self.config.xy_smooth_s * self.fs))
         s1 = np.where(np.abs(s1 - tgt) < 1e-7, tgt, s1)  # settle exactly
@@ -472,7 +477,8 @@ class Engine:
         return self._ar[:span]
 
     def _envelope(self, act: np.ndarray, n: int) -> np.ndarray:
-        """Envelope x gain / 32768 per sample, float32 [a, n], for voices `act`; advances their stages.
+        """Envelope x gain / 32768 per sample, float32 [a, n] (or [a] when every voice holds a steady level),
+        for voices `act`; advances their stages.
         Linear stages (attack, steal fade): l0 + inc * t; exponential ones (decay, release): base + amp * c ** t."""
         fs = self.fs
         att, dec, rel, sus = self._target[1], self._target[2], self._target[4], self._cur[3]
@@ -481,7 +487,7 @@ class Engine:
         t = self._t[:n]
         scale = self.gain[act] * (1.0 / 32768.0)
         if (stage == DECAY).all() and (l0 == sus).all():  # every voice sustaining steadily
-            return np.broadcast_to((scale * sus).astype(np.float32)[:, None], (act.size, n))
+            return (scale * sus).astype(np.float32)
         is_rel = stage == RELEASE
         lin = (stage == ATTACK) | (stage == KILL)
         log_d = math.log(_EPS) / (decay_seconds(dec) * fs)
