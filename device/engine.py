@@ -93,7 +93,6 @@ class Engine:
         self._pedal = False
         self._swap: tuple[int, Bank] | None = None
         self._t = np.arange(1, c.block + 1, dtype=np.float64)
-        self._k32 = np.arange(c.block, dtype=np.float32)
         cap = c.max_voices + c.fade_slots
         self._cap = cap
         self.stage = np.zeros(cap, np.int8)
@@ -116,7 +115,8 @@ class Engine:
         self.streams = np.zeros((cap, 8, 6), np.int64)
         self.streams[..., 2:4] = 1
         self.w8 = np.zeros((cap, 8), np.float64)  # stream weights at the voice's current X/Y
-        self._ar = np.arange(1024, dtype=np.int64)
+        self._ar = np.arange(max(c.block, 1024), dtype=np.int64)
+        self._k32 = self._ar.astype(np.float32)
         self._set_bank(bank)
 
     # ---- producers (any thread) -------------------------------------------------------------------------
@@ -370,13 +370,21 @@ class Engine:
         mix = self._source_mix(act, ip0, span, w0, dw, (ip0 - pos0) / (rate * n), 1.0 / (rate * n))
         # resample (4-point Catmull-Rom) to the output rate: cubic coefficients on the source grid, then
         # each output sample evaluates the cubic of the source interval it falls in
-        ym1, y0, y1, y2 = mix[:, :-3], mix[:, 1:-2], mix[:, 2:-1], mix[:, 3:]
+        # (Hermite form: slopes m = (y[j+1] - y[j-1]) / 2; on [y0, y1]: y0 + m0 t + c2 t^2 + c3 t^3 with
+        # c3 = m0 + m1 - 2 d, c2 = d - m0 - c3, d = y1 - y0)
+        m = mix[:, 2:] - mix[:, :-2]
+        m *= 0.5
+        m0, m1 = m[:, :-1], m[:, 1:]
         coef = np.empty((4, act.size, span - 3), np.float32)
-        coef[0] = y0
-        np.subtract(y1, ym1, out=coef[1])
-        coef[1] *= 0.5
-        coef[2] = ym1 - 2.5 * y0 + 2.0 * y1 - 0.5 * y2
-        coef[3] = 0.5 * (y2 - ym1) + 1.5 * (y0 - y1)
+        c0, c1, c2, c3 = coef
+        c0[...] = mix[:, 1:-2]
+        c1[...] = m0
+        d = np.subtract(mix[:, 2:-1], c0, out=c2)
+        np.add(m0, m1, out=c3)
+        c3 -= d
+        c3 -= d
+        d -= m0
+        d -= c3  # c2
         fr = (rate.astype(np.float32)[:, None] * self._k32[:n]) + (pos0 - ip0).astype(np.float32)[:, None]
         il = fr.astype(np.int32)  # >= 1, so truncation is floor
         fr -= il
@@ -446,15 +454,20 @@ class Engine:
         zone = np.flatnonzero(ph0 + span > zs)  # streams touching a loop crossfade
         if zone.size:  # blend towards the sample one loop earlier, weight rising through the crossfade
             pz = ph0.reshape(-1)[zone]
-            xfz = xf.reshape(-1)[zone]
-            inv = 1.0 / (xfz + 1.0)
-            k = self._span_range(span).astype(np.float32)
-            g = ((pz - zs.reshape(-1)[zone] + 1) * inv).astype(np.float32)[:, None] + k * inv.astype(np.float32)[:, None]
+            inv = 1.0 / (xf.reshape(-1)[zone] + 1.0)
+            self._span_range(span)
+            g = self._k32[:span] * inv.astype(np.float32)[:, None]
+            g += ((pz - zs.reshape(-1)[zone] + 1) * inv).astype(np.float32)[:, None]
             np.clip(g, 0.0, 1.0, out=g)
-            g[k >= (le.reshape(-1)[zone] - pz)[:, None]] = 0.0  # past the wrap: back at the loop start
+            until = le.reshape(-1)[zone] - pz
+            for r in np.flatnonzero(until < span).tolist():  # past its wrap a stream is back at the loop start
+                g[r, until[r]:] = 0.0
             partner = rows[(off + ph0 - ll).reshape(-1)[zone]].astype(np.float32)
             sz = src[zone]
-            src[zone] = sz + g * (partner - sz)
+            partner -= sz
+            partner *= g
+            partner += sz
+            src[zone] = partner
         src = src.reshape(a, 8, span)
         if dw is None:
             return np.matmul(w0.astype(np.float32)[:, None, :], src)[:, 0]
@@ -472,8 +485,10 @@ class Engine:
         return view
 
     def _span_range(self, span: int) -> np.ndarray:
+        """0 .. span - 1 as int64 (the float32 twin is self._k32, grown together)."""
         if self._ar.size < span:
             self._ar = np.arange(2 * span, dtype=np.int64)
+            self._k32 = self._ar.astype(np.float32)
         return self._ar[:span]
 
     def _envelope(self, act: np.ndarray, n: int) -> np.ndarray:

@@ -250,3 +250,9 @@ def test_bank_swap_fades_then_switches(bank, tmp_path):
     b = e.render(4800)
     assert e.bank is other and e.active_voices() == 1
     assert max_step(np.concatenate([a, b])[:, 0]) < 0.1
+
+
+def test_extreme_pitch_reads_through_many_loop_wraps(bank):
+    """Key 127 bent up 48 semitones reads ~125 source samples per output sample: many loop wraps per block."""
+    out = render_events(bank, [(0, ("bend", 0, 48.0)), (0, ("on", 0, 127, 100)), (0, ("on", 0, 0, 100))], 9600)
+    assert np.isfinite(out).all() and np.abs(out).max() > 0.01
