@@ -462,7 +462,7 @@ class Engine:
             until = le.reshape(-1)[zone] - pz
             for r in np.flatnonzero(until < span).tolist():  # past its wrap a stream is back at the loop start
                 g[r, until[r]:] = 0.0
-            partner = rows[(off + ph0 - ll).reshape(-1)[zone]].astype(np.float32)
+            partner = rows[np.minimum((off + ph0 - ll).reshape(-1)[zone], last)].astype(np.float32)
             sz = src[zone]
             partner -= sz
             partner *= g
