@@ -160,13 +160,13 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
         inputs.append(UartMidiInput(uart, on_message))
     if isinstance(midi, mido.ports.BaseInput):
         inputs.append(PortInput(midi, on_message))
-    elif midi is not None or uart is None:
-        try:
-            inputs.append(UsbMidiInput(midi, on_message))
-        except NsynthError as e:
-            if midi is not None:
-                raise
-            _warn(f"{e}; playing from the controls only")
+    elif midi is not None:
+        inputs.append(UsbMidiInput(midi, on_message))
+    elif uart is None:  # the first USB MIDI input, now or whenever one is plugged in
+        usb = UsbMidiInput(None, on_message, wait=True)
+        if usb.port_name is None:
+            _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
+        inputs.append(usb)
     audio = LiveAudio(engine, clock)
     try:
         stream = sd.OutputStream(samplerate=engine.fs, blocksize=block, channels=2, dtype="float32", device=out,

@@ -41,12 +41,14 @@ def _listing(names: list[str]) -> str:
 
 class UsbMidiInput:
     """A USB MIDI input by name (or the first port found), re-opened when the device comes back after an unplug.
+    A missing port is an error, unless `wait`: then the port is opened when it appears.
 
     `lister` and `opener` default to mido's (python-rtmidi backend); tests inject fakes with the same interface.
     """
 
     def __init__(self, name: str | None, on_message: OnMessage, *, lister: Callable[[], list[str]] | None = None,
-                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5):
+                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5,
+                 wait: bool = False):
         self.name, self.on_message, self.poll_s = name, on_message, poll_s
         self._lister = lister or mido.get_input_names
         self._opener = opener or mido.open_input
@@ -56,7 +58,7 @@ class UsbMidiInput:
         self.opens = 0
         names = input_names(self._lister)
         self.port_name = pick_port(name, names)
-        if self.port_name is None:
+        if self.port_name is None and not wait:
             what = f"MIDI input {name!r} not found" if name else "no MIDI input ports"
             raise NsynthError(f"{what}; MIDI inputs that exist: {_listing(names)}")
 

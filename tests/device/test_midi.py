@@ -267,3 +267,19 @@ def test_midi_file_frames(tmp_path):
     (tmp_path / "bad.mid").write_bytes(b"MThd garbage")
     with pytest.raises(NsynthError, match="bad.mid: not a readable MIDI file"):
         midi_file_messages(tmp_path / "bad.mid", 48000)
+
+
+def test_usb_input_waits_for_a_first_port():
+    names = {"now": []}
+    got = []
+    opener = lambda name: FakePort(name, [mido.Message("note_on", note=64, velocity=5)])
+    inp = UsbMidiInput(None, got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02, wait=True)
+    inp.start()
+    try:
+        time.sleep(0.1)
+        assert got == [] and inp.port_name is None
+        names["now"] = ["Synth 1"]
+        _wait(lambda: len(got) == 1)
+    finally:
+        inp.stop()
+    assert inp.port_name == "Synth 1"
