@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -77,7 +77,8 @@ class Engine:
         self.config = c = config
         self.fs = c.sample_rate
         self.block = c.block
-        self.frame = 0  # absolute frame of the next sample to render
+        self.frame = 0  # absolute frame of the next block to render
+        self._now = 0  # frame at which events are being applied
         self._queue: collections.deque = collections.deque()
         self._pending: list[tuple[int, int, tuple]] = []  # (frame, seq, event) owned by the audio thread
         self._seq = 0
@@ -185,6 +186,7 @@ class Engine:
         while pos < end:
             if self._swap is not None and self._swap[0] <= pos:
                 self._finish_swap()
+            self._now = pos
             while i < len(pending) and pending[i][0] <= pos and self._swap is None:
                 self._apply(pending[i][2])
                 i += 1
@@ -236,7 +238,7 @@ class Engine:
                 self._apply(("pedal", False))
         elif kind == "bank":
             self._kill(self.stage != FREE)
-            self._swap = (self.frame + int(self.config.steal_fade_s * self.fs) + 1, ev[1])
+            self._swap = (self._now + int(self.config.steal_fade_s * self.fs) + 1, ev[1])
         else:
             raise ValueError(f"unknown engine event {kind!r}")
 
@@ -356,6 +358,7 @@ class Engine:
         k_slew = math.exp(-n / (self.config.param_slew_s * self.fs))
         vol0 = self._cur[5]
         self._cur[:] = self._target + (self._cur - self._target) * k_slew
+        np.copyto(self._cur, self._target, where=np.abs(self._cur - self._target) < 1e-9)  # settle exactly
         vol1 = self._cur[5]
         act = np.flatnonzero(self.stage)
         if act.size == 0:
@@ -568,5 +571,5 @@ def render_events(bank: Bank, events: Iterable[tuple[int, tuple]], frames: int,
     return engine.render(frames)
 
 
-__all__: list[Any] = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "bilinear_weights", "render_events",
+__all__ = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "bilinear_weights", "render_events",
                       "attack_seconds", "decay_seconds", "release_seconds"]
