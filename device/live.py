@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -136,10 +137,12 @@ def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
 def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | None = None, uart: str | None = None,
          device: str | int | None = None, block: int = 128, control_sources: Iterable[Any] = (),
          router: MidiRouter | None = None, config: EngineConfig | None = None, params: dict | None = None,
-         duration: float | None = None, stop: threading.Event | None = None, state: str | Path | None = None) -> int:
+         duration: float | None = None, stop: threading.Event | None = None, reload: threading.Event | None = None,
+         state: str | Path | None = None) -> int:
     """Play live until interrupted (or `duration` seconds, or `stop` set). `midi` is a port name (None: the first
-    USB MIDI input, if any) or an open mido input; `uart` a serial device for DIN MIDI; each control source has
-    `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own thread."""
+    USB MIDI input, now or when one is plugged in) or an open mido input; `uart` a serial device for DIN MIDI;
+    each control source has `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own
+    thread. SIGHUP (or setting `reload`) re-reads the bank at `bank_path`, keeping the current one if refused."""
     import sounddevice as sd
 
     if block < 16 or block > 8192:
@@ -174,6 +177,8 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     except sd.PortAudioError as e:
         raise NsynthError(f"cannot open audio output {out!r}: {e}") from None
     stop = stop or threading.Event()
+    reload = reload or threading.Event()
+    previous_hup = _install_sighup(reload.set)
     started: list[Any] = []
     try:
         for src in inputs:
@@ -182,15 +187,32 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
             src.start(engine.post_params)
             started.append(src)
         with stream:
+            midi_names = ", ".join(repr(getattr(i, "port_name", None) or getattr(i, "device", "?")) for i in inputs)
+            _warn(f"playing {bank.path} ({len(bank.info.pitches)} pitches, {bank.info.grid}x{bank.info.grid} grid) "
+                  f"on audio output {out if out is not None else 'default'!r}, {block}-frame blocks; "
+                  f"MIDI: {midi_names or 'none'}")
             t_end = None if duration is None else time.monotonic() + duration
             while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
                 stop.wait(0.05 if t_end is None else max(0.0, min(0.05, t_end - time.monotonic())))
                 if audio.error is not None:
                     raise NsynthError(f"audio callback failed: {audio.error!r}")
+                if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
+                    reload.clear()
+                    if switch_bank(engine, bank_path):
+                        _warn(f"reloaded {bank_path}")
     finally:
         for src in reversed(started):
             src.stop()
+        if previous_hup is not None:
+            signal.signal(signal.SIGHUP, previous_hup)
     return 0
+
+
+def _install_sighup(callback: Any) -> Any:
+    """Call `callback()` on SIGHUP (main thread only); returns the handler to restore, or None."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGHUP, lambda signum, frame: callback())
 
 
 def board_source(kind: str) -> Any:

@@ -75,6 +75,12 @@ def test_xy_sweep_has_no_clicks(bank):
     events += [(12000 + 64 * i, ("params", {"x": i / 100, "y": 1 - i / 100})) for i in range(101)]
     out = render_events(bank, events, 24000)[:, 0]
     assert max_step(out[4800:]) <= 1.05 * bound
+    # control: switching cells outright (the original's nearest-cell behaviour) is caught by this bound
+    corner = lambda x, y: render_events(bank, [(0, ("params", {"x": x, "y": y, "attack": 0.3})),
+                                              (0, ("on", 0, 60, 100))], 9600)[:, 0]
+    a, b = corner(0.0, 0.0), corner(1.0, 1.0)
+    cut = 4800 + int(np.argmax(np.abs(a[4800:] - b[4800:])))
+    assert max_step(np.concatenate([a[:cut], b[cut:]])) > 3 * bound
     # it did move: the timbre at the end differs from the start
     start = np.abs(np.fft.rfft(out[4800:5824])).argmax()
     end = np.abs(np.fft.rfft(out[-1024:])).argmax()

@@ -137,9 +137,11 @@ _SCRIPT = textwrap.dedent('''
         def stop(self):
             self.stopped = True
 
+    import os, signal, threading
     res = {}
     src = Source()
-    res["rc"] = play(sys.argv[1], midi=Port(), block=128, control_sources=[src], duration=0.4, state=sys.argv[2])
+    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGHUP)).start()  # reload the (unchanged) bank
+    res["rc"] = play(sys.argv[1], midi=Port(), block=128, control_sources=[src], duration=0.5, state=sys.argv[2])
     res["source"] = [getattr(src, "started", False), getattr(src, "stopped", False)]
     for kw in ({"device": "no-such-card"}, {"midi": "no-such-port"}):
         try:
@@ -165,6 +167,8 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["rc"] == 0 and res["source"] == [True, True]
+    assert "playing " in r.stderr and "MIDI: 'fake'" in r.stderr
+    assert f"reloaded {bank_path}" in r.stderr
     assert "audio output 'no-such-card'" in res["device"] and "'default'" in res["device"]
     assert "MIDI input 'no-such-port' not found; MIDI inputs that exist: none" in res["midi"]
     audio, sr = sf.read(cap, dtype="float32")
