@@ -30,6 +30,7 @@ import datetime as _dt
 import hashlib
 import json
 import mmap
+import operator
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -93,6 +94,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -101,10 +112,20 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _as_int(value: Any) -> int | None:
+    """An integer (numpy integers too), or None for anything else (bools and floats included)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _check_axis(name: str, values: Sequence[int], lo: int, hi: int) -> tuple[int, ...]:
-    vals = tuple(values)
-    if not vals or not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in vals):
-        raise ValueError(f"{name} must be a non-empty list of integers in {lo}..{hi}, got {list(vals)!r}")
+    vals = tuple(_as_int(v) for v in values)
+    if not vals or not all(v is not None and lo <= v <= hi for v in vals):
+        raise ValueError(f"{name} must be a non-empty list of integers in {lo}..{hi}, got {list(values)!r}")
     if any(b <= a for a, b in zip(vals, vals[1:])):
         raise ValueError(f"{name} must be strictly increasing, got {list(vals)!r}")
     return vals
@@ -131,6 +152,8 @@ class BankWriter:
                  note_length: int, sample_rate: int = 16000, corners: Sequence[str], model: str = "",
                  config_hash: str = "", extra: dict | None = None):
         self.path = Path(path)
+        grid, note_length, sample_rate = (_as_int(v) if _as_int(v) is not None else v
+                                          for v in (grid, note_length, sample_rate))
         try:
             if not (isinstance(grid, int) and grid >= 2):
                 raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
@@ -148,8 +171,10 @@ class BankWriter:
         except (ValueError, TypeError) as e:
             raise BankError(f"{self.path}: cannot write bank: {e}") from None
         self.partial = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
-        if self.partial.exists():
-            shutil.rmtree(self.partial)
+        for stale in self.path.parent.glob(f"{self.path.name}.partial-*"):  # left by writers that were killed
+            suffix = stale.name.rsplit("-", 1)[1]
+            if suffix.isdigit() and (int(suffix) == os.getpid() or not _alive(int(suffix))):
+                shutil.rmtree(stale, ignore_errors=True)
         self.partial.mkdir(parents=True)
         shape = self.info.shape
         self.samples = np.memmap(self.partial / SAMPLES, dtype=DTYPE, mode="w+", shape=shape)
