@@ -52,6 +52,13 @@ def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Ba
             raise e from None
         _warn(f"{e}; falling back to the last good bank {last}")
         return bank
+    remember_bank(path, state)
+    return bank
+
+
+def remember_bank(path: str | os.PathLike, state: Path) -> None:
+    """Record `path` (atomically) as the last good bank in the state directory."""
+    record = state / STATE_FILE
     try:
         state.mkdir(parents=True, exist_ok=True)
         tmp = record.with_name(f"{STATE_FILE}.tmp-{os.getpid()}")
@@ -59,7 +66,6 @@ def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Ba
         os.replace(tmp, record)
     except OSError as e:
         _warn(f"cannot remember the last good bank in {record}: {e}")
-    return bank
 
 
 def switch_bank(engine: Engine, path: str | os.PathLike) -> bool:
@@ -199,6 +205,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
                 if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
                     reload.clear()
                     if switch_bank(engine, bank_path):
+                        remember_bank(bank_path, state_dir() if state is None else Path(state))
                         _warn(f"reloaded {bank_path}")
     finally:
         for src in reversed(started):
