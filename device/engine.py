@@ -43,6 +43,8 @@ DEFAULT_PARAMS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 0.8, 
 FREE, ATTACK, DECAY, RELEASE, KILL = 0, 1, 2, 3, 4
 _EPS = 1e-3  # -60 dB: the decay and release times are times to get this close
 _NCH = 16
+_KINDS = frozenset({"on", "off", "params", "bend", "pedal", "note_xy", "all_notes_off", "all_sound_off",
+                    "reset_controllers", "bank"})
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class Engine:
         """Queue one event: ("on", ch, key, vel), ("off", ch, key), ("params", {name: 0..1}),
         ("bend", ch or None, semitones), ("pedal", down), ("note_xy", ch, x or None, y or None),
         ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank)."""
+        if event[0] not in _KINDS:
+            raise ValueError(f"unknown engine event {event[0]!r}; known: {', '.join(sorted(_KINDS))}")
         self._queue.append((frame, event))
 
     def post_params(self, frame: int | None = None, **params: float) -> None:

@@ -85,10 +85,12 @@ def test_live_callback_is_bit_identical_to_render_midi(bank_path, tmp_path):
 def test_callback_survives_an_engine_error(bank_path):
     engine = Engine(open_bank(bank_path))
     audio = LiveAudio(engine, FrameClock(48000, 128))
-    engine.post(("no-such-event",))
+    with pytest.raises(ValueError, match="unknown engine event"):
+        engine.post(("no-such-event",))  # refused in the producer's thread
+    engine.post(("on", 0))  # malformed: fails in the audio thread
     buf = np.ones((128, 2), np.float32)
     audio.callback(buf, 128, None, None)
-    assert not buf.any() and isinstance(audio.error, ValueError)
+    assert not buf.any() and isinstance(audio.error, IndexError)
 
 
 def test_render_midi_command(bank_path, tmp_path, capsys):
