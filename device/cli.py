@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from device.errors import NsynthError
+from hardware.errors import HardwareError
 
 # name -> ("module:configure", one-line help). `configure(parser)` adds the arguments and sets `func`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -15,11 +16,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("precompute.commands:configure_decode", "decode embeddings (.npy) into a 16 kHz WAV"),
     "model new": ("precompute.commands:configure_model_new", "write an initialised run folder for a preset"),
     "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
+    "dataset soundfont": ("precompute.datasets.soundfont:configure",
+                          "render an NSynth-style dataset (train/, valid/) from a SoundFont with FluidSynth"),
+    "corners check": ("precompute.corners:configure_check",
+                      "load corner instruments (WAV folder, sf2:, nsynth:) and report what was filled"),
     "export-onnx": ("precompute.commands:configure_export_onnx", "export the encoder and one-step decoder to ONNX"),
+    "train": ("precompute.train:configure", "train (or resume) a model on an NSynth-layout dataset"),
     "bank verify": ("device.bank_commands:configure_verify", "check a bank fully (manifest, sizes, loops, sha256)"),
     "bank inspect": ("device.bank_commands:configure_inspect", "print a bank's manifest summary"),
     "play": ("device.live:configure_play", "play a bank live from MIDI (USB or DIN) and the control board"),
     "render-midi": ("device.offline:configure_render_midi", "render a MIDI file through the engine to a WAV"),
+    "board monitor": ("hardware.commands:configure_monitor", "check the controller board, switches and OLED (or sim)"),
+    "bank import": ("hardware.image.bank_import:configure", "verify banks from a USB stick or folder, install atomically"),
+    "image build": ("hardware.image.build:configure", "customise a Raspberry Pi OS Lite image into an instrument"),
+    "deploy": ("hardware.image.deploy:configure", "update a running instrument over SSH (rolls back on failure)"),
 }
 
 
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(args.func(args) or 0)
-    except NsynthError as e:
+    except (NsynthError, HardwareError) as e:
         print(f"nsynth {name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

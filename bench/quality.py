@@ -1,0 +1,100 @@
+"""Reconstruction quality of a model on held-out instruments (never trained on).
+
+Renders notes of the validation-split GM instruments from the Debian SoundFont (the split is by instrument, the
+same one `nsynth dataset soundfont` uses), encodes and decodes them with the model, and measures:
+pitch accuracy (fraction of reconstructions whose YIN fundamental is within 50 cents of the true pitch) and the
+multi-resolution log-spectral distance to the input, beside two baselines measured in the same run: white noise at
+the note's loudness, and a sine at the note's pitch. The last line is one JSON object.
+
+    python bench/quality.py [--model models/compact] [--pitches 40,52,64,76] [--seconds 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from precompute.datasets.fluid import DEFAULT_SOUNDFONT  # noqa: E402
+from precompute.datasets.nsynth import load_examples, read_note  # noqa: E402
+from precompute.datasets.soundfont import render_soundfont_dataset  # noqa: E402
+from precompute.generate import ETA, generate  # noqa: E402
+from precompute.mulaw import mulaw_decode, mulaw_encode  # noqa: E402
+from precompute.quality import (cents_off, estimate_f0, log_spectral_distance, noise_baseline,  # noqa: E402
+                                sine_baseline)
+from precompute.run import load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(ROOT / "models" / "compact"))
+    ap.add_argument("--data", default=None, help="dataset folder with valid/ (default: render held-out GM notes)")
+    ap.add_argument("--pitches", default="40,52,64,76")
+    ap.add_argument("--velocity", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=1.0, help="length of each note that is reconstructed")
+    ap.add_argument("--max-notes", type=int, default=48)
+    ap.add_argument("--batch", type=int, default=48)
+    args = ap.parse_args()
+
+    model = load_model(args.model)
+    sr, hop = model.cfg.sample_rate, model.cfg.hop
+    pitches = [int(p) for p in args.pitches.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(args.data) if args.data else Path(tmp)
+        if args.data is None:  # same programs and split as the bundled model's training set
+            render_soundfont_dataset(DEFAULT_SOUNDFONT, data, pitches=pitches, velocities=[args.velocity],
+                                     progress=False)
+        notes = load_examples(data / "valid", pitches=pitches, velocities=[args.velocity])[: args.max_notes]
+        length = int(args.seconds * sr) // hop * hop
+        audio = np.stack([read_note(n)[:length] for n in notes])
+    print(f"{len(notes)} held-out notes from {len({n.instrument_str for n in notes})} instruments, "
+          f"{length} samples each, model {args.model} ({model.cfg.preset})", file=sys.stderr)
+
+    t0 = time.monotonic()
+    recon = []
+    with torch.no_grad():
+        for i in range(0, len(notes), args.batch):
+            codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
+            emb = model.encode(codes)
+            out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))),
+                           progress=ETA(f"decode notes {i}-{i + len(codes)}"))
+            recon.append(mulaw_decode(out).numpy())
+    recon = np.concatenate(recon)
+    decode_s = time.monotonic() - t0
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for note, x, y in zip(notes, audio, recon):
+        rows.append({"note": note.note_str, "pitch": note.pitch,
+                     "cents": cents_off(estimate_f0(y, sr), note.pitch),
+                     "input_cents": cents_off(estimate_f0(x, sr), note.pitch),
+                     "model": log_spectral_distance(x, y),
+                     "noise": log_spectral_distance(x, noise_baseline(x, rng)),
+                     "sine": log_spectral_distance(x, sine_baseline(x, note.pitch, sr))})
+    print(f"{'note':<34}{'cents':>9}{'input':>9}{'model':>8}{'noise':>8}{'sine':>8}")
+    for r in rows:
+        print(f"{r['note']:<34}{r['cents']:>9.1f}{r['input_cents']:>9.1f}{r['model']:>8.3f}{r['noise']:>8.3f}"
+              f"{r['sine']:>8.3f}")
+    summary = {
+        "model": str(args.model), "notes": len(rows), "seconds": length / sr,
+        "pitch_accuracy": float(np.mean([abs(r["cents"]) <= 50 for r in rows])),
+        "input_pitch_accuracy": float(np.mean([abs(r["input_cents"]) <= 50 for r in rows])),
+        "spectral_distance": float(np.mean([r["model"] for r in rows])),
+        "noise_baseline_distance": float(np.mean([r["noise"] for r in rows])),
+        "sine_baseline_distance": float(np.mean([r["sine"] for r in rows])),
+        "decode_seconds": round(decode_s, 1),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

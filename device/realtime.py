@@ -1,0 +1,29 @@
+"""Real-time scheduling for the audio thread, where the system allows it: nsynth.service sets LimitRTPRIO=90 and
+NSYNTH_RT_PRIORITY=70; elsewhere (a desktop, the tests) it stays off unless asked for."""
+from __future__ import annotations
+
+import os
+
+
+def configured_priority(environ=None) -> int:
+    """NSYNTH_RT_PRIORITY (1..99), or 0 = leave the scheduling alone."""
+    value = (os.environ if environ is None else environ).get("NSYNTH_RT_PRIORITY", "0")
+    return max(0, min(99, int(value))) if value.strip().isdigit() else 0
+
+
+def promote_current_thread(priority: int) -> bool:
+    """Put the calling thread (only it: Linux applies pid 0 to the caller's thread) on SCHED_FIFO at `priority`,
+    capped by RLIMIT_RTPRIO for an unprivileged process. False (and nothing changed) when off or not allowed."""
+    if priority < 1 or not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
+        if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
+            priority = min(priority, soft)
+        if priority < 1:
+            return False
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (OSError, ValueError):
+        return False

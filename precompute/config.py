@@ -1,0 +1,77 @@
+"""Model configuration presets; the resolved config is saved next to every checkpoint."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields, replace
+
+from device.errors import NsynthError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the WaveNet autoencoder (Engel et al. 2017). Dilation of layer i is 2**(i % stack)."""
+
+    preset: str = "nsynth"
+    sample_rate: int = 16000
+    hop: int = 512  # samples per embedding frame
+    bottleneck: int = 16  # embedding channels
+    quant: int = 256  # mu-law classes
+    kernel: int = 3
+    enc_layers: int = 30
+    enc_channels: int = 128
+    enc_stack: int = 10
+    dec_layers: int = 30
+    dec_channels: int = 512  # residual width R; the dilated conv makes 2R (gate halves)
+    dec_stack: int = 10
+    skip_channels: int = 256
+
+    def dilations(self, which: str = "dec") -> list[int]:
+        layers, stack = (self.dec_layers, self.dec_stack) if which == "dec" else (self.enc_layers, self.enc_stack)
+        return [2 ** (i % stack) for i in range(layers)]
+
+    @property
+    def receptive_field(self) -> int:
+        """Decoder receptive field in samples (start conv + dilated stack)."""
+        return 1 + (self.kernel - 1) * (1 + sum(self.dilations("dec")))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise NsynthError(f"{source}: unknown model config keys {sorted(unknown)}")
+        try:
+            cfg = cls(**d)
+        except TypeError as e:
+            raise NsynthError(f"{source}: bad model config: {e}") from None
+        if cfg.kernel != 3:
+            raise NsynthError(f"{source}: only kernel 3 is supported, got {cfg.kernel}")
+        return cfg
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's h512_bo16: ~59.8 M decoder + ~2.0 M encoder parameters.
+    "nsynth": ModelConfig(preset="nsynth"),
+    # Benchmarks and the CPU-trainable middle ground.
+    "small": ModelConfig(preset="small", enc_layers=20, enc_channels=64, dec_layers=20, dec_channels=128,
+                         skip_channels=128),
+    # The bundled model: learns on 2 CPU cores in hours.
+    "compact": ModelConfig(preset="compact", enc_layers=10, enc_channels=32, enc_stack=10, dec_layers=20,
+                           dec_channels=48, dec_stack=10, skip_channels=64),
+    # Tests.
+    "tiny": ModelConfig(preset="tiny", enc_layers=4, enc_channels=16, enc_stack=4, dec_layers=6, dec_channels=16,
+                        dec_stack=3, skip_channels=16),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise NsynthError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,215 @@
+"""Training: random 6144-sample crops, Adam with the paper's step schedule scaled to the run length, gradient
+clipping, AMP on CUDA, atomic checkpoints that resume at the same step with the same optimizer and RNG state."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from device.errors import NsynthError
+from device.fsutil import atomic_path
+from precompute.config import preset
+from precompute.model import WaveNetAutoencoder
+from precompute.mulaw import codes_to_target, mulaw_encode
+from precompute.run import read_config, save_weights, write_config
+
+STATE = "train_state.pt"
+CURVES = "loss.png"
+# The paper's schedule (200k steps): lr multipliers after these fractions of the run.
+SCHEDULE = [(0.0, 1.0), (90 / 200, 1.33 / 2), (120 / 200, 0.6 / 2), (150 / 200, 0.4 / 2), (180 / 200, 0.2 / 2)]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch: int = 8
+    crop: int = 6144
+    lr: float = 2e-4
+    clip: float = 1.0
+    checkpoint_every: int = 200
+    valid_every: int = 200
+    valid_crops: int = 32
+    seed: int = 0
+
+
+def learning_rate(tc: TrainConfig, step: int) -> float:
+    frac = step / max(tc.steps, 1)
+    return tc.lr * [m for f, m in SCHEDULE if frac >= f][-1]
+
+
+def load_codes(root: str | os.PathLike) -> torch.Tensor:
+    """An NSynth-layout folder -> mu-law codes int8 [N, 64000] (held in memory: 64 kB a note)."""
+    from precompute.datasets.nsynth import load_examples, read_note
+
+    notes = load_examples(root)
+    if not notes:
+        raise NsynthError(f"{root}: no notes")
+    first = read_note(notes[0])
+    codes = torch.empty(len(notes), len(first), dtype=torch.int8)
+    for i, note in enumerate(notes):  # one note at a time: a float copy of a big dataset does not fit in memory
+        codes[i] = mulaw_encode(torch.from_numpy(first if i == 0 else read_note(note))).to(torch.int8)
+    return codes
+
+
+def random_crops(codes: torch.Tensor, n: int, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """codes [N, T] -> n random crops [n, crop] (int64), drawn from gen."""
+    idx = torch.randint(codes.shape[0], (n,), generator=gen)
+    start = torch.randint(codes.shape[1] - crop + 1, (n,), generator=gen)
+    return torch.stack([codes[i, s: s + crop] for i, s in zip(idx.tolist(), start.tolist())]).long()
+
+
+def loss_fn(model: WaveNetAutoencoder, crops: torch.Tensor) -> torch.Tensor:
+    logits = model(crops)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes_to_target(crops).reshape(-1))
+
+
+def plot_curves(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if history["train"]:
+        s, l = zip(*history["train"])
+        ax.plot(s, l, label="train", alpha=0.8)
+    if history["valid"]:
+        s, l = zip(*history["valid"])
+        ax.plot(s, l, "o-", label="valid")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats / sample)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _save_state(run: Path, model, opt, scaler, gen: torch.Generator, step: int, history: dict) -> None:
+    blob = {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
+            "gen": gen.get_state(), "history": history}
+    with atomic_path(run / STATE) as tmp:
+        torch.save(blob, tmp)
+    save_weights(run, model, step)
+
+
+def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str | None = None,
+          tc: TrainConfig | None = None, device: str | None = None, threads: int | None = None,
+          stop_after: int | None = None, log=print) -> dict:
+    """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts). Returns the history.
+
+    A new RUN needs preset_name; an existing RUN resumes from its train_state.pt at the saved step.
+    stop_after: return after this many steps of this call (tests, time-boxed runs)."""
+    run = Path(run)
+    data = Path(data)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    resume = (run / STATE).is_file()
+    if resume:
+        cfg, doc = read_config(run)
+        tc = TrainConfig(**{k: v for k, v in doc["train"].items() if k in TrainConfig.__dataclass_fields__})
+    else:
+        if preset_name is None:
+            raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
+        cfg, tc = preset(preset_name), tc or TrainConfig()
+        run.mkdir(parents=True, exist_ok=True)
+        write_config(run, cfg, {**asdict(tc), "data": str(data)})
+    for split in ("train", "valid"):
+        if not (data / split).is_dir():
+            raise NsynthError(f"{data}: no {split}/ folder (make one with `nsynth dataset soundfont`)")
+    train_codes, valid_codes = load_codes(data / "train"), load_codes(data / "valid")
+    log(f"train: {train_codes.shape[0]} notes, valid: {valid_codes.shape[0]} notes, preset {cfg.preset}, "
+        f"{sum(p.numel() for p in WaveNetAutoencoder(cfg).parameters()):,} parameters, device {device}")
+
+    torch.manual_seed(tc.seed)
+    model = WaveNetAutoencoder(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    amp = device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    gen = torch.Generator().manual_seed(tc.seed)
+    history = {"train": [], "valid": []}
+    step = 0
+    if resume:
+        blob = torch.load(io.BytesIO((run / STATE).read_bytes()), map_location=device, weights_only=False)
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["opt"])
+        scaler.load_state_dict(blob["scaler"])
+        gen.set_state(blob["gen"])
+        step, history = blob["step"], blob["history"]
+        log(f"resumed {run} at step {step}")
+    valid_set = random_crops(valid_codes, tc.valid_crops, tc.crop, torch.Generator().manual_seed(1234))
+
+    t0, done_here, last_print = time.monotonic(), 0, 0.0
+    while step < tc.steps and (stop_after is None or done_here < stop_after):
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(tc, step)
+        crops = random_crops(train_codes, tc.batch, tc.crop, gen).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model, crops)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        done_here += 1
+        history["train"].append((step, loss.item()))
+        if step % tc.valid_every == 0 or step == tc.steps:
+            history["valid"].append((step, evaluate(model, valid_set, tc.batch, device)))
+        if step % tc.checkpoint_every == 0 or step == tc.steps:
+            _save_state(run, model, opt, scaler, gen, step, history)
+            plot_curves(history, run / CURVES)
+        now = time.monotonic()
+        if now - last_print > 10 or step == tc.steps:
+            last_print = now
+            rate = done_here / (now - t0)
+            recent = np.mean([l for _, l in history["train"][-50:]])
+            val = f", valid {history['valid'][-1][1]:.3f}" if history["valid"] else ""
+            log(f"step {step}/{tc.steps} loss {recent:.3f}{val} lr {learning_rate(tc, step - 1):.2e} "
+                f"({rate:.2f} steps/s, ETA {(tc.steps - step) / max(rate, 1e-9) / 60:.1f} min)")
+    if done_here and step % tc.checkpoint_every:
+        _save_state(run, model, opt, scaler, gen, step, history)
+        plot_curves(history, run / CURVES)
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: WaveNetAutoencoder, crops: torch.Tensor, batch: int, device: str) -> float:
+    model.eval()
+    losses = [float(loss_fn(model, crops[i: i + batch].to(device))) * len(crops[i: i + batch])
+              for i in range(0, len(crops), batch)]
+    return sum(losses) / len(crops)
+
+
+def configure(parser) -> None:
+    parser.add_argument("data", help="dataset folder with train/ and valid/ (NSynth json/wav layout)")
+    parser.add_argument("--run", required=True, help="run folder (created, or resumed if it holds a training state)")
+    parser.add_argument("--preset", help="model preset for a new run (tiny, compact, small, nsynth)")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--batch", type=int, default=TrainConfig.batch)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (paper: 2e-4)")
+    parser.add_argument("--crop", type=int, default=TrainConfig.crop)
+    parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default=None)
+    parser.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, crop=args.crop,
+                     checkpoint_every=args.checkpoint_every, valid_every=args.checkpoint_every, seed=args.seed)
+    train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads)
+    return 0

@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from precompute.config import PRESETS, preset
+from precompute.generate import generate
+from precompute.model import WaveNetAutoencoder, shift
+from precompute.mulaw import codes_to_input, mulaw_decode, mulaw_encode
+
+
+def test_mulaw_matches_the_formula_and_round_trips():
+    x = torch.linspace(-1, 1, 10001)
+    q = mulaw_encode(x)
+    assert q.min() == -128 and q.max() == 127
+    assert mulaw_encode(torch.tensor([0.0, 1.0, -1.0, 0.5])).tolist() == [0, 127, -128, 112]
+    assert torch.all(q[1:] >= q[:-1])  # monotonic
+    # the bin centre lies within the bin: re-encoding the decoded value gives the same code
+    assert torch.equal(mulaw_encode(mulaw_decode(torch.arange(-128, 128))), torch.arange(-128, 128))
+    err = (mulaw_decode(q) - x).abs()
+    assert err.max() < 0.035 and err[4990:5011].max() < 1.5e-4  # fine near zero, coarse near full scale
+
+
+def test_paper_preset_sizes():
+    cfg = PRESETS["nsynth"]
+    m = WaveNetAutoencoder(cfg)
+    n_dec = sum(p.numel() for p in m.decoder.parameters())
+    n_enc = sum(p.numel() for p in m.encoder.parameters())
+    assert 59.5e6 < n_dec < 60.1e6 and 1.9e6 < n_enc < 2.1e6
+    assert cfg.receptive_field == 6141
+    emb = m.encoder(torch.zeros(1, 64000))
+    assert emb.shape == (1, 125, 16)
+
+
+def _teacher_forced(model, batch, length):
+    torch.manual_seed(1)
+    codes = torch.randint(-128, 128, (batch, 4 * 512))
+    x = codes_to_input(codes)
+    emb = model.encoder(x)
+    xin = shift(x.unsqueeze(-1), 1).squeeze(-1)[:, :length]
+    return xin, emb
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+@pytest.mark.parametrize("batch", [1, 5])
+@torch.no_grad()
+def test_cached_step_reproduces_the_full_pass(name, batch):
+    model = WaveNetAutoencoder(preset(name)).eval()
+    length = 3 * 512 + 77  # crosses three frame boundaries
+    xin, emb = _teacher_forced(model, batch, length)
+    full = model.decoder(xin, emb)
+    dec = model.decoder
+    cond = dec.project(emb)
+    state_f, state_i = dec.init_state(batch), dec.init_state(batch)
+    t = torch.zeros((), dtype=torch.int64)
+    functional, inplace = [], []
+    for i in range(length):
+        logits, state_f = dec.step(xin[:, i:i + 1], cond[:, i // 512], state_f)
+        functional.append(logits)
+        inplace.append(dec.step_inplace(xin[:, i:i + 1], cond[:, i // 512], state_i, t))
+        t += 1
+    assert (torch.stack(functional, 1) - full).abs().max() <= 1e-4
+    assert (torch.stack(inplace, 1) - full).abs().max() <= 1e-4
+
+
+@torch.no_grad()
+def test_the_full_pass_is_causal():
+    model = WaveNetAutoencoder(preset("tiny")).eval()
+    xin, emb = _teacher_forced(model, 1, 1024)
+    a = model.decoder(xin, emb)
+    xin2 = xin.clone()
+    xin2[:, 600:] = 0.3
+    b = model.decoder(xin2, emb)
+    assert torch.equal(a[:, :600], b[:, :600]) and not torch.equal(a[:, 600:], b[:, 600:])
+
+
+@torch.no_grad()
+def test_a_note_alone_equals_the_same_note_in_a_batch():
+    model = WaveNetAutoencoder(preset("tiny")).eval()
+    torch.manual_seed(3)
+    emb = torch.randn(8, 3, 16)
+    seeds = [11, 22, 33, 44, 55, 66, 77, 88]
+    batch = generate(model.decoder, emb, seeds=seeds, length=1200)
+    alone = generate(model.decoder, emb[5:6], seeds=[66], length=1200)
+    assert torch.equal(batch[5], alone[0])
+    assert not torch.equal(batch[4], batch[5])
+    assert batch.min() >= -128 and batch.max() <= 127
+
+
+@torch.no_grad()
+def test_greedy_generation_follows_the_argmax_of_the_full_pass():
+    """Generated codes, fed back teacher-forced, must be the argmax of the full pass at every step."""
+    model = WaveNetAutoencoder(preset("tiny")).eval()
+    emb = torch.randn(2, 2, 16)
+    codes = generate(model.decoder, emb, greedy=True)
+    x = codes_to_input(codes)
+    logits = model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
+    assert torch.equal(logits.argmax(-1) - 128, codes)

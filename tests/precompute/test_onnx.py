@@ -1,0 +1,66 @@
+import json
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from device.errors import NsynthError
+from precompute.config import preset
+from precompute.model import WaveNetAutoencoder
+from precompute.onnx_export import check_onnx_dir, export_onnx, state_names
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = WaveNetAutoencoder(preset("tiny")).eval()
+    out = tmp_path_factory.mktemp("onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = export_onnx(model, out)
+    return model, out, paths
+
+
+def test_stamped_with_format_version(exported):
+    model, out, paths = exported
+    for path in paths.values():
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert meta["nsynth_format_version"] == "1"
+        assert json.loads(meta["nsynth_config"]) == model.cfg.to_dict()
+    assert check_onnx_dir(out)["config_hash"] == model.cfg.hash()
+    doc = json.loads((out / "onnx.json").read_text())
+    doc["format_version"] = 99
+    (out / "bad").mkdir()
+    (out / "bad" / "onnx.json").write_text(json.dumps(doc))
+    with pytest.raises(NsynthError, match="format version 99"):
+        check_onnx_dir(out / "bad")
+
+
+@torch.no_grad()
+def test_onnxruntime_matches_torch(exported):
+    model, _, paths = exported
+    enc = ort.InferenceSession(str(paths["encoder"]))
+    proj = ort.InferenceSession(str(paths["project"]))
+    step = ort.InferenceSession(str(paths["step"]))
+    batch = 3  # dynamic batch: exported with batch 1
+    x = torch.rand(batch, 2048) * 2 - 1
+    emb = model.encoder(x)
+    emb_ort = enc.run(None, {"audio": x.numpy()})[0]
+    assert np.abs(emb_ort - emb.numpy()).max() <= 1e-4
+    cond = model.decoder.project(emb)
+    cond_ort = proj.run(None, {"embeddings": emb.numpy()})[0]
+    assert np.abs(cond_ort - cond.numpy()).max() <= 1e-4
+
+    s_in, s_out = state_names(model)
+    state_t = model.decoder.init_state(batch)
+    state_o = [s.numpy() for s in state_t]
+    for t in range(40):
+        xt = x[:, t:t + 1]
+        logits_t, state_t = model.decoder.step(xt, cond[:, 0], state_t)
+        outs = step.run(None, {"x": xt.numpy(), "cond": cond[:, 0].numpy(), **dict(zip(s_in, state_o))})
+        logits_o, state_o = outs[0], outs[1:]
+        assert np.abs(logits_o - logits_t.numpy()).max() <= 1e-4
+    assert [o.name for o in step.get_outputs()] == ["logits", *s_out]

@@ -1,0 +1,80 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from device.errors import NsynthError
+from precompute.datasets.fluid import DEFAULT_SOUNDFONT
+from precompute.datasets.soundfont import render_soundfont_dataset
+from precompute.config import preset
+from precompute.model import WaveNetAutoencoder
+from precompute.run import load_model
+from precompute.train import STATE, TrainConfig, evaluate, learning_rate, load_codes, random_crops, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gm")
+    render_soundfont_dataset(DEFAULT_SOUNDFONT, out, programs=[(0, p) for p in (0, 24, 40, 56, 73)],
+                             pitches=range(48, 73, 3), velocities=[100], valid_fraction=0.2, jobs=1, progress=False)
+    return out
+
+
+TC = dict(batch=2, crop=1024, lr=3e-3, checkpoint_every=5, valid_every=10, valid_crops=8)
+
+
+def test_schedule_follows_the_paper_scaled():
+    tc = TrainConfig(steps=200, lr=2e-4)
+    assert learning_rate(tc, 0) == 2e-4 and learning_rate(tc, 89) == 2e-4
+    assert learning_rate(tc, 90) == pytest.approx(1.33e-4)
+    assert learning_rate(tc, 120) == pytest.approx(6e-5) and learning_rate(tc, 199) == pytest.approx(2e-5)
+
+
+def test_loss_falls(data, tmp_path):
+    tc = TrainConfig(steps=40, **{**TC, "batch": 4})
+    hist = train(data, tmp_path / "run", preset_name="tiny", tc=tc, log=lambda *_: None)
+    crops = random_crops(load_codes(data / "train"), 16, 1024, torch.Generator().manual_seed(5))
+    torch.manual_seed(tc.seed)  # train() initialises the model from this seed
+    before = evaluate(WaveNetAutoencoder(preset("tiny")), crops, 8, "cpu")
+    after = evaluate(load_model(tmp_path / "run"), crops, 8, "cpu")
+    assert after < before - 0.2
+    assert len(hist["train"]) == 40 and hist["valid"][-1][0] == 40
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
+    steps = 24
+    ref = tmp_path / "ref"
+    train(data, ref, preset_name="tiny", tc=TrainConfig(steps=steps, **TC), log=lambda *_: None)
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "device.cli", "train", str(data), "--run", str(run), "--preset", "tiny",
+           "--steps", str(steps), "--batch", "2", "--crop", "1024", "--lr", "3e-3", "--checkpoint-every", "5",
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / STATE).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(run / STATE, weights_only=False)["step"]
+    assert 0 < saved < steps  # killed mid-run
+    # valid_every differs from the CLI's default: resume reads the run's own saved config
+    train(data, run, log=lambda *_: None)
+    a = torch.load(ref / STATE, weights_only=False)
+    b = torch.load(run / STATE, weights_only=False)
+    assert b["step"] == steps
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_new_run_needs_a_preset(data, tmp_path):
+    with pytest.raises(NsynthError, match="give --preset"):
+        train(data, tmp_path / "r", log=lambda *_: None)
+    with pytest.raises(NsynthError, match="no train/ folder"):
+        train(tmp_path, tmp_path / "r2", preset_name="tiny", log=lambda *_: None)
