@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from device.errors import NsynthError
+from device.fsutil import fsync_dir
 
 FORMAT_NAME = "nsynth-bank"
 FORMAT_VERSION = 1
@@ -102,14 +103,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _as_int(value: Any) -> int | None:
@@ -242,7 +235,7 @@ class BankWriter:
             self.samples.flush()
             del self.samples
             samples_path = self.partial / SAMPLES
-            _fsync_path(samples_path)
+            fsync_dir(samples_path)
             info = replace(self.info, sha256=_sha256(samples_path),
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "grid": info.grid,
@@ -255,7 +248,7 @@ class BankWriter:
                 json.dump(manifest, f, separators=(",", ":"))
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_path(self.partial)
+            fsync_dir(self.partial)
             self._swap_in()
         except BaseException:
             self.abort()
@@ -276,7 +269,7 @@ class BankWriter:
             if had_old:
                 os.rename(old, self.path)
             raise
-        _fsync_path(self.path.parent)
+        fsync_dir(self.path.parent)
         if had_old:
             shutil.rmtree(old, ignore_errors=True)
 

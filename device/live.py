@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import mido
 import numpy as np
@@ -17,8 +17,11 @@ import numpy as np
 from device.bank import Bank, BankError, open_bank
 from device.engine import Engine, EngineConfig
 from device.errors import NsynthError
+from device.fsutil import atomic_write_bytes
 from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
 from device.midi_map import MidiRouter, parse_cc_map
+from device.realtime import configured_priority, promote_current_thread
+from device.sdnotify import Watchdog
 
 STATE_FILE = "last_good_bank"
 
@@ -60,10 +63,7 @@ def remember_bank(path: str | os.PathLike, state: Path) -> None:
     """Record `path` (atomically) as the last good bank in the state directory."""
     record = state / STATE_FILE
     try:
-        state.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f"{STATE_FILE}.tmp-{os.getpid()}")
-        tmp.write_text(str(Path(path).resolve()) + "\n")
-        os.replace(tmp, record)
+        atomic_write_bytes(record, f"{Path(path).resolve()}\n".encode())
     except OSError as e:
         _warn(f"cannot remember the last good bank in {record}: {e}")
 
@@ -98,18 +98,27 @@ class FrameClock:
 
 
 class LiveAudio:
-    """The sounddevice callback: marks the clock, renders block by block into the output buffer."""
+    """The sounddevice callback: marks the clock, renders block by block into the output buffer, heartbeats the
+    systemd watchdog; on its first call it puts its own thread on real-time scheduling when configured."""
 
-    def __init__(self, engine: Engine, clock: FrameClock):
+    def __init__(self, engine: Engine, clock: FrameClock, *, heartbeat: Callable[[], None] | None = None,
+                 rt_priority: int = 0):
         self.engine, self.clock = engine, clock
+        self.heartbeat = heartbeat
+        self.rt_priority = rt_priority
+        self.realtime: bool | None = None  # set on the first callback
         self.error: BaseException | None = None
         self.underflows = 0
         self.callbacks = 0
 
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if self.realtime is None:
+            self.realtime = promote_current_thread(self.rt_priority)
         self.callbacks += 1
         if status:
             self.underflows += 1
+        if self.heartbeat is not None:
+            self.heartbeat()
         try:
             self.clock.mark(self.engine.frame)
             block = self.engine.block
@@ -176,7 +185,8 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
         if usb.port_name is None:
             _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
         inputs.append(usb)
-    audio = LiveAudio(engine, clock)
+    watchdog = Watchdog.from_env()
+    audio = LiveAudio(engine, clock, heartbeat=watchdog.heartbeat, rt_priority=configured_priority())
     try:
         stream = sd.OutputStream(samplerate=engine.fs, blocksize=block, channels=2, dtype="float32", device=out,
                                  callback=audio.callback, latency="low")
@@ -185,7 +195,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     stop = stop or threading.Event()
     reload = reload or threading.Event()
     previous_hup = _install_sighup(reload.set)
-    started: list[Any] = []
+    started: list[Any] = [watchdog.start()]
     try:
         for src in inputs:
             started.append(src.start())
@@ -194,9 +204,11 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
             started.append(src)
         with stream:
             midi_names = ", ".join(repr(getattr(i, "port_name", None) or getattr(i, "device", "?")) for i in inputs)
-            _warn(f"playing {bank.path} ({len(bank.info.pitches)} pitches, {bank.info.grid}x{bank.info.grid} grid) "
-                  f"on audio output {out if out is not None else 'default'!r}, {block}-frame blocks; "
-                  f"MIDI: {midi_names or 'none'}")
+            summary = (f"playing {bank.path} ({len(bank.info.pitches)} pitches, {bank.info.grid}x{bank.info.grid} "
+                       f"grid) on audio output {out if out is not None else 'default'!r}, {block}-frame blocks; "
+                       f"MIDI: {midi_names or 'none'}")
+            _warn(summary)
+            watchdog.ready(summary)
             t_end = None if duration is None else time.monotonic() + duration
             while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
                 stop.wait(0.05 if t_end is None else max(0.0, min(0.05, t_end - time.monotonic())))
@@ -207,6 +219,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
                     if switch_bank(engine, bank_path):
                         remember_bank(bank_path, state_dir() if state is None else Path(state))
                         _warn(f"reloaded {bank_path}")
+                        watchdog.status(f"playing {bank_path} (reloaded)")
     finally:
         for src in reversed(started):
             src.stop()

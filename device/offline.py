@@ -11,6 +11,7 @@ import numpy as np
 from device.bank import open_bank
 from device.engine import Engine, EngineConfig, release_seconds
 from device.errors import NsynthError
+from device.fsutil import atomic_path
 from device.midi_io import midi_file_messages
 from device.midi_map import MidiRouter
 
@@ -68,13 +69,10 @@ def render_midi(bank_path: str | os.PathLike, song: str | os.PathLike, out: str 
             x, y = xy_at(points, f / song_end)
             engine.post_params(frame=f, x=x, y=y)
     audio = engine.render(frames)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}.wav")
     try:
-        sf.write(tmp, audio, sample_rate, subtype="FLOAT")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            sf.write(tmp, audio, sample_rate, format="WAV", subtype="FLOAT")
     except (OSError, RuntimeError) as e:
-        tmp.unlink(missing_ok=True)
         raise NsynthError(f"{out}: cannot write: {e}") from None
     return audio
 

@@ -2,9 +2,11 @@
 bank fallback, clear errors for missing devices, and the render-midi command."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import mido
@@ -91,6 +93,7 @@ def test_callback_survives_an_engine_error(bank_path):
     buf = np.ones((128, 2), np.float32)
     audio.callback(buf, 128, None, None)
     assert not buf.any() and isinstance(audio.error, IndexError)
+    assert audio.realtime is False  # NSYNTH_RT_PRIORITY unset: scheduling left alone
 
 
 def test_render_midi_command(bank_path, tmp_path, capsys):
@@ -163,9 +166,32 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
         'pcm.nullout { type null }\n'
         f'pcm.capture {{ type file slave.pcm "nullout" file "{cap}" format "wav" }}\n'
         'pcm.!default { type plug slave { pcm "capture" format S16_LE } }\n')
-    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
-                       capture_output=True, text=True, timeout=60)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for systemd's notify socket
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.05)
+    messages, done = [], threading.Event()
+
+    def listen():  # drain as systemd does (a datagram queue holds only a few messages)
+        while not done.is_set():
+            try:
+                messages.append(notify.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(tmp_path / "notify"),
+           "WATCHDOG_USEC": "100000"}
+    try:
+        r = subprocess.run([sys.executable, "-c", _SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        done.set()
+        listener.join()
+        notify.close()
+    assert messages[0].startswith("READY=1\nSTATUS=playing ")
+    assert messages.count("WATCHDOG=1") >= 3  # pinged while the audio callback ran
+    assert messages[-1] == "STOPPING=1"
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["rc"] == 0 and res["source"] == [True, True]
