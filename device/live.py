@@ -79,6 +79,20 @@ def switch_bank(engine: Engine, path: str | os.PathLike) -> bool:
     return True
 
 
+def warm_page_cache(bank: Bank, fraction: float = 0.25) -> bool:
+    """Ask the kernel to read the whole bank into the page cache in the background when it takes less than
+    `fraction` of the available memory, so first notes do not wait on the SD card. True if asked."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    if bank.samples.nbytes > fraction * avail:
+        return False
+    threading.Thread(target=bank.prefetch, args=(0, bank.samples.size), name="bank-warm", daemon=True).start()
+    return True
+
+
 class FrameClock:
     """Stamps events from other threads with engine frames: an event arriving t seconds after the callback that
     rendered frame F is played at F + block + t * rate, one block later at its true offset (sample-accurate,
@@ -185,6 +199,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
         if usb.port_name is None:
             _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
         inputs.append(usb)
+    warm_page_cache(bank)
     watchdog = Watchdog.from_env()
     audio = LiveAudio(engine, clock, heartbeat=watchdog.heartbeat, rt_priority=configured_priority())
     try:
