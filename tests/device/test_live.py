@@ -208,3 +208,15 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
     audio, sr = sf.read(cap, dtype="float32")
     assert sr == 48000 and audio.shape[1] == 2
     assert np.abs(audio).max() > 0.05  # the note played
+
+
+def test_play_command_errors(capsys):
+    assert main(["play"]) == 1
+    assert "--bank BANK is required" in capsys.readouterr().err
+    assert main(["play", "--bank", "x", "--channel", "17"]) == 1
+    assert "--channel must be 1-16 or omni" in capsys.readouterr().err
+    assert main(["play", "--bank", "x", "--cc", "7=loud"]) == 1
+    assert "bad CC mapping" in capsys.readouterr().err
+    assert main(["play", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "audio outputs:" in out and "MIDI inputs:" in out
