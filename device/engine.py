@@ -108,7 +108,7 @@ class Engine:
         self.base_rate = np.zeros(cap, np.float64)
         self.p_idx = np.zeros(cap, np.int64)
         self.v_idx = np.zeros((cap, 2), np.int64)
-        self.v_w = np.zeros((cap, 2), np.float64)
+        self.v_w = np.zeros((cap, 2), np.float32)
         self.gain = np.zeros(cap, np.float64)
         self.level = np.zeros(cap, np.float64)
         self.sxy = np.zeros((cap, 2), np.float64)  # smoothed position in grid units
@@ -117,7 +117,7 @@ class Engine:
         # loop length, crossfade length, crossfade start
         self.streams = np.zeros((cap, 8, 6), np.int64)
         self.streams[..., 2:4] = 1
-        self.w8 = np.zeros((cap, 8), np.float64)  # stream weights at the voice's current X/Y
+        self.w8 = np.zeros((cap, 8), np.float32)  # stream weights at the voice's current X/Y
         self._ar = np.arange(max(c.block, 1024), dtype=np.int64)
         self._k32 = self._ar.astype(np.float32)
         self._set_bank(bank)
@@ -414,7 +414,11 @@ class Engine:
 
     def _weights8(self, idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Stream weights [m, 8] (cell-major, layer-minor) at local square positions uv [m, 2]."""
-        return (_bilinear(uv)[:, :, None] * self.v_w[idx][:, None, :]).reshape(-1, 8)
+        f = np.empty((uv.shape[0], 2, 2), np.float32)  # [voice, axis (x, y), (1 - t, t)]
+        f[:, :, 1] = uv
+        np.subtract(1.0, uv, out=f[:, :, 0])
+        w = f[:, 1, :, None, None] * f[:, 0, None, :, None] * self.v_w[idx][:, None, None, :]  # [m, y, x, layer]
+        return w.reshape(-1, 8)
 
     def _xy_weights(self, act: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Move each voice towards its X/Y target (staying inside its square for this segment): stream weights
@@ -477,8 +481,8 @@ class Engine:
             src[zone] = partner
         src = src.reshape(a, 8, span)
         if dw is None:
-            return np.matmul(w0.astype(np.float32)[:, None, :], src)[:, 0]
-        ab = np.matmul(np.stack([w0, dw], 1).astype(np.float32), src)
+            return np.matmul(w0[:, None, :], src)[:, 0]
+        ab = np.matmul(np.stack([w0, dw], 1), src)
         ramp = (ramp0[:, None] + ramp1[:, None] * np.arange(span)).astype(np.float32)
         return ab[:, 0] + ramp * ab[:, 1]
 
