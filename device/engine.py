@@ -414,11 +414,7 @@ class Engine:
 
     def _weights8(self, idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Stream weights [m, 8] (cell-major, layer-minor) at local square positions uv [m, 2]."""
-        f = np.empty((uv.shape[0], 2, 2), np.float32)  # [voice, axis (x, y), (1 - t, t)]
-        f[:, :, 1] = uv
-        np.subtract(1.0, uv, out=f[:, :, 0])
-        w = f[:, 1, :, None, None] * f[:, 0, None, :, None] * self.v_w[idx][:, None, None, :]  # [m, y, x, layer]
-        return w.reshape(-1, 8)
+        return (_corner_weights(uv)[:, :, None] * self.v_w[idx][:, None, :]).reshape(-1, 8)
 
     def _xy_weights(self, act: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Move each voice towards its X/Y target (staying inside its square for this segment): stream weights
@@ -555,17 +551,19 @@ def _event_order(e: tuple) -> tuple[int, int]:
     return e[0], e[1]
 
 
-def _bilinear(uv: np.ndarray) -> np.ndarray:
-    """Weights [m, 4] of the corners (0,0), (1,0), (0,1), (1,1) at local positions uv [m, 2] in the unit square."""
-    u, v = uv[:, 0], uv[:, 1]
-    return np.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], 1)
+def _corner_weights(uv: np.ndarray) -> np.ndarray:
+    """Bilinear weights [m, 4] (float32) of the corners (0,0), (1,0), (0,1), (1,1) at local positions uv [m, 2]."""
+    f = np.empty((uv.shape[0], 2, 2), np.float32)  # [voice, axis (x, y), (1 - t, t)]
+    f[:, :, 1] = uv
+    np.subtract(1.0, uv, out=f[:, :, 0])
+    return (f[:, 1, :, None] * f[:, 0, None, :]).reshape(-1, 4)  # y-major, x-minor
 
 
 def bilinear_weights(x: float, y: float, grid: int) -> dict[tuple[int, int], float]:
     """The cells (cx, cy) and weights a voice at normalised (x, y) mixes (at most 4, summing to 1)."""
     g = np.array([[x, y]], dtype=np.float64) * (grid - 1)
     sq = np.clip(np.floor(g), 0, grid - 2).astype(np.int64)
-    w = _bilinear(g - sq)[0]
+    w = _corner_weights(g - sq)[0]
     cells = [(0, 0), (1, 0), (0, 1), (1, 1)]
     return {(int(sq[0, 0]) + dx, int(sq[0, 1]) + dy): float(wi) for (dx, dy), wi in zip(cells, w)}
 

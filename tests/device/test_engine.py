@@ -37,7 +37,7 @@ def max_kink(x):
 @pytest.mark.parametrize("x, y", [(0.0, 0.0), (0.3, 0.8), (0.5, 0.5), (1.0, 0.25), (0.77, 1.0), (0.999, 0.001)])
 def test_bilinear_weights_sum_to_one(x, y):
     w = bilinear_weights(x, y, 9)
-    assert abs(sum(w.values()) - 1.0) < 1e-12 and all(v >= 0 for v in w.values())
+    assert abs(sum(w.values()) - 1.0) < 1e-6 and all(v >= 0 for v in w.values())
     assert len(w) == 4 and all(0 <= cx < 9 and 0 <= cy < 9 for cx, cy in w)
 
 
