@@ -19,7 +19,7 @@ from device.engine import Engine, EngineConfig
 from device.errors import NsynthError
 from device.fsutil import atomic_write_bytes
 from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
-from device.midi_map import MidiRouter, parse_cc_map
+from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
 from device.realtime import configured_priority, promote_current_thread
 from device.sdnotify import Watchdog
 
@@ -281,26 +281,9 @@ def configure_play(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", choices=("sim", "ons"), help="control board: simulated, or the one on the Pi")
     parser.add_argument("--device", help="audio output name or index (default: the system default)")
     parser.add_argument("--block", type=int, default=128, help="frames per audio block (default 128)")
-    parser.add_argument("--channel", default="omni", help="MIDI channel 1-16, or omni (default)")
-    parser.add_argument("--mpe", action="store_true", help="MPE lower zone: per-note bend, CC74 -> Y, pressure -> X")
-    parser.add_argument("--bend-range", type=float, default=2.0, help="pitch-bend range in semitones (default 2)")
-    parser.add_argument("--cc", action="append", default=[], metavar="NUM=PARAM",
-                        help="map a CC to a parameter (or none); repeatable; see device/README.md for the default map")
+    add_midi_arguments(parser)
     parser.add_argument("--list", action="store_true", help="list audio outputs and MIDI inputs, then exit")
     parser.set_defaults(func=_run_play)
-
-
-def router_from_args(args: argparse.Namespace) -> MidiRouter:
-    if args.channel == "omni":
-        channel = None
-    else:
-        try:
-            channel = int(args.channel) - 1
-        except ValueError:
-            channel = -1
-        if not 0 <= channel <= 15:
-            raise NsynthError(f"--channel must be 1-16 or omni, got {args.channel!r}")
-    return MidiRouter(channel=channel, mpe=args.mpe, bend_range=args.bend_range, cc_map=parse_cc_map(args.cc))
 
 
 def _run_play(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from device.bank import BankError, open_bank
 from device.cli import main
-from device.engine import Engine, EngineConfig, render_events
+from device.engine import Engine
 from device.live import FrameClock, LiveAudio, load_bank, switch_bank, warm_page_cache
 from device.midi_io import midi_file_messages
 from device.midi_map import MidiRouter

@@ -1,5 +1,4 @@
 """MIDI: the DIN byte framer (fuzzed), the router (CC map, channels, MPE, RPN), USB re-open, UART, files."""
-import threading
 import time
 
 import mido
