@@ -93,6 +93,14 @@ def warm_page_cache(bank: Bank, fraction: float = 0.25) -> bool:
     return True
 
 
+def warm_up(bank: Bank, config: EngineConfig) -> None:
+    """Run a throwaway engine for a few blocks, so the first real callback does not pay numpy's first calls."""
+    scratch = Engine(bank, config)
+    scratch.note_on(60, 100)
+    scratch.post_params(x=0.3, y=0.6)
+    scratch.render(8 * config.block)
+
+
 class FrameClock:
     """Stamps events from other threads with engine frames: an event arriving t seconds after the callback that
     rendered frame F is played at F + block + t * rate, one block later at its true offset (sample-accurate,
@@ -181,7 +189,10 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     clock = FrameClock(engine.fs, block)
     router = router or MidiRouter()
 
+    received = [0]
+
     def on_message(msg: mido.Message) -> None:
+        received[0] += 1
         frame = clock.frame_for()
         for ev in router.route(msg):
             engine.post(ev, frame)
@@ -200,6 +211,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
             _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
         inputs.append(usb)
     warm_page_cache(bank)
+    warm_up(bank, engine.config)
     watchdog = Watchdog.from_env()
     audio = LiveAudio(engine, clock, heartbeat=watchdog.heartbeat, rt_priority=configured_priority())
     try:
@@ -240,6 +252,8 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
             src.stop()
         if previous_hup is not None:
             signal.signal(signal.SIGHUP, previous_hup)
+        _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
+              f"{received[0]} MIDI messages")
     return 0
 
 
