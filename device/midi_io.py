@@ -5,6 +5,7 @@ messages into engine events (device.midi_map) and stamps them with frames (devic
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -105,10 +106,10 @@ class UartMidiInput:
     """DIN MIDI from a serial device at 31,250 baud (the Pi's /dev/ttyAMA0 with the midi-uart0 overlay)."""
 
     def __init__(self, device: str, on_message: OnMessage, *, serial_factory: Callable | None = None,
-                 baudrate: int = 31250):
+                 baudrate: int = 31250, retry_s: float = 1.0):
         import serial  # pyserial; imported here so USB-only setups need not have it
 
-        self.device, self.on_message = device, on_message
+        self.device, self.on_message, self.retry_s = device, on_message, retry_s
         factory = serial_factory or serial.Serial
         try:
             self._serial = factory(device, baudrate=baudrate, timeout=0.05)
@@ -134,8 +135,17 @@ class UartMidiInput:
         self._serial.close()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
-            data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
+            try:
+                data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
+            except OSError as e:  # serial.SerialException is an OSError: report once, keep trying
+                if not failing:
+                    print(f"nsynth: MIDI UART {self.device}: {e}; retrying", file=sys.stderr, flush=True)
+                failing = True
+                self._stop.wait(self.retry_s)
+                continue
+            failing = False
             for msg in self._parser.feed(data):
                 self.on_message(msg)
 

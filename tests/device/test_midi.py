@@ -282,3 +282,21 @@ def test_usb_input_waits_for_a_first_port():
     finally:
         inp.stop()
     assert inp.port_name == "Synth 1"
+
+
+def test_uart_read_errors_are_survived(capsys):
+    class Flaky(FakeSerial):
+        fails = 2
+
+        def read(self, n=1):
+            if self.fails:
+                self.fails -= 1
+                raise OSError("device reports readiness to read but returned no data")
+            return super().read(n)
+
+    got = []
+    ser = Flaky(bytes([0x90, 60, 100]))
+    inp = UartMidiInput("/dev/ttyAMA0", got.append, serial_factory=lambda dev, **kw: ser, retry_s=0.01).start()
+    _wait(lambda: len(got) == 1)
+    inp.stop()
+    assert "MIDI UART /dev/ttyAMA0: device reports readiness" in capsys.readouterr().err
