@@ -68,15 +68,16 @@ def remember_bank(path: str | os.PathLike, state: Path) -> None:
         _warn(f"cannot remember the last good bank in {record}: {e}")
 
 
-def switch_bank(engine: Engine, path: str | os.PathLike) -> bool:
-    """Switch a running engine to another bank; a refused bank leaves the current one playing (False)."""
+def switch_bank(engine: Engine, path: str | os.PathLike) -> Bank | None:
+    """Switch a running engine to another bank (returned); a refused bank leaves the current one playing (None)."""
     try:
         bank = open_bank(path)
     except BankError as e:
         _warn(f"{e}; keeping {engine.bank.path}")
-        return False
+        return None
+    warm_page_cache(bank)
     engine.set_bank(bank)
-    return True
+    return bank
 
 
 def warm_page_cache(bank: Bank, fraction: float = 0.25) -> bool:
@@ -243,7 +244,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
                     raise NsynthError(f"audio callback failed: {audio.error!r}")
                 if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
                     reload.clear()
-                    if switch_bank(engine, bank_path):
+                    if switch_bank(engine, bank_path) is not None:
                         remember_bank(bank_path, state_dir() if state is None else Path(state))
                         _warn(f"reloaded {bank_path}")
                         watchdog.status(f"playing {bank_path} (reloaded)")

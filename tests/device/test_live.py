@@ -126,9 +126,14 @@ def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
         load_bank(bad, state=tmp_path / "fresh-state")  # nothing to fall back to
     assert load_bank(bad, state=state).path == Path(str(bank_path.resolve()))
     engine = Engine(open_bank(bank_path))
-    assert switch_bank(engine, bad) is False
+    assert switch_bank(engine, bad) is None
     engine.render(256)
     assert engine.bank.path == bank_path
+    other = tmp_path / "other"
+    write_bank(other, pitches=(60,), velocities=(100,), note_length=1000)
+    assert switch_bank(engine, other).path == other
+    engine.render(512)  # after the old voices' fade
+    assert engine.bank.path == other
 
 
 _PRELUDE = textwrap.dedent('''
