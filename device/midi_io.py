@@ -36,6 +36,11 @@ def pick_port(name: str | None, names: list[str]) -> str | None:
     return next((n for n in names if name.lower() in n.lower()), None)
 
 
+def all_notes_off() -> list[mido.Message]:
+    """CC 123 on every channel: what an input sends when its device goes away, so no note is left hanging."""
+    return [mido.Message("control_change", channel=ch, control=123, value=0) for ch in range(16)]
+
+
 def _listing(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names) if names else "none"
 
@@ -85,9 +90,11 @@ class UsbMidiInput:
                         self.port_name, self.opens = target, self.opens + 1
                     except (OSError, SystemError, RuntimeError):
                         port = None
-            elif self.port_name not in names:  # unplugged: close, wait for it to come back
+            elif self.port_name not in names:  # unplugged: release its notes, close, wait for it to come back
                 port.close()
                 port = None
+                for msg in all_notes_off():
+                    self.on_message(msg)
                 continue
             deadline = time.monotonic() + self.poll_s
             while port is not None and not self._stop.is_set() and time.monotonic() < deadline:
@@ -103,7 +110,10 @@ class UsbMidiInput:
 
 
 class UartMidiInput:
-    """DIN MIDI from a serial device at 31,250 baud (the Pi's /dev/ttyAMA0 with the midi-uart0 overlay)."""
+    """DIN MIDI from a serial device at 31,250 baud (the Pi's /dev/ttyAMA0 with the midi-uart0 overlay).
+    A sender that uses active sensing (0xFE) and then falls silent for 300 ms gets its notes released."""
+
+    SENSING_TIMEOUT_S = 0.3
 
     def __init__(self, device: str, on_message: OnMessage, *, serial_factory: Callable | None = None,
                  baudrate: int = 31250, retry_s: float = 1.0):
@@ -136,7 +146,12 @@ class UartMidiInput:
 
     def _run(self) -> None:
         failing = False
+        sensing_since: float | None = None  # last byte time, once the sender uses active sensing (0xFE)
         while not self._stop.is_set():
+            if sensing_since is not None and time.monotonic() - sensing_since > self.SENSING_TIMEOUT_S:
+                sensing_since = None  # the cable was pulled or the sender died: release its notes
+                for msg in all_notes_off():
+                    self.on_message(msg)
             try:
                 data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
             except OSError as e:  # serial.SerialException is an OSError: report once, keep trying
@@ -146,6 +161,8 @@ class UartMidiInput:
                 self._stop.wait(self.retry_s)
                 continue
             failing = False
+            if data and (sensing_since is not None or 0xFE in data):
+                sensing_since = time.monotonic()
             for msg in self._parser.feed(data):
                 self.on_message(msg)
 

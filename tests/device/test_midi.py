@@ -195,10 +195,14 @@ def test_usb_port_is_reopened_after_unplug():
         names["now"] = []  # unplugged
         _wait(lambda: opened[0].closed)
         names["now"] = ["Keys MIDI 1 24:0"]  # back, with a new ALSA client number
-        _wait(lambda: len(got) == 2)
+        _wait(lambda: len(got) == 18)
     finally:
         inp.stop()
-    assert [m.note for m in got] == [60, 61] and inp.opens == 2 and inp.port_name == "Keys MIDI 1 24:0"
+    notes = [m for m in got if m.type == "note_on"]
+    assert [m.note for m in notes] == [60, 61] and inp.opens == 2 and inp.port_name == "Keys MIDI 1 24:0"
+    # the unplug released whatever was held, on every channel
+    offs = got[1:17]
+    assert [(m.type, m.control, m.channel) for m in offs] == [("control_change", 123, ch) for ch in range(16)]
 
 
 def _wait(cond, timeout=5.0):
@@ -300,3 +304,20 @@ def test_uart_read_errors_are_survived(capsys):
     _wait(lambda: len(got) == 1)
     inp.stop()
     assert "MIDI UART /dev/ttyAMA0: device reports readiness" in capsys.readouterr().err
+
+
+def test_uart_silence_after_active_sensing_releases_notes():
+    got = []
+    ser = FakeSerial(bytes([0xFE, 0x90, 60, 100, 0xFE]))  # then the cable is pulled
+    inp = UartMidiInput("/dev/ttyAMA0", got.append, serial_factory=lambda dev, **kw: ser).start()
+    _wait(lambda: len(got) == 17)
+    inp.stop()
+    assert got[0].type == "note_on"
+    assert {(m.control, m.channel) for m in got[1:]} == {(123, ch) for ch in range(16)}
+    # and a sender without active sensing may stay silent as long as it likes
+    got.clear()
+    quiet = UartMidiInput("/dev/ttyAMA0", got.append, serial_factory=lambda dev, **kw: FakeSerial(b"\x90\x3c\x64"))
+    quiet.start()
+    time.sleep(0.5)
+    quiet.stop()
+    assert [m.type for m in got] == ["note_on"]
