@@ -145,8 +145,8 @@ class BankWriter:
                  note_length: int, sample_rate: int = 16000, corners: Sequence[str], model: str = "",
                  config_hash: str = "", extra: dict | None = None):
         self.path = Path(path)
-        grid, note_length, sample_rate = (_as_int(v) if _as_int(v) is not None else v
-                                          for v in (grid, note_length, sample_rate))
+        grid, note_length, sample_rate = (v if _as_int(v) is None else _as_int(v)
+                                          for v in (grid, note_length, sample_rate))  # numpy ints -> int
         try:
             if not (isinstance(grid, int) and grid >= 2):
                 raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
