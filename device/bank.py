@@ -29,6 +29,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import mmap
+import operator
 import os
 import shutil
 from dataclasses import dataclass, field, replace
@@ -38,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from device.errors import NsynthError
+from device.fsutil import fsync_dir
 
 FORMAT_NAME = "nsynth-bank"
 FORMAT_VERSION = 1
@@ -81,25 +84,41 @@ def default_loop(note_length: int) -> tuple[int, int]:
 
 
 def _sha256(path: Path) -> str:
+    """Hash a file, then drop it from the page cache: the hash read it all, the instrument will map only what
+    it plays (and cached pages would be mapped in large folios, inflating what the player keeps resident)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return h.hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _alive(pid: int) -> bool:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer (numpy integers too), or None for anything else (bools and floats included)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _check_axis(name: str, values: Sequence[int], lo: int, hi: int) -> tuple[int, ...]:
-    vals = tuple(values)
-    if not vals or not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in vals):
-        raise ValueError(f"{name} must be a non-empty list of integers in {lo}..{hi}, got {list(vals)!r}")
+    vals = tuple(_as_int(v) for v in values)
+    if not vals or not all(v is not None and lo <= v <= hi for v in vals):
+        raise ValueError(f"{name} must be a non-empty list of integers in {lo}..{hi}, got {list(values)!r}")
     if any(b <= a for a, b in zip(vals, vals[1:])):
         raise ValueError(f"{name} must be strictly increasing, got {list(vals)!r}")
     return vals
@@ -126,6 +145,8 @@ class BankWriter:
                  note_length: int, sample_rate: int = 16000, corners: Sequence[str], model: str = "",
                  config_hash: str = "", extra: dict | None = None):
         self.path = Path(path)
+        grid, note_length, sample_rate = (v if _as_int(v) is None else _as_int(v)
+                                          for v in (grid, note_length, sample_rate))  # numpy ints -> int
         try:
             if not (isinstance(grid, int) and grid >= 2):
                 raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
@@ -143,8 +164,10 @@ class BankWriter:
         except (ValueError, TypeError) as e:
             raise BankError(f"{self.path}: cannot write bank: {e}") from None
         self.partial = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
-        if self.partial.exists():
-            shutil.rmtree(self.partial)
+        for stale in self.path.parent.glob(f"{self.path.name}.partial-*"):  # left by writers that were killed
+            suffix = stale.name.rsplit("-", 1)[1]
+            if suffix.isdigit() and (int(suffix) == os.getpid() or not _alive(int(suffix))):
+                shutil.rmtree(stale, ignore_errors=True)
         self.partial.mkdir(parents=True)
         shape = self.info.shape
         self.samples = np.memmap(self.partial / SAMPLES, dtype=DTYPE, mode="w+", shape=shape)
@@ -212,7 +235,7 @@ class BankWriter:
             self.samples.flush()
             del self.samples
             samples_path = self.partial / SAMPLES
-            _fsync_path(samples_path)
+            fsync_dir(samples_path)
             info = replace(self.info, sha256=_sha256(samples_path),
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "grid": info.grid,
@@ -225,7 +248,7 @@ class BankWriter:
                 json.dump(manifest, f, separators=(",", ":"))
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_path(self.partial)
+            fsync_dir(self.partial)
             self._swap_in()
         except BaseException:
             self.abort()
@@ -246,7 +269,7 @@ class BankWriter:
             if had_old:
                 os.rename(old, self.path)
             raise
-        _fsync_path(self.path.parent)
+        fsync_dir(self.path.parent)
         if had_old:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -275,6 +298,11 @@ class Bank:
     def note(self, p_idx: int, v_idx: int, y: int, x: int) -> np.ndarray:
         """One note's samples (a read-only view into the memmap)."""
         return self.samples[p_idx, v_idx, y, x]
+
+    def prefetch(self, flat_offset: int, count: int) -> None:
+        """Ask the kernel to read samples [flat_offset, flat_offset + count) in the background (MADV_WILLNEED)."""
+        _madvise(self.samples, getattr(mmap, "MADV_WILLNEED", None), flat_offset * DTYPE.itemsize,
+                 count * DTYPE.itemsize)
 
     def __repr__(self) -> str:
         i = self.info
@@ -349,4 +377,18 @@ def open_bank(path: str | os.PathLike, verify: bool = False) -> Bank:
     if verify and (digest := _sha256(spath)) != info.sha256:
         raise BankError(f"{spath}: sha256 {digest} does not match the manifest's {info.sha256} (corrupt file)")
     samples = np.memmap(spath, dtype=DTYPE, mode="r", shape=shape)
+    # no read-around: a page fault reads its page, not megabytes around it, so what stays resident is what
+    # was played, however large the bank (the engine prefetches each note it starts)
+    _madvise(samples, getattr(mmap, "MADV_RANDOM", None), 0, samples.nbytes)
     return Bank(path, info, samples, loops)
+
+
+def _madvise(samples: np.memmap, option: int | None, start: int, length: int) -> None:
+    mm = getattr(samples, "_mmap", None)
+    if option is None or mm is None or not hasattr(mm, "madvise") or length <= 0:
+        return
+    aligned = start - start % mmap.PAGESIZE
+    try:
+        mm.madvise(option, aligned, min(length + start - aligned, len(mm) - aligned))
+    except (OSError, ValueError):
+        pass  # advice only

@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -43,6 +43,8 @@ DEFAULT_PARAMS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 0.8, 
 FREE, ATTACK, DECAY, RELEASE, KILL = 0, 1, 2, 3, 4
 _EPS = 1e-3  # -60 dB: the decay and release times are times to get this close
 _NCH = 16
+_KINDS = frozenset({"on", "off", "params", "bend", "pedal", "note_xy", "all_notes_off", "all_sound_off",
+                    "reset_controllers", "bank"})
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class Engine:
         self.config = c = config
         self.fs = c.sample_rate
         self.block = c.block
-        self.frame = 0  # absolute frame of the next sample to render
+        self.frame = 0  # absolute frame of the next block to render
+        self._now = 0  # frame at which events are being applied
         self._queue: collections.deque = collections.deque()
         self._pending: list[tuple[int, int, tuple]] = []  # (frame, seq, event) owned by the audio thread
         self._seq = 0
@@ -93,7 +96,6 @@ class Engine:
         self._pedal = False
         self._swap: tuple[int, Bank] | None = None
         self._t = np.arange(1, c.block + 1, dtype=np.float64)
-        self._k = np.arange(c.block, dtype=np.float64)
         cap = c.max_voices + c.fade_slots
         self._cap = cap
         self.stage = np.zeros(cap, np.int8)
@@ -106,18 +108,18 @@ class Engine:
         self.base_rate = np.zeros(cap, np.float64)
         self.p_idx = np.zeros(cap, np.int64)
         self.v_idx = np.zeros((cap, 2), np.int64)
-        self.v_w = np.zeros((cap, 2), np.float64)
+        self.v_w = np.zeros((cap, 2), np.float32)
         self.gain = np.zeros(cap, np.float64)
         self.level = np.zeros(cap, np.float64)
         self.sxy = np.zeros((cap, 2), np.float64)  # smoothed position in grid units
         self.square = np.full((cap, 2), -1, np.int64)  # (cx, cy) of the 4 cells in use
-        self.off = np.zeros((cap, 8), np.int64)  # flat sample offsets of the 8 streams (cell-major, layer-minor)
-        self.ls = np.zeros((cap, 8), np.int64)
-        self.ll = np.ones((cap, 8), np.int64)
-        self.le = np.ones((cap, 8), np.int64)
-        self.xf = np.zeros((cap, 8), np.int64)
-        self.w8 = np.zeros((cap, 8), np.float64)  # stream weights at the voice's current X/Y
-        self._ar = np.arange(1024, dtype=np.int64)
+        # per stream (8 per voice, cell-major, layer-minor): flat sample offset of its note, loop start, loop end,
+        # loop length, crossfade length, crossfade start
+        self.streams = np.zeros((cap, 8, 6), np.int64)
+        self.streams[..., 2:4] = 1
+        self.w8 = np.zeros((cap, 8), np.float32)  # stream weights at the voice's current X/Y
+        self._ar = np.arange(max(c.block, 1024), dtype=np.int64)
+        self._k32 = self._ar.astype(np.float32)
         self._set_bank(bank)
 
     # ---- producers (any thread) -------------------------------------------------------------------------
@@ -125,6 +127,8 @@ class Engine:
         """Queue one event: ("on", ch, key, vel), ("off", ch, key), ("params", {name: 0..1}),
         ("bend", ch or None, semitones), ("pedal", down), ("note_xy", ch, x or None, y or None),
         ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank)."""
+        if event[0] not in _KINDS:
+            raise ValueError(f"unknown engine event {event[0]!r}; known: {', '.join(sorted(_KINDS))}")
         self._queue.append((frame, event))
 
     def post_params(self, frame: int | None = None, **params: float) -> None:
@@ -186,6 +190,7 @@ class Engine:
         while pos < end:
             if self._swap is not None and self._swap[0] <= pos:
                 self._finish_swap()
+            self._now = pos
             while i < len(pending) and pending[i][0] <= pos and self._swap is None:
                 self._apply(pending[i][2])
                 i += 1
@@ -237,7 +242,7 @@ class Engine:
                 self._apply(("pedal", False))
         elif kind == "bank":
             self._kill(self.stage != FREE)
-            self._swap = (self.frame + int(self.config.steal_fade_s * self.fs) + 1, ev[1])
+            self._swap = (self._now + int(self.config.steal_fade_s * self.fs) + 1, ev[1])
         else:
             raise ValueError(f"unknown engine event {kind!r}")
 
@@ -294,7 +299,7 @@ class Engine:
         self.gain[v] = (vel / 127.0) ** curve if curve else 1.0
         self.level[v] = 0.0
         self.pos[v] = max(1.0, self._target[0] * (b.info.note_length // 2))
-        self.sxy[v] = self._voice_targets(np.array([v]))[0]
+        self.sxy[v] = self._voice_targets(np.array([v])).reshape(-1, 2)[0]
         self.square[v] = -1
 
     # ---- bank -------------------------------------------------------------------------------------------
@@ -302,6 +307,7 @@ class Engine:
         info = bank.info
         self._bank = bank
         self._flat = np.asarray(bank.samples).reshape(-1)
+        self._window_views: dict[int, np.ndarray] = {}
         self._grid = info.grid
         self._L = info.note_length
         self._nv = len(info.velocities)
@@ -313,6 +319,7 @@ class Engine:
         lo = np.clip(hi - 1, 0, None)
         span = np.where(vels[hi] > vels[lo], vels[hi] - vels[lo], 1.0)
         t = np.clip((v - vels[lo]) / span, 0.0, 1.0)  # 0 below the lowest layer, 1 above the highest
+        lo = np.where(t == 1.0, hi, lo)  # on a layer: both streams read it (nothing read for a zero weight)
         self._vel_idx = np.stack([lo, hi], 1)
         self._vel_w = np.stack([1.0 - t, t], 1)
         self.square[:] = -1
@@ -333,17 +340,19 @@ class Engine:
         p = self.p_idx[idx][:, None, None]
         vl = self.v_idx[idx][:, None, :]
         note = ((p * nv + vl) * n + ys[:, :, None]) * n + xs[:, :, None]  # [m, 4, 2]
-        self.off[idx] = (note * length).reshape(-1, 8)
         loops = self._bank.loops.reshape(-1, 2)[note.reshape(-1, 8)]
         ls, le = loops[..., 0], loops[..., 1]
-        self.ls[idx], self.le[idx], self.ll[idx] = ls, le, le - ls
-        self.xf[idx] = np.minimum(np.minimum(self.config.loop_crossfade, (le - ls) // 2), ls)
+        xf = np.minimum(np.minimum(self.config.loop_crossfade, (le - ls) // 2), ls)
+        off = (note * length).reshape(-1, 8)
+        self.streams[idx] = np.stack([off, ls, le, le - ls, xf, le - xf], -1)
+        for start in set(off.reshape(-1).tolist()):
+            self._bank.prefetch(start, length)
 
     def _voice_targets(self, idx: np.ndarray) -> np.ndarray:
         """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y."""
         g = self._target[6:8]
-        if not self._mpe_xy:
-            return np.broadcast_to(g * (self._grid - 1), (idx.size, 2))
+        if not self._mpe_xy:  # every voice follows the global X/Y: [2], broadcasting against [a, 2]
+            return g * (self._grid - 1)
         own = self._chan_xy[self.chan[idx]]
         return np.where(np.isnan(own), g, own) * (self._grid - 1)
 
@@ -353,6 +362,7 @@ class Engine:
         k_slew = math.exp(-n / (self.config.param_slew_s * self.fs))
         vol0 = self._cur[5]
         self._cur[:] = self._target + (self._cur - self._target) * k_slew
+        np.copyto(self._cur, self._target, where=np.abs(self._cur - self._target) < 1e-9)  # settle exactly
         vol1 = self._cur[5]
         act = np.flatnonzero(self.stage)
         if act.size == 0:
@@ -367,22 +377,35 @@ class Engine:
         mix = self._source_mix(act, ip0, span, w0, dw, (ip0 - pos0) / (rate * n), 1.0 / (rate * n))
         # resample (4-point Catmull-Rom) to the output rate: cubic coefficients on the source grid, then
         # each output sample evaluates the cubic of the source interval it falls in
-        ym1, y0, y1, y2 = mix[:, :-3], mix[:, 1:-2], mix[:, 2:-1], mix[:, 3:]
+        # (Hermite form: slopes m = (y[j+1] - y[j-1]) / 2; on [y0, y1]: y0 + m0 t + c2 t^2 + c3 t^3 with
+        # c3 = m0 + m1 - 2 d, c2 = d - m0 - c3, d = y1 - y0)
+        m = mix[:, 2:] - mix[:, :-2]
+        m *= 0.5
+        m0, m1 = m[:, :-1], m[:, 1:]
         coef = np.empty((4, act.size, span - 3), np.float32)
-        coef[0] = y0
-        np.subtract(y1, ym1, out=coef[1])
-        coef[1] *= 0.5
-        coef[2] = ym1 - 2.5 * y0 + 2.0 * y1 - 0.5 * y2
-        coef[3] = 0.5 * (y2 - ym1) + 1.5 * (y0 - y1)
-        local = ((pos0 - ip0)[:, None] + rate[:, None] * self._k[:n]).astype(np.float32)
-        il = local.astype(np.int32)  # local >= 1, so truncation is floor
-        fr = local - il
+        c0, c1, c2, c3 = coef
+        c0[...] = mix[:, 1:-2]
+        c1[...] = m0
+        d = np.subtract(mix[:, 2:-1], c0, out=c2)
+        np.add(m0, m1, out=c3)
+        c3 -= d
+        c3 -= d
+        d -= m0
+        d -= c3  # c2
+        fr = (rate.astype(np.float32)[:, None] * self._k32[:n]) + (pos0 - ip0).astype(np.float32)[:, None]
+        il = fr.astype(np.int32)  # >= 1, so truncation is floor
+        fr -= il
         il += (np.arange(act.size, dtype=np.int32) * (span - 3) - 1)[:, None]
         c = np.take(coef.reshape(4, -1), il, axis=1)
-        y = ((c[3] * fr + c[2]) * fr + c[1]) * fr + c[0]
+        y = c[3] * fr
+        y += c[2]
+        y *= fr
+        y += c[1]
+        y *= fr
+        y += c[0]
         self.pos[act] = pos0 + rate * n
-        env = self._envelope(act, n)  # includes each voice's gain and the int16 scale
-        mono = np.einsum("an,an->n", env, y)
+        env = self._envelope(act, n)  # includes each voice's gain and the int16 scale; [a] if constant
+        mono = env @ y if env.ndim == 1 else np.einsum("an,an->n", env, y)
         if vol0 == vol1:
             mono *= np.float32(vol1)
         else:
@@ -391,14 +414,14 @@ class Engine:
 
     def _weights8(self, idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Stream weights [m, 8] (cell-major, layer-minor) at local square positions uv [m, 2]."""
-        return (_bilinear(uv)[:, :, None] * self.v_w[idx][:, None, :]).reshape(-1, 8)
+        return (_corner_weights(uv)[:, :, None] * self.v_w[idx][:, None, :]).reshape(-1, 8)
 
     def _xy_weights(self, act: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Move each voice towards its X/Y target (staying inside its square for this segment): stream weights
         at the segment start [a, 8] and their change over the segment (None if no voice moves)."""
         tgt = self._voice_targets(act)
         s0 = self.sxy[act]
-        if np.array_equal(s0, tgt) and not (self.square[act, 0] < 0).any():  # settled: nothing moves
+        if (s0 == tgt).all() and (self.square[act, 0] >= 0).all():  # settled: nothing moves
             return self.w8[act], None
         sq = np.clip(np.floor(s0 + 1e-9 * np.sign(tgt - s0)), 0, self._grid - 2).astype(np.int64)
         changed = (sq != self.square[act]).any(1)
@@ -408,7 +431,7 @@ class Engine:
             self._assign_streams(idx)
             self.w8[idx] = self._weights8(idx, s0[changed] - sq[changed])
         w0 = self.w8[act]
-        if np.array_equal(s0, tgt):
+        if (s0 == tgt).all():
             return w0, None
         s1 = tgt + (s0 - tgt) * math.exp(-n / (self.config.xy_smooth_s * self.fs))
         s1 = np.where(np.abs(s1 - tgt) < 1e-7, tgt, s1)  # settle exactly
@@ -423,40 +446,61 @@ class Engine:
         """Source samples ip0 .. ip0 + span of each voice's 8 streams, read through their sustain loops and
         mixed with weights w0 + dw * ramp (ramp = ramp0 + ramp1 * k, 0..1 across the segment): [a, span]."""
         a = act.size
-        ls, le, ll, xf, off = self.ls[act], self.le[act], self.ll[act], self.xf[act], self.off[act]
+        st = self.streams[act]
+        off, ls, le, ll, xf, zs = (st[..., i] for i in range(6))
         v0 = ip0[:, None]
         ph0 = np.where(v0 >= le, ls + (v0 - ls) % ll, v0)  # physical index of each stream's first sample [a, 8]
-        ar = self._span_range(span)
-        idx = ((off + ph0)[:, :, None] + ar).reshape(a * 8, span)
+        rows = self._windows(span)  # every run of `span` samples: reading a stream's span is copying one row
+        last = rows.shape[0] - 1  # (a wrapping stream at the very end of the file would read past it)
+        src = rows[np.minimum((off + ph0).reshape(-1), last)].astype(np.float32)
         wrap = np.flatnonzero(ph0 + span > le)  # streams that wrap to their loop start inside the span
         if wrap.size:
-            q = ph0.reshape(-1)[wrap, None] + ar
+            q = ph0.reshape(-1)[wrap, None] + self._span_range(span)
             lsw, lew, llw = ls.reshape(-1)[wrap, None], le.reshape(-1)[wrap, None], ll.reshape(-1)[wrap, None]
-            idx[wrap] = off.reshape(-1)[wrap, None] + np.where(q >= lew, lsw + (q - lsw) % llw, q)
-        src = np.take(self._flat, idx).astype(np.float32)
-        zone = np.flatnonzero((ph0 + span > le - xf) & (xf > 0))  # streams touching a loop crossfade
+            src[wrap] = self._flat[off.reshape(-1)[wrap, None] + np.where(q >= lew, lsw + (q - lsw) % llw, q)]
+        zone = np.flatnonzero(ph0 + span > zs)  # streams touching a loop crossfade
         if zone.size:  # blend towards the sample one loop earlier, weight rising through the crossfade
-            offz = off.reshape(-1)[zone, None]
-            pz = idx[zone] - offz
-            start = (le - xf).reshape(-1)[zone, None] - 1
-            g = np.clip((pz - start).astype(np.float32) / (xf.reshape(-1)[zone, None] + 1).astype(np.float32), 0.0, 1.0)
-            partner = np.take(self._flat, offz + np.maximum(pz - ll.reshape(-1)[zone, None], 0)).astype(np.float32)
+            pz = ph0.reshape(-1)[zone]
+            inv = 1.0 / (xf.reshape(-1)[zone] + 1.0)
+            self._span_range(span)
+            g = self._k32[:span] * inv.astype(np.float32)[:, None]
+            g += ((pz - zs.reshape(-1)[zone] + 1) * inv).astype(np.float32)[:, None]
+            np.clip(g, 0.0, 1.0, out=g)
+            until = le.reshape(-1)[zone] - pz
+            for r in np.flatnonzero(until < span).tolist():  # past its wrap a stream is back at the loop start
+                g[r, until[r]:] = 0.0
+            partner = rows[np.minimum((off + ph0 - ll).reshape(-1)[zone], last)].astype(np.float32)
             sz = src[zone]
-            src[zone] = sz + g * (partner - sz)
+            partner -= sz
+            partner *= g
+            partner += sz
+            src[zone] = partner
         src = src.reshape(a, 8, span)
         if dw is None:
-            return np.matmul(w0.astype(np.float32)[:, None, :], src)[:, 0]
-        ab = np.matmul(np.stack([w0, dw], 1).astype(np.float32), src)
+            return np.matmul(w0[:, None, :], src)[:, 0]
+        ab = np.matmul(np.stack([w0, dw], 1), src)
         ramp = (ramp0[:, None] + ramp1[:, None] * np.arange(span)).astype(np.float32)
         return ab[:, 0] + ramp * ab[:, 1]
 
+    def _windows(self, span: int) -> np.ndarray:
+        """A read-only [n - span + 1, span] view of the bank's samples whose row i starts at sample i."""
+        view = self._window_views.get(span)
+        if view is None:
+            f = self._flat
+            view = np.lib.stride_tricks.as_strided(f, (f.size - span + 1, span), (f.strides[0],) * 2, writeable=False)
+            self._window_views[span] = view
+        return view
+
     def _span_range(self, span: int) -> np.ndarray:
+        """0 .. span - 1 as int64 (the float32 twin is self._k32, grown together)."""
         if self._ar.size < span:
             self._ar = np.arange(2 * span, dtype=np.int64)
+            self._k32 = self._ar.astype(np.float32)
         return self._ar[:span]
 
     def _envelope(self, act: np.ndarray, n: int) -> np.ndarray:
-        """Envelope x gain / 32768 per sample, float32 [a, n], for voices `act`; advances their stages.
+        """Envelope x gain / 32768 per sample, float32 [a, n] (or [a] when every voice holds a steady level),
+        for voices `act`; advances their stages.
         Linear stages (attack, steal fade): l0 + inc * t; exponential ones (decay, release): base + amp * c ** t."""
         fs = self.fs
         att, dec, rel, sus = self._target[1], self._target[2], self._target[4], self._cur[3]
@@ -465,7 +509,7 @@ class Engine:
         t = self._t[:n]
         scale = self.gain[act] * (1.0 / 32768.0)
         if (stage == DECAY).all() and (l0 == sus).all():  # every voice sustaining steadily
-            return np.broadcast_to((scale * sus).astype(np.float32)[:, None], (act.size, n))
+            return (scale * sus).astype(np.float32)
         is_rel = stage == RELEASE
         lin = (stage == ATTACK) | (stage == KILL)
         log_d = math.log(_EPS) / (decay_seconds(dec) * fs)
@@ -507,17 +551,19 @@ def _event_order(e: tuple) -> tuple[int, int]:
     return e[0], e[1]
 
 
-def _bilinear(uv: np.ndarray) -> np.ndarray:
-    """Weights [m, 4] of the corners (0,0), (1,0), (0,1), (1,1) at local positions uv [m, 2] in the unit square."""
-    u, v = uv[:, 0], uv[:, 1]
-    return np.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], 1)
+def _corner_weights(uv: np.ndarray) -> np.ndarray:
+    """Bilinear weights [m, 4] (float32) of the corners (0,0), (1,0), (0,1), (1,1) at local positions uv [m, 2]."""
+    f = np.empty((uv.shape[0], 2, 2), np.float32)  # [voice, axis (x, y), (1 - t, t)]
+    f[:, :, 1] = uv
+    np.subtract(1.0, uv, out=f[:, :, 0])
+    return (f[:, 1, :, None] * f[:, 0, None, :]).reshape(-1, 4)  # y-major, x-minor
 
 
 def bilinear_weights(x: float, y: float, grid: int) -> dict[tuple[int, int], float]:
     """The cells (cx, cy) and weights a voice at normalised (x, y) mixes (at most 4, summing to 1)."""
     g = np.array([[x, y]], dtype=np.float64) * (grid - 1)
     sq = np.clip(np.floor(g), 0, grid - 2).astype(np.int64)
-    w = _bilinear(g - sq)[0]
+    w = _corner_weights(g - sq)[0]
     cells = [(0, 0), (1, 0), (0, 1), (1, 1)]
     return {(int(sq[0, 0]) + dx, int(sq[0, 1]) + dy): float(wi) for (dx, dy), wi in zip(cells, w)}
 
@@ -531,5 +577,5 @@ def render_events(bank: Bank, events: Iterable[tuple[int, tuple]], frames: int,
     return engine.render(frames)
 
 
-__all__: list[Any] = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "bilinear_weights", "render_events",
+__all__ = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "bilinear_weights", "render_events",
                       "attack_seconds", "decay_seconds", "release_seconds"]

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import signal
 import sys
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import mido
 import numpy as np
@@ -16,8 +18,11 @@ import numpy as np
 from device.bank import Bank, BankError, open_bank
 from device.engine import Engine, EngineConfig
 from device.errors import NsynthError
+from device.fsutil import atomic_write_bytes
 from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
-from device.midi_map import MidiRouter, parse_cc_map
+from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
+from device.realtime import configured_priority, promote_current_thread
+from device.sdnotify import Watchdog
 
 STATE_FILE = "last_good_bank"
 
@@ -51,25 +56,51 @@ def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Ba
             raise e from None
         _warn(f"{e}; falling back to the last good bank {last}")
         return bank
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f"{STATE_FILE}.tmp-{os.getpid()}")
-        tmp.write_text(str(Path(path).resolve()) + "\n")
-        os.replace(tmp, record)
-    except OSError as e:
-        _warn(f"cannot remember the last good bank in {record}: {e}")
+    remember_bank(path, state)
     return bank
 
 
-def switch_bank(engine: Engine, path: str | os.PathLike) -> bool:
-    """Switch a running engine to another bank; a refused bank leaves the current one playing (False)."""
+def remember_bank(path: str | os.PathLike, state: Path) -> None:
+    """Record `path` (atomically) as the last good bank in the state directory."""
+    record = state / STATE_FILE
+    try:
+        atomic_write_bytes(record, f"{Path(path).resolve()}\n".encode())
+    except OSError as e:
+        _warn(f"cannot remember the last good bank in {record}: {e}")
+
+
+def switch_bank(engine: Engine, path: str | os.PathLike) -> Bank | None:
+    """Switch a running engine to another bank (returned); a refused bank leaves the current one playing (None)."""
     try:
         bank = open_bank(path)
     except BankError as e:
         _warn(f"{e}; keeping {engine.bank.path}")
-        return False
+        return None
+    warm_page_cache(bank)
     engine.set_bank(bank)
+    return bank
+
+
+def warm_page_cache(bank: Bank, fraction: float = 0.25) -> bool:
+    """Ask the kernel to read the whole bank into the page cache in the background when it takes less than
+    `fraction` of the available memory, so first notes do not wait on the SD card. True if asked."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    if bank.samples.nbytes > fraction * avail:
+        return False
+    threading.Thread(target=bank.prefetch, args=(0, bank.samples.size), name="bank-warm", daemon=True).start()
     return True
+
+
+def warm_up(bank: Bank, config: EngineConfig) -> None:
+    """Run a throwaway engine for a few blocks, so the first real callback does not pay numpy's first calls."""
+    scratch = Engine(bank, config)
+    scratch.note_on(60, 100)
+    scratch.post_params(x=0.3, y=0.6)
+    scratch.render(8 * config.block)
 
 
 class FrameClock:
@@ -91,18 +122,27 @@ class FrameClock:
 
 
 class LiveAudio:
-    """The sounddevice callback: marks the clock, renders block by block into the output buffer."""
+    """The sounddevice callback: marks the clock, renders block by block into the output buffer, heartbeats the
+    systemd watchdog; on its first call it puts its own thread on real-time scheduling when configured."""
 
-    def __init__(self, engine: Engine, clock: FrameClock):
+    def __init__(self, engine: Engine, clock: FrameClock, *, heartbeat: Callable[[], None] | None = None,
+                 rt_priority: int = 0):
         self.engine, self.clock = engine, clock
+        self.heartbeat = heartbeat
+        self.rt_priority = rt_priority
+        self.realtime: bool | None = None  # set on the first callback
         self.error: BaseException | None = None
         self.underflows = 0
         self.callbacks = 0
 
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if self.realtime is None:
+            self.realtime = promote_current_thread(self.rt_priority)
         self.callbacks += 1
         if status:
             self.underflows += 1
+        if self.heartbeat is not None:
+            self.heartbeat()
         try:
             self.clock.mark(self.engine.frame)
             block = self.engine.block
@@ -136,10 +176,12 @@ def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
 def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | None = None, uart: str | None = None,
          device: str | int | None = None, block: int = 128, control_sources: Iterable[Any] = (),
          router: MidiRouter | None = None, config: EngineConfig | None = None, params: dict | None = None,
-         duration: float | None = None, stop: threading.Event | None = None, state: str | Path | None = None) -> int:
+         duration: float | None = None, stop: threading.Event | None = None, reload: threading.Event | None = None,
+         state: str | Path | None = None) -> int:
     """Play live until interrupted (or `duration` seconds, or `stop` set). `midi` is a port name (None: the first
-    USB MIDI input, if any) or an open mido input; `uart` a serial device for DIN MIDI; each control source has
-    `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own thread."""
+    USB MIDI input, now or when one is plugged in) or an open mido input; `uart` a serial device for DIN MIDI;
+    each control source has `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own
+    thread. SIGHUP (or setting `reload`) re-reads the bank at `bank_path`, keeping the current one if refused."""
     import sounddevice as sd
 
     if block < 16 or block > 8192:
@@ -149,7 +191,10 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     clock = FrameClock(engine.fs, block)
     router = router or MidiRouter()
 
+    received = [0]
+
     def on_message(msg: mido.Message) -> None:
+        received[0] += 1
         frame = clock.frame_for()
         for ev in router.route(msg):
             engine.post(ev, frame)
@@ -160,21 +205,27 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
         inputs.append(UartMidiInput(uart, on_message))
     if isinstance(midi, mido.ports.BaseInput):
         inputs.append(PortInput(midi, on_message))
-    elif midi is not None or uart is None:
-        try:
-            inputs.append(UsbMidiInput(midi, on_message))
-        except NsynthError as e:
-            if midi is not None:
-                raise
-            _warn(f"{e}; playing from the controls only")
-    audio = LiveAudio(engine, clock)
+    elif midi is not None:
+        inputs.append(UsbMidiInput(midi, on_message))
+    elif uart is None:  # the first USB MIDI input, now or whenever one is plugged in
+        usb = UsbMidiInput(None, on_message, wait=True)
+        if usb.port_name is None:
+            _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
+        inputs.append(usb)
+    warm_page_cache(bank)
+    warm_up(bank, engine.config)
+    gc.freeze()  # what exists now is never scanned again: shorter collector pauses in the audio thread
+    watchdog = Watchdog.from_env()
+    audio = LiveAudio(engine, clock, heartbeat=watchdog.heartbeat, rt_priority=configured_priority())
     try:
         stream = sd.OutputStream(samplerate=engine.fs, blocksize=block, channels=2, dtype="float32", device=out,
                                  callback=audio.callback, latency="low")
     except sd.PortAudioError as e:
         raise NsynthError(f"cannot open audio output {out!r}: {e}") from None
     stop = stop or threading.Event()
-    started: list[Any] = []
+    reload = reload or threading.Event()
+    previous_hup = _install_sighup(reload.set)
+    started: list[Any] = [watchdog.start()]
     try:
         for src in inputs:
             started.append(src.start())
@@ -182,15 +233,38 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
             src.start(engine.post_params)
             started.append(src)
         with stream:
+            midi_names = ", ".join(repr(getattr(i, "port_name", None) or getattr(i, "device", "?")) for i in inputs)
+            summary = (f"playing {bank.path} ({len(bank.info.pitches)} pitches, {bank.info.grid}x{bank.info.grid} "
+                       f"grid) on audio output {out if out is not None else 'default'!r}, {block}-frame blocks; "
+                       f"MIDI: {midi_names or 'none'}")
+            _warn(summary)
+            watchdog.ready(summary)
             t_end = None if duration is None else time.monotonic() + duration
             while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
                 stop.wait(0.05 if t_end is None else max(0.0, min(0.05, t_end - time.monotonic())))
                 if audio.error is not None:
                     raise NsynthError(f"audio callback failed: {audio.error!r}")
+                if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
+                    reload.clear()
+                    if switch_bank(engine, bank_path) is not None:
+                        remember_bank(bank_path, state_dir() if state is None else Path(state))
+                        _warn(f"reloaded {bank_path}")
+                        watchdog.status(f"playing {bank_path} (reloaded)")
     finally:
         for src in reversed(started):
             src.stop()
+        if previous_hup is not None:
+            signal.signal(signal.SIGHUP, previous_hup)
+        _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
+              f"{received[0]} MIDI messages")
     return 0
+
+
+def _install_sighup(callback: Any) -> Any:
+    """Call `callback()` on SIGHUP (main thread only); returns the handler to restore, or None."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGHUP, lambda signum, frame: callback())
 
 
 def board_source(kind: str) -> Any:
@@ -224,26 +298,9 @@ def configure_play(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", choices=("sim", "ons"), help="control board: simulated, or the one on the Pi")
     parser.add_argument("--device", help="audio output name or index (default: the system default)")
     parser.add_argument("--block", type=int, default=128, help="frames per audio block (default 128)")
-    parser.add_argument("--channel", default="omni", help="MIDI channel 1-16, or omni (default)")
-    parser.add_argument("--mpe", action="store_true", help="MPE lower zone: per-note bend, CC74 -> Y, pressure -> X")
-    parser.add_argument("--bend-range", type=float, default=2.0, help="pitch-bend range in semitones (default 2)")
-    parser.add_argument("--cc", action="append", default=[], metavar="NUM=PARAM",
-                        help="map a CC to a parameter (or none); repeatable; see device/README.md for the default map")
+    add_midi_arguments(parser)
     parser.add_argument("--list", action="store_true", help="list audio outputs and MIDI inputs, then exit")
     parser.set_defaults(func=_run_play)
-
-
-def router_from_args(args: argparse.Namespace) -> MidiRouter:
-    if args.channel == "omni":
-        channel = None
-    else:
-        try:
-            channel = int(args.channel) - 1
-        except ValueError:
-            channel = -1
-        if not 0 <= channel <= 15:
-            raise NsynthError(f"--channel must be 1-16 or omni, got {args.channel!r}")
-    return MidiRouter(channel=channel, mpe=args.mpe, bend_range=args.bend_range, cc_map=parse_cc_map(args.cc))
 
 
 def _run_play(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ messages into engine events (device.midi_map) and stamps them with frames (devic
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,18 +36,25 @@ def pick_port(name: str | None, names: list[str]) -> str | None:
     return next((n for n in names if name.lower() in n.lower()), None)
 
 
+def all_notes_off() -> list[mido.Message]:
+    """CC 123 on every channel: what an input sends when its device goes away, so no note is left hanging."""
+    return [mido.Message("control_change", channel=ch, control=123, value=0) for ch in range(16)]
+
+
 def _listing(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names) if names else "none"
 
 
 class UsbMidiInput:
     """A USB MIDI input by name (or the first port found), re-opened when the device comes back after an unplug.
+    A missing port is an error, unless `wait`: then the port is opened when it appears.
 
     `lister` and `opener` default to mido's (python-rtmidi backend); tests inject fakes with the same interface.
     """
 
     def __init__(self, name: str | None, on_message: OnMessage, *, lister: Callable[[], list[str]] | None = None,
-                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5):
+                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5,
+                 wait: bool = False):
         self.name, self.on_message, self.poll_s = name, on_message, poll_s
         self._lister = lister or mido.get_input_names
         self._opener = opener or mido.open_input
@@ -56,7 +64,7 @@ class UsbMidiInput:
         self.opens = 0
         names = input_names(self._lister)
         self.port_name = pick_port(name, names)
-        if self.port_name is None:
+        if self.port_name is None and not wait:
             what = f"MIDI input {name!r} not found" if name else "no MIDI input ports"
             raise NsynthError(f"{what}; MIDI inputs that exist: {_listing(names)}")
 
@@ -82,9 +90,11 @@ class UsbMidiInput:
                         self.port_name, self.opens = target, self.opens + 1
                     except (OSError, SystemError, RuntimeError):
                         port = None
-            elif self.port_name not in names:  # unplugged: close, wait for it to come back
+            elif self.port_name not in names:  # unplugged: release its notes, close, wait for it to come back
                 port.close()
                 port = None
+                for msg in all_notes_off():
+                    self.on_message(msg)
                 continue
             deadline = time.monotonic() + self.poll_s
             while port is not None and not self._stop.is_set() and time.monotonic() < deadline:
@@ -100,13 +110,16 @@ class UsbMidiInput:
 
 
 class UartMidiInput:
-    """DIN MIDI from a serial device at 31,250 baud (the Pi's /dev/ttyAMA0 with the midi-uart0 overlay)."""
+    """DIN MIDI from a serial device at 31,250 baud (the Pi's /dev/ttyAMA0 with the midi-uart0 overlay).
+    A sender that uses active sensing (0xFE) and then falls silent for 300 ms gets its notes released."""
+
+    SENSING_TIMEOUT_S = 0.3
 
     def __init__(self, device: str, on_message: OnMessage, *, serial_factory: Callable | None = None,
-                 baudrate: int = 31250):
+                 baudrate: int = 31250, retry_s: float = 1.0):
         import serial  # pyserial; imported here so USB-only setups need not have it
 
-        self.device, self.on_message = device, on_message
+        self.device, self.on_message, self.retry_s = device, on_message, retry_s
         factory = serial_factory or serial.Serial
         try:
             self._serial = factory(device, baudrate=baudrate, timeout=0.05)
@@ -132,8 +145,24 @@ class UartMidiInput:
         self._serial.close()
 
     def _run(self) -> None:
+        failing = False
+        sensing_since: float | None = None  # last byte time, once the sender uses active sensing (0xFE)
         while not self._stop.is_set():
-            data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
+            if sensing_since is not None and time.monotonic() - sensing_since > self.SENSING_TIMEOUT_S:
+                sensing_since = None  # the cable was pulled or the sender died: release its notes
+                for msg in all_notes_off():
+                    self.on_message(msg)
+            try:
+                data = self._serial.read(max(1, getattr(self._serial, "in_waiting", 0) or 1))
+            except OSError as e:  # serial.SerialException is an OSError: report once, keep trying
+                if not failing:
+                    print(f"nsynth: MIDI UART {self.device}: {e}; retrying", file=sys.stderr, flush=True)
+                failing = True
+                self._stop.wait(self.retry_s)
+                continue
+            failing = False
+            if data and (sensing_since is not None or 0xFE in data):
+                sensing_since = time.monotonic()
             for msg in self._parser.feed(data):
                 self.on_message(msg)
 

@@ -24,6 +24,7 @@ just before the note-on). Polyphonic aftertouch and program changes are ignored.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 from device.engine import PARAMS
@@ -121,3 +122,25 @@ class MidiRouter:
             return [("all_notes_off",)]
         name = self.cc_map.get(cc)
         return [("params", {name: value / 127.0})] if name else []
+
+
+def add_midi_arguments(parser: argparse.ArgumentParser) -> None:
+    """The MIDI options shared by `nsynth play` and `nsynth render-midi`."""
+    parser.add_argument("--channel", default="omni", help="MIDI channel 1-16, or omni (default)")
+    parser.add_argument("--mpe", action="store_true", help="MPE lower zone: per-note bend, CC74 -> Y, pressure -> X")
+    parser.add_argument("--bend-range", type=float, default=2.0, help="pitch-bend range in semitones (default 2)")
+    parser.add_argument("--cc", action="append", default=[], metavar="NUM=PARAM",
+                        help="map a CC to a parameter (or none); repeatable; see device/README.md for the default map")
+
+
+def router_from_args(args: argparse.Namespace) -> MidiRouter:
+    if args.channel == "omni":
+        channel = None
+    else:
+        try:
+            channel = int(args.channel) - 1
+        except ValueError:
+            channel = -1
+        if not 0 <= channel <= 15:
+            raise NsynthError(f"--channel must be 1-16 or omni, got {args.channel!r}")
+    return MidiRouter(channel=channel, mpe=args.mpe, bend_range=args.bend_range, cc_map=parse_cc_map(args.cc))

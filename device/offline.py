@@ -4,15 +4,15 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from device.bank import open_bank
 from device.engine import Engine, EngineConfig, release_seconds
 from device.errors import NsynthError
+from device.fsutil import atomic_path
 from device.midi_io import midi_file_messages
-from device.midi_map import MidiRouter
+from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
 
 
 def parse_xy_path(text: str) -> list[tuple[float, float]]:
@@ -68,35 +68,25 @@ def render_midi(bank_path: str | os.PathLike, song: str | os.PathLike, out: str 
             x, y = xy_at(points, f / song_end)
             engine.post_params(frame=f, x=x, y=y)
     audio = engine.render(frames)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}.wav")
     try:
-        sf.write(tmp, audio, sample_rate, subtype="FLOAT")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            sf.write(tmp, audio, sample_rate, format="WAV", subtype="FLOAT")
     except (OSError, RuntimeError) as e:
-        tmp.unlink(missing_ok=True)
         raise NsynthError(f"{out}: cannot write: {e}") from None
     return audio
 
 
 def configure_render_midi(parser: argparse.ArgumentParser) -> None:
-    from device.live import router_from_args
-
     parser.add_argument("--bank", required=True, help="bank directory")
     parser.add_argument("song", help="MIDI file (.mid)")
     parser.add_argument("-o", "--out", required=True, help="output WAV (48 kHz float32 stereo)")
     parser.add_argument("--xy", help='X/Y path swept over the song, "x0,y0:x1,y1[:...]" (0..1 each)')
     parser.add_argument("--block", type=int, default=128, help="engine block size (as the live engine's)")
-    parser.add_argument("--channel", default="omni", help="MIDI channel 1-16, or omni (default)")
-    parser.add_argument("--mpe", action="store_true", help="MPE lower zone")
-    parser.add_argument("--bend-range", type=float, default=2.0, help="pitch-bend range in semitones (default 2)")
-    parser.add_argument("--cc", action="append", default=[], metavar="NUM=PARAM", help="CC mapping, repeatable")
+    add_midi_arguments(parser)
     parser.set_defaults(func=_run_render_midi)
 
 
 def _run_render_midi(args: argparse.Namespace) -> int:
-    from device.live import router_from_args
-
     audio = render_midi(args.bank, args.song, args.out, xy=args.xy, block=args.block, router=router_from_args(args))
     print(f"{args.out}: {audio.shape[0] / 48000:.2f} s, peak {float(np.abs(audio).max()):.3f}")
     return 0

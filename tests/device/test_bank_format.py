@@ -153,6 +153,18 @@ def test_killed_writer_process_leaves_old_bank(tmp_path):
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert open_bank(path, verify=True).info == old
     assert len(list(tmp_path.glob("bank.partial-*"))) == 1
+    new = write_bank(path, note_length=300)  # the next writer clears what the dead one left
+    assert open_bank(path, verify=True).info == new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+
+
+def test_numpy_integers_are_accepted(tmp_path):
+    with BankWriter(tmp_path / "b", grid=np.int64(2), pitches=np.array([60, 72]), velocities=[np.int32(100)],
+                    note_length=np.int64(8), corners="abcd") as w:
+        for p in range(2):
+            w.write_block(p, 0, np.zeros((2, 2, 8), np.int16), loops=np.tile(np.array([1, 5]), (2, 2, 1)))
+    info = open_bank(tmp_path / "b").info
+    assert info.pitches == (60, 72) and type(info.grid) is int
 
 
 def test_new_bank_replaces_old(tmp_path):

@@ -2,9 +2,13 @@
 bank fallback, clear errors for missing devices, and the render-midi command."""
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import mido
@@ -14,8 +18,8 @@ import soundfile as sf
 
 from device.bank import BankError, open_bank
 from device.cli import main
-from device.engine import Engine, EngineConfig, render_events
-from device.live import FrameClock, LiveAudio, load_bank, switch_bank
+from device.engine import Engine
+from device.live import FrameClock, LiveAudio, load_bank, switch_bank, warm_page_cache
 from device.midi_io import midi_file_messages
 from device.midi_map import MidiRouter
 from device.offline import render_midi, xy_at
@@ -40,6 +44,12 @@ def test_frame_clock_keeps_offsets_one_block_late():
     assert clock.frame_for(t0 + 50 / 48000 + 1e-9) == 1458
     assert clock.frame_for(t0 + 1.0) == 1408 + 127  # a late callback: clamp inside the next block
     assert clock.frame_for(t0 - 1.0) == 1408
+
+
+def test_small_banks_are_warmed_into_the_page_cache(bank_path):
+    bank = open_bank(bank_path)
+    assert warm_page_cache(bank) is True  # a few MB: read ahead in the background
+    assert warm_page_cache(bank, fraction=1e-9) is False  # "too large": left to be read as played
 
 
 def _song(path):
@@ -85,10 +95,13 @@ def test_live_callback_is_bit_identical_to_render_midi(bank_path, tmp_path):
 def test_callback_survives_an_engine_error(bank_path):
     engine = Engine(open_bank(bank_path))
     audio = LiveAudio(engine, FrameClock(48000, 128))
-    engine.post(("no-such-event",))
+    with pytest.raises(ValueError, match="unknown engine event"):
+        engine.post(("no-such-event",))  # refused in the producer's thread
+    engine.post(("on", 0))  # malformed: fails in the audio thread
     buf = np.ones((128, 2), np.float32)
     audio.callback(buf, 128, None, None)
-    assert not buf.any() and isinstance(audio.error, ValueError)
+    assert not buf.any() and isinstance(audio.error, IndexError)
+    assert audio.realtime is False  # NSYNTH_RT_PRIORITY unset: scheduling left alone
 
 
 def test_render_midi_command(bank_path, tmp_path, capsys):
@@ -113,13 +126,18 @@ def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
         load_bank(bad, state=tmp_path / "fresh-state")  # nothing to fall back to
     assert load_bank(bad, state=state).path == Path(str(bank_path.resolve()))
     engine = Engine(open_bank(bank_path))
-    assert switch_bank(engine, bad) is False
+    assert switch_bank(engine, bad) is None
     engine.render(256)
     assert engine.bank.path == bank_path
+    other = tmp_path / "other"
+    write_bank(other, pitches=(60,), velocities=(100,), note_length=1000)
+    assert switch_bank(engine, other).path == other
+    engine.render(512)  # after the old voices' fade
+    assert engine.bank.path == other
 
 
-_SCRIPT = textwrap.dedent('''
-    import json, sys, mido
+_PRELUDE = textwrap.dedent('''
+    import json, os, signal, sys, threading, mido
     from device.errors import NsynthError
     from device.live import play
 
@@ -136,10 +154,12 @@ _SCRIPT = textwrap.dedent('''
             post(x=0.25, y=0.75)
         def stop(self):
             self.stopped = True
-
+''')
+_SCRIPT = _PRELUDE + textwrap.dedent('''
     res = {}
     src = Source()
-    res["rc"] = play(sys.argv[1], midi=Port(), block=128, control_sources=[src], duration=0.4, state=sys.argv[2])
+    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGHUP)).start()  # reload the (unchanged) bank
+    res["rc"] = play(sys.argv[1], midi=Port(), block=128, control_sources=[src], duration=0.5, state=sys.argv[2])
     res["source"] = [getattr(src, "started", False), getattr(src, "stopped", False)]
     for kw in ({"device": "no-such-card"}, {"midi": "no-such-port"}):
         try:
@@ -159,14 +179,89 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
         'pcm.nullout { type null }\n'
         f'pcm.capture {{ type file slave.pcm "nullout" file "{cap}" format "wav" }}\n'
         'pcm.!default { type plug slave { pcm "capture" format S16_LE } }\n')
-    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
-                       capture_output=True, text=True, timeout=60)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for systemd's notify socket
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.05)
+    messages, done = [], threading.Event()
+
+    def listen():  # drain as systemd does (a datagram queue holds only a few messages)
+        while not done.is_set():
+            try:
+                messages.append(notify.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(tmp_path / "notify"),
+           "WATCHDOG_USEC": "100000"}
+    try:
+        r = subprocess.run([sys.executable, "-c", _SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        done.set()
+        listener.join()
+        notify.close()
+    assert messages[0].startswith("READY=1\nSTATUS=playing ")
+    assert messages.count("WATCHDOG=1") >= 3  # pinged while the audio callback ran
+    assert messages[-1] == "STOPPING=1"
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["rc"] == 0 and res["source"] == [True, True]
+    assert "playing " in r.stderr and "MIDI: 'fake'" in r.stderr
+    assert f"reloaded {bank_path}" in r.stderr
     assert "audio output 'no-such-card'" in res["device"] and "'default'" in res["device"]
     assert "MIDI input 'no-such-port' not found; MIDI inputs that exist: none" in res["midi"]
     audio, sr = sf.read(cap, dtype="float32")
     assert sr == 48000 and audio.shape[1] == 2
     assert np.abs(audio).max() > 0.05  # the note played
+
+
+def test_play_command_errors(capsys):
+    assert main(["play"]) == 1
+    assert "--bank BANK is required" in capsys.readouterr().err
+    assert main(["play", "--bank", "x", "--channel", "17"]) == 1
+    assert "--channel must be 1-16 or omni" in capsys.readouterr().err
+    assert main(["play", "--bank", "x", "--cc", "7=loud"]) == 1
+    assert "bad CC mapping" in capsys.readouterr().err
+    assert main(["play", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "audio outputs:" in out and "MIDI inputs:" in out
+
+
+_JACK_SCRIPT = _PRELUDE + textwrap.dedent('''
+    sys.exit(play(sys.argv[1], midi=Port(), duration=1.5, state=sys.argv[2]))
+''')
+
+
+@pytest.fixture
+def jack_server(tmp_path):
+    """jackd with its dummy backend: audio callbacks paced by a real-time clock, no sound card."""
+    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": f"nsynth-test-{os.getpid()}"}
+    proc = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode == 0:
+                break
+            assert proc.poll() is None, "jackd exited"
+            time.sleep(0.1)
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_play_in_real_time_on_jack(bank_path, tmp_path, jack_server):
+    """The live path at the real rate: PortAudio on a JACK server (dummy clock) calls the engine 375 times a
+    second. (MIDI here comes from a mido port object: python-rtmidi's JACK MIDI runs its callback on a JACK
+    thread too, which does not mix with PortAudio's in one Python process; on the Pi MIDI goes through ALSA.)"""
+    env = {**jack_server, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", _JACK_SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"stopped: (\d+) audio callbacks \(\d+ with underflow\), (\d+) MIDI messages", r.stderr)
+    assert m, r.stderr
+    callbacks, midi = int(m[1]), int(m[2])
+    assert midi == 2, r.stderr
+    assert 0.5 * 1.5 * 48000 / 128 < callbacks < 1.5 * 1.5 * 48000 / 128  # paced by the clock, not free-running

@@ -1,5 +1,4 @@
 """MIDI: the DIN byte framer (fuzzed), the router (CC map, channels, MPE, RPN), USB re-open, UART, files."""
-import threading
 import time
 
 import mido
@@ -196,10 +195,14 @@ def test_usb_port_is_reopened_after_unplug():
         names["now"] = []  # unplugged
         _wait(lambda: opened[0].closed)
         names["now"] = ["Keys MIDI 1 24:0"]  # back, with a new ALSA client number
-        _wait(lambda: len(got) == 2)
+        _wait(lambda: len(got) == 18)
     finally:
         inp.stop()
-    assert [m.note for m in got] == [60, 61] and inp.opens == 2 and inp.port_name == "Keys MIDI 1 24:0"
+    notes = [m for m in got if m.type == "note_on"]
+    assert [m.note for m in notes] == [60, 61] and inp.opens == 2 and inp.port_name == "Keys MIDI 1 24:0"
+    # the unplug released whatever was held, on every channel
+    offs = got[1:17]
+    assert [(m.type, m.control, m.channel) for m in offs] == [("control_change", 123, ch) for ch in range(16)]
 
 
 def _wait(cond, timeout=5.0):
@@ -267,3 +270,54 @@ def test_midi_file_frames(tmp_path):
     (tmp_path / "bad.mid").write_bytes(b"MThd garbage")
     with pytest.raises(NsynthError, match="bad.mid: not a readable MIDI file"):
         midi_file_messages(tmp_path / "bad.mid", 48000)
+
+
+def test_usb_input_waits_for_a_first_port():
+    names = {"now": []}
+    got = []
+    opener = lambda name: FakePort(name, [mido.Message("note_on", note=64, velocity=5)])
+    inp = UsbMidiInput(None, got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02, wait=True)
+    inp.start()
+    try:
+        time.sleep(0.1)
+        assert got == [] and inp.port_name is None
+        names["now"] = ["Synth 1"]
+        _wait(lambda: len(got) == 1)
+    finally:
+        inp.stop()
+    assert inp.port_name == "Synth 1"
+
+
+def test_uart_read_errors_are_survived(capsys):
+    class Flaky(FakeSerial):
+        fails = 2
+
+        def read(self, n=1):
+            if self.fails:
+                self.fails -= 1
+                raise OSError("device reports readiness to read but returned no data")
+            return super().read(n)
+
+    got = []
+    ser = Flaky(bytes([0x90, 60, 100]))
+    inp = UartMidiInput("/dev/ttyAMA0", got.append, serial_factory=lambda dev, **kw: ser, retry_s=0.01).start()
+    _wait(lambda: len(got) == 1)
+    inp.stop()
+    assert "MIDI UART /dev/ttyAMA0: device reports readiness" in capsys.readouterr().err
+
+
+def test_uart_silence_after_active_sensing_releases_notes():
+    got = []
+    ser = FakeSerial(bytes([0xFE, 0x90, 60, 100, 0xFE]))  # then the cable is pulled
+    inp = UartMidiInput("/dev/ttyAMA0", got.append, serial_factory=lambda dev, **kw: ser).start()
+    _wait(lambda: len(got) == 17)
+    inp.stop()
+    assert got[0].type == "note_on"
+    assert {(m.control, m.channel) for m in got[1:]} == {(123, ch) for ch in range(16)}
+    # and a sender without active sensing may stay silent as long as it likes
+    got.clear()
+    quiet = UartMidiInput("/dev/ttyAMA0", got.append, serial_factory=lambda dev, **kw: FakeSerial(b"\x90\x3c\x64"))
+    quiet.start()
+    time.sleep(0.5)
+    quiet.stop()
+    assert [m.type for m in got] == ["note_on"]
