@@ -1,0 +1,116 @@
+"""The job folder (default BANK.job/): the plan and the finished shards, so a killed render picks up where it
+stopped.
+
+    plan.npz              the plan's arrays (written first)
+    plan.json             the plan's header; its presence marks the plan complete
+    shards/NNNNN.npy      int8 mu-law codes [notes, samples] of one shard
+    shards/NNNNN.json     its index entry: {"sha256", "shape"}; written after the data, so a shard counts as
+                          finished only when both exist and the data matches the checksum
+    onnx/                 the ONNX export (--backend onnxruntime)
+
+Every file is written atomically (temporary name, fsync, rename), so a kill at any moment leaves only whole
+files; each process writes only the shards it decoded, so ranks and Ray's driver never write the same file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import NsynthError
+from device.fsutil import atomic_write_bytes
+from precompute.render.plan import PLAN_VERSION, Plan
+
+log = logging.getLogger(__name__)
+
+
+def _write_error(path: Path, e: OSError) -> NsynthError:
+    return NsynthError(f"{path}: cannot write ({e.strerror or e}); free space and run the same command again "
+                       "to continue")
+
+
+class Job:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.shards = self.path / "shards"
+        self.onnx = self.path / "onnx"
+
+    # -- plan ------------------------------------------------------------------------------------------------
+    def load_plan(self) -> Plan | None:
+        """The recorded plan, or None if there is none yet."""
+        header_path = self.path / "plan.json"
+        if not header_path.is_file():
+            return None
+        try:
+            header = json.loads(header_path.read_text())
+            if header.get("plan_version") != PLAN_VERSION:
+                raise NsynthError(f"{header_path}: plan version {header.get('plan_version')!r}, this software "
+                                  f"writes {PLAN_VERSION}; delete {self.path} to start over")
+            with np.load(self.path / "plan.npz") as z:
+                arrays = {k: z[k] for k in Plan.ARRAYS}
+            return Plan.from_parts(header, arrays)
+        except (OSError, ValueError, KeyError) as e:
+            raise NsynthError(f"{self.path}: unreadable job plan ({e}); delete the folder to start over") from None
+
+    def save_plan(self, plan: Plan) -> None:
+        try:
+            self.shards.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            np.savez(buf, **{k: getattr(plan, k) for k in Plan.ARRAYS})
+            atomic_write_bytes(self.path / "plan.npz", buf.getvalue())
+            atomic_write_bytes(self.path / "plan.json", (json.dumps(plan.header(), indent=1) + "\n").encode())
+        except OSError as e:
+            raise _write_error(Path(e.filename or self.path), e) from None
+
+    # -- shards ----------------------------------------------------------------------------------------------
+    def _data(self, i: int) -> Path:
+        return self.shards / f"{i:05d}.npy"
+
+    def _entry(self, i: int) -> Path:
+        return self.shards / f"{i:05d}.json"
+
+    def write_shard(self, i: int, codes: np.ndarray) -> None:
+        """Store shard i's codes (int8 [notes, samples]) and then its index entry."""
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(codes, dtype=np.int8))
+        data = buf.getvalue()
+        entry = {"sha256": hashlib.sha256(data).hexdigest(), "shape": list(codes.shape)}
+        try:
+            atomic_write_bytes(self._data(i), data)
+            atomic_write_bytes(self._entry(i), json.dumps(entry).encode())
+        except OSError as e:
+            raise _write_error(Path(e.filename or self._data(i)), e) from None
+
+    def read_shard(self, i: int) -> np.ndarray | None:
+        """Shard i's codes if it is finished and intact, else None."""
+        try:
+            entry = json.loads(self._entry(i).read_text())
+            data = self._data(i).read_bytes()
+        except (OSError, ValueError):
+            return None
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            log.warning("%s: checksum mismatch; the shard will be rendered again", self._data(i))
+            return None
+        codes = np.load(io.BytesIO(data))
+        return codes if list(codes.shape) == entry.get("shape") else None
+
+    def pending(self, plan: Plan, shards=None) -> list[int]:
+        """Shards (of `shards`, default all) not yet finished intact; broken ones are removed."""
+        todo = []
+        for i in range(plan.n_shards) if shards is None else shards:
+            codes = self.read_shard(i)
+            if codes is None or codes.shape != (len(plan.shard_notes(i)), plan.length):
+                for p in (self._entry(i), self._data(i)):
+                    p.unlink(missing_ok=True)
+                todo.append(i)
+        return todo
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
