@@ -10,9 +10,9 @@ from precompute.run import new_run
 SR = 16000
 PITCHES = [60, 64]
 VELOCITIES = [127]
-# grid 3, 2 pitches, 1 velocity, 1024 samples (2 frames): 18 notes. batch 3 -> 6 shards.
-SMALL = dict(grid=3, pitches=PITCHES, velocities=VELOCITIES, length=0.064, batch=3, threads=1, quiet=True)
-CLI_SMALL = ["--grid", "3", "--pitches", "60,64", "--velocities", "127", "--length", "0.064", "--batch", "3",
+# grid 3, 2 pitches, 1 velocity, 512 samples (one frame): 18 notes; batch 4 -> 5 shards.
+SMALL = dict(grid=3, pitches=PITCHES, velocities=VELOCITIES, length=0.032, batch=4, threads=1, quiet=True)
+CLI_SMALL = ["--grid", "3", "--pitches", "60,64", "--velocities", "127", "--length", "0.032", "--batch", "4",
              "--threads", "1", "-q"]
 
 
@@ -45,9 +45,11 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reference(setup):
-    """The uninterrupted single-process bank every other path is compared with."""
-    from precompute.render.render import render_bank
+    """The uninterrupted single-process bank every other path is compared with, made by the CLI (its job
+    folder kept as reference.job)."""
+    from device.cli import main
 
     root, corners, run = setup
-    render_bank(corners, run, root / "reference", **SMALL)
-    return root / "reference"
+    out = root / "reference"
+    assert main(["render", "--corners", *corners, "--model", str(run), "-o", str(out), "--keep-job", *CLI_SMALL]) == 0
+    return out
