@@ -30,9 +30,13 @@ from precompute.render.plan import PLAN_VERSION, Plan
 log = logging.getLogger(__name__)
 
 
-def _write_error(path: Path, e: OSError) -> NsynthError:
-    return NsynthError(f"{path}: cannot write ({e.strerror or e}); free space and run the same command again "
-                       "to continue")
+def _write(path: Path, data: bytes) -> None:
+    """Atomically write `data` at `path`; a failed write becomes a clear, resumable error."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise NsynthError(f"{path}: cannot write ({e.strerror or e}); free space and run the same command again "
+                          "to continue") from None
 
 
 class Job:
@@ -61,12 +65,12 @@ class Job:
     def save_plan(self, plan: Plan) -> None:
         try:
             self.shards.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            np.savez(buf, **{k: getattr(plan, k) for k in Plan.ARRAYS})
-            atomic_write_bytes(self.path / "plan.npz", buf.getvalue())
-            atomic_write_bytes(self.path / "plan.json", (json.dumps(plan.header(), indent=1) + "\n").encode())
         except OSError as e:
-            raise _write_error(Path(e.filename or self.path), e) from None
+            raise NsynthError(f"{self.shards}: cannot create the job folder ({e.strerror or e})") from None
+        buf = io.BytesIO()
+        np.savez(buf, **{k: getattr(plan, k) for k in Plan.ARRAYS})
+        _write(self.path / "plan.npz", buf.getvalue())
+        _write(self.path / "plan.json", (json.dumps(plan.header(), indent=1) + "\n").encode())
 
     # -- shards ----------------------------------------------------------------------------------------------
     def _data(self, i: int) -> Path:
@@ -81,11 +85,8 @@ class Job:
         np.save(buf, np.ascontiguousarray(codes, dtype=np.int8))
         data = buf.getvalue()
         entry = {"sha256": hashlib.sha256(data).hexdigest(), "shape": list(codes.shape)}
-        try:
-            atomic_write_bytes(self._data(i), data)
-            atomic_write_bytes(self._entry(i), json.dumps(entry).encode())
-        except OSError as e:
-            raise _write_error(Path(e.filename or self._data(i)), e) from None
+        _write(self._data(i), data)
+        _write(self._entry(i), json.dumps(entry).encode())
 
     def read_shard(self, i: int) -> np.ndarray | None:
         """Shard i's codes if it is finished and intact, else None."""

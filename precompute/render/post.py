@@ -28,6 +28,8 @@ MAX_GAIN = 100.0           # +40 dB at most (a near-silent generation stays quie
 LOOP_REGION = (0.2, 0.6)   # loops lie in this part of the note
 LOOP_FRACTION = 0.21       # target loop length, as the original's 20 %..41 %
 LOOP_STARTS = 8            # start positions tried
+LOOP_SLACK = 64            # ends tried at least this far either side of the target length (short periods:
+                           # several whole numbers of periods, one of them close to a whole number of samples)
 
 
 def remove_dc(x: np.ndarray) -> np.ndarray:
@@ -97,15 +99,16 @@ def match_level(x: np.ndarray, target_rms: float) -> np.ndarray:
 
 
 def find_loop(x: np.ndarray, period: float) -> tuple[int, int]:
-    """A sustain loop [start, end) in the LOOP_REGION of note x [L], about a whole number of `period`s long,
-    where the windows around start and end correlate best (normalised). Falls back to the default loop."""
+    """A sustain loop [start, end) in the LOOP_REGION of note x [L], about LOOP_FRACTION of the note long, where
+    the windows around start and end correlate best (normalised): on a periodic note, a whole number of periods
+    apart. Falls back to the default loop where the region is too short or silent."""
     length = len(x)
     lo, hi = int(LOOP_REGION[0] * length), int(LOOP_REGION[1] * length)
     span = max(1, round(LOOP_FRACTION * length / period)) * period
     while span > (hi - lo) / 2 and span > period:
         span -= period
     half_w = int(np.clip(period, 32, 256))
-    slack = int(np.ceil(period / 2))
+    slack = max(int(np.ceil(period / 2)), LOOP_SLACK)
     first = lo + half_w
     last = hi - half_w - int(round(span)) - slack
     if last < first or np.abs(x[lo:hi]).max() == 0:
