@@ -9,7 +9,6 @@ where the waveform repeats well; they are stored in the bank, not baked into the
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
 from device.bank import default_loop
@@ -46,9 +45,12 @@ def repair_clicks(x: np.ndarray) -> tuple[np.ndarray, int]:
     x = x.copy()
     a = np.zeros_like(x)
     a[:, 1:-1] = np.abs(x[:, 1:-1] - 0.5 * (x[:, :-2] + x[:, 2:]))
-    k = np.ones(2 * CLICK_CONTEXT + 1)
-    k[CLICK_CONTEXT - 1: CLICK_CONTEXT + 2] = 0.0  # the spike spreads half its size onto each neighbour
-    local = np.stack([np.convolve(row, k, mode="same") for row in a]) / k.sum()
+    # mean of s over t-C..t+C without t-1..t+1 (a spike spreads half its size onto each neighbour)
+    c = CLICK_CONTEXT
+    cum = np.cumsum(np.pad(a, ((0, 0), (c + 1, c))), axis=1)
+    window = cum[:, 2 * c + 1:] - cum[:, : -2 * c - 1]
+    near = np.pad(a, ((0, 0), (1, 1)))
+    local = (window - near[:, :-2] - near[:, 1:-1] - near[:, 2:]) / (2 * c - 2)
     click = (a > CLICK_RATIO * local) & (a > CLICK_FLOOR)
     click[:, 1:-1] &= (a[:, 1:-1] > SPIKE_RATIO * a[:, :-2]) & (a[:, 1:-1] > SPIKE_RATIO * a[:, 2:])
     click[:, [0, -1]] = False
@@ -113,14 +115,15 @@ def find_loop(x: np.ndarray, period: float) -> tuple[int, int]:
     last = hi - half_w - int(round(span)) - slack
     if last < first or np.abs(x[lo:hi]).max() == 0:
         return default_loop(length)
-    windows = sliding_window_view(x, 2 * half_w)  # windows[s] is x[s : s + 2w], centred on s + w
+    energy = np.concatenate([[0.0], np.cumsum(np.square(x, dtype=np.float64))])
     best, best_score = default_loop(length), -np.inf
     for start in np.unique(np.linspace(first, last, LOOP_STARTS).astype(int)):
-        a = windows[start - half_w]
-        ends = np.arange(start + int(round(span)) - slack, start + int(round(span)) + slack + 1)
-        b = windows[ends - half_w]
-        den = np.sqrt((a @ a) * np.einsum("ij,ij->i", b, b))
-        score = np.where(den > 0, (b @ a) / np.maximum(den, 1e-30), -1.0)
+        a = x[start - half_w: start + half_w]
+        e0 = start + int(round(span)) - slack  # ends tried: e0 .. e0 + 2 * slack
+        dots = np.correlate(x[e0 - half_w: e0 + 2 * slack + half_w], a, mode="valid")
+        ends = np.arange(e0, e0 + len(dots))
+        den = np.sqrt((a @ a) * (energy[ends + half_w] - energy[ends - half_w]))
+        score = np.where(den > 0, dots / np.maximum(den, 1e-30), -1.0)
         j = int(np.argmax(score))
         if score[j] > best_score:
             best, best_score = (int(start), int(ends[j])), float(score[j])

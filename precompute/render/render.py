@@ -225,9 +225,21 @@ def _ray_payload(kind: str, net: WaveNetAutoencoder, job: Job, plan: Plan) -> tu
 
 
 # -- argparse wrapper ------------------------------------------------------------------------------------------
-def configure(parser) -> None:
+def resolve_notes(pitches: str | None, velocities: str | None, *, like_original: bool = False
+                  ) -> tuple[list[int], list[int]]:
+    """--pitches / --velocities text (None: the defaults, every pitch 21-108 and five velocities), or the
+    original instrument's 16 pitches 24-84 step 4 at velocity 127 with --like-original."""
     from precompute.datasets.soundfont import parse_ints
 
+    if like_original:
+        if pitches or velocities:
+            raise NsynthError("--like-original sets the pitches and velocities; leave out --pitches/--velocities")
+        return list(ORIGINAL_PITCHES), list(ORIGINAL_VELOCITIES)
+    return (parse_ints(pitches, "pitches") if pitches else list(DEFAULT_PITCHES),
+            parse_ints(velocities, "velocities") if velocities else list(DEFAULT_VELOCITIES))
+
+
+def configure(parser) -> None:
     parser.add_argument("--corners", nargs=4, required=True, metavar="SPEC",
                         help="bottom-left, bottom-right, top-left, top-right: WAV folder, sf2:[PATH.sf2:][BANK:]PROGRAM "
                              "or nsynth:ROOT:INSTRUMENT_STR")
@@ -256,12 +268,7 @@ def configure(parser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     def run(a) -> int:
-        if a.like_original and (a.pitches or a.velocities):
-            raise NsynthError("--like-original sets the pitches and velocities; leave out --pitches/--velocities")
-        pitches = ORIGINAL_PITCHES if a.like_original else (
-            parse_ints(a.pitches, "pitches") if a.pitches else DEFAULT_PITCHES)
-        velocities = ORIGINAL_VELOCITIES if a.like_original else (
-            parse_ints(a.velocities, "velocities") if a.velocities else DEFAULT_VELOCITIES)
+        pitches, velocities = resolve_notes(a.pitches, a.velocities, like_original=a.like_original)
         try:
             batch = None if a.batch == "auto" else int(a.batch)
         except ValueError:
