@@ -24,12 +24,12 @@ from precompute.generate import ETA
 from precompute.model import WaveNetAutoencoder
 from precompute.onnx_export import export_onnx
 from precompute.render.assemble import assemble
-from precompute.render.backends import OnnxBackend, TorchBackend, auto_batch, describe
+from precompute.render.backends import CPU_BATCH, OnnxBackend, TorchBackend, auto_batch, describe
 from precompute.render.grid import MODES, grid_weights, unique_cells
 from precompute.render.job import Job
 from precompute.render.plan import Plan, note_seed, request_key
 from precompute.render.post import rms
-from precompute.render.scale import Dist, render_ray, render_shard
+from precompute.render.scale import Dist, connect_ray, render_ray, render_shard
 from precompute.run import WEIGHTS, load_model
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ DEFAULT_VELOCITIES = [25, 50, 75, 100, 127]
 ORIGINAL_PITCHES = list(range(24, 85, 4))
 ORIGINAL_VELOCITIES = [127]
 BACKENDS = ("torch", "onnxruntime")
-RAY_GPU_BATCH = 256  # --batch auto with --ray: the driver cannot see the workers' GPUs
+RAY_GPU_BATCH = 256  # --batch auto with --ray on GPUs: the driver cannot see the workers' free memory
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -142,8 +142,9 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
         raise NsynthError("--ray and torchrun are two ways to scale out; use one")
     try:
         dev = _device(device, dist)
+        ray_gpus = connect_ray(ray) if ray else None
         samples = int(round(length * net.cfg.sample_rate))
-        plan = None
+        plan, coder = None, None
         if dist.rank == 0:
             loaded = load_corners(list(corners), pitches=list(pitches), velocities=list(velocities), length=samples,
                                   sample_rate=net.cfg.sample_rate)
@@ -158,27 +159,28 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                 raise NsynthError(f"{job.path}: was planned with --batch {plan.shard_size}; resume with that "
                                   "(or delete the folder to start over)")
             if plan is None:
-                shard_size = batch or (RAY_GPU_BATCH if ray and dev.type == "cuda" else auto_batch(net.cfg, dev, samples))
-                n_notes = len(pitches) * len(velocities) * grid * grid
-                shard_size = min(shard_size, -(-n_notes // dist.world))
-                encoder = _backend(backend, net, job, dev)
-                plan = make_plan(request, loaded, encoder, hop=net.cfg.hop, shard_size=shard_size)
+                if batch is None and ray_gpus is not None:
+                    batch = RAY_GPU_BATCH if ray_gpus else CPU_BATCH
+                coder = _backend(backend, net, job, dev)
+                plan = make_plan(request, loaded, coder, hop=net.cfg.hop,
+                                 shard_size=batch or auto_batch(net.cfg, dev, samples))
+                if batch is None:  # auto: every rank gets a share
+                    plan.shard_size = min(plan.shard_size, -(-plan.n_notes // dist.world))
                 job.save_plan(plan)
         dist.barrier()
         if plan is None:
             plan = job.load_plan()
-        mine = list(dist.mine(plan.n_shards))
         if ray:
             payload = _ray_payload(backend, net, job, plan)
             _say(_summary(plan, None, f"Ray tasks at {ray}"), quiet)
-            render_ray(ray, job, plan, payload, greedy=greedy, temperature=temperature,
+            render_ray(job, plan, payload, gpus=bool(ray_gpus), greedy=greedy, temperature=temperature,
                        progress=None if quiet else ETA("render", unit="notes"))
         else:
-            todo = job.pending(plan, mine)
-            decoder = _backend(backend, net, job, dev)
-            _say(_summary(plan, todo, describe(decoder) + (f", rank {dist.rank}/{dist.world}" if dist.world > 1 else "")),
-                 quiet)
-            _render_local(job, plan, decoder, todo, greedy=greedy, temperature=temperature, quiet=quiet)
+            todo = job.pending(plan, dist.mine(plan.n_shards))
+            coder = coder or _backend(backend, net, job, dev)
+            where = describe(coder) + (f", rank {dist.rank}/{dist.world}" if dist.world > 1 else "")
+            _say(_summary(plan, todo, where), quiet)
+            _render_local(job, plan, coder, todo, greedy=greedy, temperature=temperature, quiet=quiet)
         dist.barrier()
         if dist.rank != 0:
             return None

@@ -90,16 +90,23 @@ def _ray_task(payload: tuple, plan: Plan, i: int, greedy: bool, temperature: flo
     return render_shard(_worker_backend(payload), plan, i, greedy=greedy, temperature=temperature)
 
 
-def render_ray(address: str, job: Job, plan: Plan, payload: tuple, *, greedy: bool, temperature: float,
-               progress: Callable[[int, int], None] | None = None) -> int:
-    """Render the plan's pending shards as Ray tasks; `address` "local" starts a local instance unless Ray is
-    already initialised. payload: (key, "torch", {"config", "state_dict"}) or (key, "onnxruntime", (files, hop)).
-    -> shards rendered."""
+def connect_ray(address: str) -> int:
+    """Join the Ray cluster at `address` ("local" starts a local instance) unless Ray is already initialised.
+    -> the cluster's GPU count."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address)
-    gpus = ray.cluster_resources().get("GPU", 0)
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def render_ray(job: Job, plan: Plan, payload: tuple, *, gpus: bool, greedy: bool, temperature: float,
+               progress: Callable[[int, int], None] | None = None) -> int:
+    """Render the plan's pending shards as Ray tasks (one GPU each if `gpus`, else one CPU); the driver writes
+    each result into the job folder as it arrives. payload: (key, "torch", {"config", "state_dict"}) or
+    (key, "onnxruntime", (files, hop)). -> shards rendered."""
+    import ray
+
     task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_retries=2)(_ray_task)
     todo = job.pending(plan)
     payload_ref, plan_ref = ray.put(payload), ray.put(plan)
