@@ -35,8 +35,12 @@ def test_ray_local_instance(setup, reference, tmp_path):
     out = tmp_path / "bank"
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2 ** 20, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
+    onnx = {**SMALL, "grid": 2, "pitches": [60], "batch": 2, "greedy": True, "backend": "onnxruntime"}
     try:
         render_bank(corners, run, out, ray="local", **SMALL)
+        render_bank(corners, run, tmp_path / "onnx-ray", ray="local", **onnx)  # ONNX files travel as bytes
     finally:
         ray.shutdown()
     assert same_bank(out, reference)
+    render_bank(corners, run, tmp_path / "onnx-single", **onnx)
+    assert same_bank(tmp_path / "onnx-ray", tmp_path / "onnx-single")
