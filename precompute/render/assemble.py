@@ -34,7 +34,7 @@ class _Shards:
         self.loaded = {i: c for i, c in self.loaded.items() if i in wanted}
         for i in wanted:
             if i not in self.loaded:
-                codes = self.job.read_shard(i)
+                codes = self.job.read_shard(self.plan, i)
                 if codes is None:
                     raise NsynthError(f"{self.job.path}: shard {i} is missing or damaged; run the same command "
                                       "again to render it")

@@ -79,39 +79,44 @@ class Job:
     def _entry(self, i: int) -> Path:
         return self.shards / f"{i:05d}.json"
 
-    def write_shard(self, i: int, codes: np.ndarray) -> None:
+    def write_shard(self, plan: Plan, i: int, codes: np.ndarray) -> None:
         """Store shard i's codes (int8 [notes, samples]) and then its index entry."""
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(codes, dtype=np.int8))
         data = buf.getvalue()
-        entry = {"sha256": hashlib.sha256(data).hexdigest(), "shape": list(codes.shape)}
+        entry = {"plan": plan.key, "sha256": hashlib.sha256(data).hexdigest(), "shape": list(codes.shape)}
         _write(self._data(i), data)
         _write(self._entry(i), json.dumps(entry).encode())
 
-    def read_shard(self, i: int) -> np.ndarray | None:
-        """Shard i's codes if it is finished and intact, else None."""
+    def read_shard(self, plan: Plan, i: int) -> np.ndarray | None:
+        """Shard i's codes if it is finished, intact and of this plan, else None."""
         try:
             entry = json.loads(self._entry(i).read_text())
             data = self._data(i).read_bytes()
         except (OSError, ValueError):
             return None
+        if entry.get("plan") != plan.key:
+            return None
         if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
             log.warning("%s: checksum mismatch; the shard will be rendered again", self._data(i))
             return None
         codes = np.load(io.BytesIO(data))
-        return codes if list(codes.shape) == entry.get("shape") else None
+        expected = [len(plan.shard_notes(i)), plan.length]
+        return codes if list(codes.shape) == entry.get("shape") == expected else None
 
     def pending(self, plan: Plan, shards=None) -> list[int]:
         """Shards (of `shards`, default all) not yet finished intact; broken ones are removed."""
         todo = []
         for i in range(plan.n_shards) if shards is None else shards:
-            codes = self.read_shard(i)
-            if codes is None or codes.shape != (len(plan.shard_notes(i)), plan.length):
+            if self.read_shard(plan, i) is None:
                 for p in (self._entry(i), self._data(i)):
                     p.unlink(missing_ok=True)
                 todo.append(i)
         return todo
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the folder (renamed first, so a kill midway leaves no half-deleted job under its name)."""
+        doomed = self.path.with_name(f".{self.path.name}.removing-{os.getpid()}")
+        os.rename(self.path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 

@@ -214,7 +214,7 @@ def _render_local(job: Job, plan: Plan, backend, todo: list[int], *, greedy: boo
     for i in todo:
         n = len(plan.shard_notes(i))
         progress = None if eta is None else (lambda s, t, d=done, n=n: eta(d + n * s // t, total))
-        job.write_shard(i, render_shard(backend, plan, i, greedy=greedy, temperature=temperature, progress=progress))
+        job.write_shard(plan, i, render_shard(backend, plan, i, greedy=greedy, temperature=temperature, progress=progress))
         done += n
 
 

@@ -115,7 +115,7 @@ def render_ray(job: Job, plan: Plan, payload: tuple, *, gpus: bool, greedy: bool
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)
         i = running.pop(ready[0])
-        job.write_shard(i, ray.get(ready[0]))
+        job.write_shard(plan, i, ray.get(ready[0]))
         done += len(plan.shard_notes(i))
         if progress is not None:
             progress(done, total)

@@ -76,3 +76,16 @@ def test_sigkill_at_random_moments_then_the_same_command_finishes(setup, referen
     assert subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0
     assert same_bank(out, reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]  # no job folder or partial bank left
+
+
+def test_shards_of_another_plan_are_not_used(setup, reference, tmp_path):
+    root, _, _ = setup
+    job = Job(tmp_path / "bank.job")
+    shutil.copytree(root / "reference.job", job.path)
+    plan = job.load_plan()
+    assert job.read_shard(plan, 0) is not None
+    plan.key = "0" * 64  # a job folder whose plan.json was replaced by another render's
+    assert job.pending(plan) == [0, 1, 2, 3, 4]
+    assert not list(job.shards.iterdir())
+    job.remove()
+    assert list(tmp_path.iterdir()) == []
