@@ -7,12 +7,14 @@ stopped.
     shards/NNNNN.json     its index entry: {"sha256", "shape"}; written after the data, so a shard counts as
                           finished only when both exist and the data matches the checksum
     onnx/                 the ONNX export (--backend onnxruntime)
+    .lock                 flock()ed by the process that plans and assembles (one render per folder)
 
 Every file is written atomically (temporary name, fsync, rename), so a kill at any moment leaves only whole
 files; each process writes only the shards it decoded, so ranks and Ray's driver never write the same file.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -20,6 +22,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -28,6 +31,7 @@ from device.fsutil import atomic_write_bytes
 from precompute.render.plan import PLAN_VERSION, Plan
 
 log = logging.getLogger(__name__)
+LOCK = ".lock"
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -44,6 +48,24 @@ class Job:
         self.path = Path(path)
         self.shards = self.path / "shards"
         self.onnx = self.path / "onnx"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock for a render (one render per job folder; a killed holder frees it)."""
+        import fcntl
+
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.path / LOCK, "w")
+        except OSError as e:
+            raise NsynthError(f"{self.path}: cannot create the job folder ({e.strerror or e})") from None
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise NsynthError(f"{self.path}: another render is working in this job folder; wait for it to "
+                                  "finish or stop it") from None
+            yield
 
     # -- plan ------------------------------------------------------------------------------------------------
     def load_plan(self) -> Plan | None:

@@ -6,6 +6,7 @@ folder (unless kept).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -140,7 +141,8 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
     dist = Dist()
     if ray and dist.world > 1:
         raise NsynthError("--ray and torchrun are two ways to scale out; use one")
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(dist.close)
         dev = _device(device, dist)
         ray_gpus = connect_ray(ray) if ray else None
         samples = int(round(length * net.cfg.sample_rate))
@@ -151,13 +153,8 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             check_corner_set(loaded, length=samples, sample_rate=net.cfg.sample_rate)
             request = make_request(loaded, run, net, grid=grid, length=samples, interpolation=interpolation,
                                    greedy=greedy, temperature=temperature, seed=seed, backend=backend)
+            stack.enter_context(job.lock())
             plan = job.load_plan()
-            if plan is not None and plan.key != request_key(request):
-                raise NsynthError(f"{job.path}: holds an unfinished render of other settings (corners, model, grid, "
-                                  f"notes, length, sampling or backend); delete it, or use --job for another folder")
-            if plan is not None and batch is not None and batch != plan.shard_size:
-                raise NsynthError(f"{job.path}: was planned with --batch {plan.shard_size}; resume with that "
-                                  "(or delete the folder to start over)")
             if plan is None:
                 if batch is None and ray_gpus is not None:
                     batch = RAY_GPU_BATCH if ray_gpus else CPU_BATCH
@@ -167,6 +164,8 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                 if batch is None:  # auto: every rank gets a share
                     plan.shard_size = min(plan.shard_size, -(-plan.n_notes // dist.world))
                 job.save_plan(plan)
+            else:
+                _check_resumable(job, plan, request, batch)
         dist.barrier()
         if plan is None:
             plan = job.load_plan()
@@ -187,15 +186,22 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
         extra = {"interpolation": interpolation, "greedy": greedy, "temperature": temperature, "seed": seed,
                  "backend": backend, "unique_cells": plan.n_cells, "plan": plan.key[:16],
                  "corners_filled": {c["name"]: c["filled"] for c in plan.request["corners"]}}
-        info = assemble(job, plan, out, model=f"{plan.request['model']['name']}@"
-                        f"{plan.request['model']['weights_sha256'][:12]}", config_hash=net.cfg.hash(), extra=extra)
+        model_name = f"{plan.request['model']['name']}@{plan.request['model']['weights_sha256'][:12]}"
+        info = assemble(job, plan, out, model=model_name, config_hash=net.cfg.hash(), extra=extra)
         if not keep_job:
             job.remove()
-        _say(f"{out}: {plan.n_notes} notes rendered for {grid * grid * len(plan.pitches) * len(plan.velocities)} "
-             f"bank notes", quiet)
+        _say(f"{out}: {plan.n_notes} notes decoded for {grid * grid * len(plan.pitches) * len(plan.velocities)} "
+             "bank notes", quiet)
         return info
-    finally:
-        dist.close()
+
+
+def _check_resumable(job: Job, plan: Plan, request: dict, batch: int | None) -> None:
+    if plan.key != request_key(request):
+        raise NsynthError(f"{job.path}: holds an unfinished render of other settings (corners, model, grid, notes, "
+                          "length, sampling or backend); delete it, or use --job for another folder")
+    if batch is not None and batch != plan.shard_size:
+        raise NsynthError(f"{job.path}: was planned with --batch {plan.shard_size}; resume with that (or delete "
+                          "the folder to start over)")
 
 
 def _summary(plan: Plan, todo: list[int] | None, where: str) -> str:

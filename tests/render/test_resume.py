@@ -89,3 +89,12 @@ def test_shards_of_another_plan_are_not_used(setup, reference, tmp_path):
     assert not list(job.shards.iterdir())
     job.remove()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_render_per_job_folder(setup, tmp_path):
+    root, corners, run = setup
+    job = Job(tmp_path / "bank.job")
+    with job.lock():
+        with pytest.raises(NsynthError, match="bank.job: another render is working in this job folder"):
+            render_bank(corners, run, tmp_path / "bank", **SMALL)
+    assert not (tmp_path / "bank").exists()
