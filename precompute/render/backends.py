@@ -20,7 +20,7 @@ from precompute.onnx_export import FILES, check_onnx_dir
 Progress = Callable[[int, int], None]
 CPU_BATCH = 32             # --batch auto on CPU
 MAX_BATCH = 4096
-ENCODE_BATCH = {"cpu": 8, "cuda": 64}
+ENCODE_BATCH = {"cpu": 8, "cuda": 16}  # notes encoded at once (full-length activations)
 ORT_PREFERENCE = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CPUExecutionProvider")
 
 

@@ -112,8 +112,10 @@ def _backend(kind: str, model: WaveNetAutoencoder, job: Job, device: torch.devic
 
 def _device(device: str | None, dist: Dist) -> torch.device:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", dist.local_rank)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(dev)  # CUDA graphs are captured on the current device
     return dev
 
 
