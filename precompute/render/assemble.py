@@ -2,10 +2,8 @@
 its timbre map."""
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 from device.bank import TIMBRE_MAP, BankInfo, BankWriter
 from device.errors import NsynthError
 from precompute.mulaw import mulaw_decode
-from precompute.render.job import Job
+from precompute.render.job import Job, remove_stale
 from precompute.render.plan import Plan
 from precompute.render.post import postprocess_block
 from precompute.render.timbre_map import draw_timbre_map
@@ -48,28 +46,10 @@ def timbre_cell(plan: Plan) -> tuple[int, int]:
     return p, len(plan.velocities) - 1
 
 
-def remove_stale_partials(out: Path) -> None:
-    """Drop `<bank>.partial-<pid>` folders that BankWriters of killed processes left beside `out`."""
-    for partial in out.parent.glob(f"{glob.escape(out.name)}.partial-*"):
-        pid = partial.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def assemble(job: Job, plan: Plan, out: str | os.PathLike, *, model: str, config_hash: str, extra: dict) -> BankInfo:
     """Post-process every block and write the bank at `out` (replacing any bank there only when complete)."""
     out = Path(out)
-    remove_stale_partials(out)
+    remove_stale(out.parent, f"{out.name}.partial-")  # BankWriters of killed renders
     shards = _Shards(job, plan)
     clicks = 0
     try:

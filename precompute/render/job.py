@@ -15,6 +15,7 @@ files; each process writes only the shards it decoded, so ranks and Ray's driver
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -137,8 +138,28 @@ class Job:
         return todo
 
     def remove(self) -> None:
-        """Delete the folder (renamed first, so a kill midway leaves no half-deleted job under its name)."""
+        """Delete the folder (renamed first, so a kill midway leaves no half-deleted job under its name), and
+        what killed removals left."""
         doomed = self.path.with_name(f".{self.path.name}.removing-{os.getpid()}")
         os.rename(self.path, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+        remove_stale(self.path.parent, f".{self.path.name}.removing-")
+
+
+def remove_stale(folder: Path, prefix: str) -> None:
+    """Delete `<prefix><pid>` entries in `folder` whose process is gone (left by a killed render)."""
+    for path in folder.glob(f"{glob.escape(prefix)}*"):
+        pid = path.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 

@@ -16,8 +16,7 @@ from device.errors import NsynthError
 from precompute.corners import Corner
 from precompute.render.render import check_corner_set, render_bank
 
-from conftest import CLI_SMALL, SMALL
-from test_render import same_bank
+from render_setup import CLI_SMALL, SMALL, same_bank
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from precompute.render.job import Job
 from precompute.render.render import render_bank
 from precompute.run import load_model, save_weights
 
-from conftest import SMALL
+from render_setup import SMALL
 
 
 def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path):

@@ -4,7 +4,7 @@ from device.bank import open_bank
 from precompute.render.job import Job
 from precompute.render.render import render_bank
 
-from conftest import SMALL
+from render_setup import SMALL
 
 
 def test_corner_cells_are_the_corners_exactly(setup, reference):

@@ -1,24 +1,12 @@
-import json
-
 import numpy as np
 import pytest
 
-from device.bank import SAMPLES, TIMBRE_MAP, open_bank
+from device.bank import TIMBRE_MAP, open_bank
 from device.cli import main
 from device.errors import NsynthError
 from precompute.render.job import Job
 from precompute.render.post import PEAK_LIMIT, rms
 from precompute.render.render import resolve_notes
-
-
-def manifest(bank):
-    m = json.loads((bank / "manifest.json").read_text())
-    m.pop("created")
-    return m
-
-
-def same_bank(a, b):
-    return (a / SAMPLES).read_bytes() == (b / SAMPLES).read_bytes() and manifest(a) == manifest(b)
 
 
 def test_cli_render_writes_a_valid_bank(reference):

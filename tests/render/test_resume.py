@@ -15,8 +15,7 @@ from device.errors import NsynthError
 from precompute.render.job import Job
 from precompute.render.render import render_bank
 
-from conftest import CLI_SMALL, SMALL
-from test_render import same_bank
+from render_setup import CLI_SMALL, SMALL, same_bank
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,12 +58,14 @@ def test_sigkill_at_random_moments_then_the_same_command_finishes(setup, referen
            *CLI_SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     rng = random.Random(6)
-    plan_json = tmp_path / "bank.job" / "plan.json"
+    plan_json, entries = tmp_path / "bank.job" / "plan.json", tmp_path / "bank.job" / "shards"
     killed_mid_render = 0
-    for delay in [rng.uniform(0.0, 2.5) for _ in range(3)]:
+    # first as soon as a shard is finished, then at random moments once the plan is written
+    for ready, delay in [(lambda: any(entries.glob("*.json")), rng.uniform(0, 0.05)),
+                         *[(plan_json.exists, rng.uniform(0.0, 2.5)) for _ in range(3)]]:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-        while proc.poll() is None and not plan_json.exists():
-            time.sleep(0.01)
+        while proc.poll() is None and not ready():
+            time.sleep(0.005)
         time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -87,6 +88,8 @@ def test_shards_of_another_plan_are_not_used(setup, reference, tmp_path):
     plan.key = "0" * 64  # a job folder whose plan.json was replaced by another render's
     assert job.pending(plan) == [0, 1, 2, 3, 4]
     assert not list(job.shards.iterdir())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".bank.job.removing-{int(gone.stdout)}").mkdir()  # a killed render's half-done removal
     job.remove()
     assert list(tmp_path.iterdir()) == []
 

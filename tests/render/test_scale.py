@@ -7,8 +7,7 @@ from pathlib import Path
 
 from precompute.render.render import render_bank
 
-from conftest import CLI_SMALL, SMALL
-from test_render import same_bank
+from render_setup import CLI_SMALL, SMALL, same_bank
 
 ROOT = Path(__file__).resolve().parents[2]
 
