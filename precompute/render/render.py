@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import sys
 import warnings
@@ -32,8 +31,6 @@ from precompute.render.plan import Plan, note_seed, request_key
 from precompute.render.post import rms
 from precompute.render.scale import Dist, connect_ray, render_ray, render_shard
 from precompute.run import WEIGHTS, load_model
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PITCHES = list(range(21, 109))
 DEFAULT_VELOCITIES = [25, 50, 75, 100, 127]
