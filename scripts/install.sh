@@ -22,7 +22,7 @@ PY="${PYTHON:-python3}"
 # torch==2.13.0 is the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 extras="precompute,device"
-[ "$mode" = dev ] && extras="$extras,dev"
+[ "$mode" = dev ] && extras="$extras,cluster,dev"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[$extras]"
 if [ "$mode" = dev ]; then
     # tests/magenta build real TensorFlow checkpoints and Magenta's forward pass in TF ops (test-only).

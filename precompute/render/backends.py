@@ -1,0 +1,132 @@
+"""Encoding and decoding backends: `torch` (precompute.generate) and `onnxruntime` (the exported ONNX models).
+
+Both take float audio / float32 embeddings as numpy arrays and return numpy arrays, sample with the same
+per-note seeded streams (precompute.generate), and so give the same greedy output up to float rounding.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from precompute.config import ModelConfig
+from precompute.generate import _NoteNoise, generate, sample_codes
+from precompute.model import WaveNetAutoencoder
+from precompute.mulaw import codes_to_input, mulaw_encode
+from precompute.onnx_export import FILES, check_onnx_dir
+
+Progress = Callable[[int, int], None]
+CPU_BATCH = 32             # --batch auto on CPU
+MAX_BATCH = 4096
+ENCODE_BATCH = {"cpu": 8, "cuda": 16}  # notes encoded at once (full-length activations)
+ORT_PREFERENCE = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CPUExecutionProvider")
+
+
+def auto_batch(cfg: ModelConfig, device: torch.device, length: int) -> int:
+    """The largest batch that fits: on CUDA from free memory (rings, per-frame conditioning, outputs, and
+    room for activations, in bf16), CPU_BATCH on CPU."""
+    if device.type != "cuda":
+        return CPU_BATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    frames = -(-length // cfg.hop)
+    rings = 2 * sum(2 ** (i % cfg.dec_stack) for i in range(cfg.dec_layers)) * cfg.dec_channels
+    cond = frames * (cfg.dec_layers * 2 * cfg.dec_channels + cfg.skip_channels)
+    activations = 16 * cfg.dec_layers * cfg.dec_channels
+    per_note = 2 * (rings + cond + activations) + 8 * length
+    batch = int(0.6 * free // per_note)
+    return int(np.clip(batch - batch % 8, 1, MAX_BATCH))
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: WaveNetAutoencoder, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.hop = model.cfg.hop
+
+    @torch.no_grad()
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """float audio [B, T] (T a multiple of hop) -> embeddings float32 [B, T // hop, E]."""
+        step = ENCODE_BATCH.get(self.device.type, 8)
+        out = []
+        for i in range(0, len(audio), step):
+            codes = mulaw_encode(torch.from_numpy(np.ascontiguousarray(audio[i:i + step])))
+            out.append(self.model.encode(codes.to(self.device)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
+               progress: Progress | None = None) -> np.ndarray:
+        """embeddings float32 [n, F, E] -> mu-law codes int8 [n, length]."""
+        codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), length=length, greedy=greedy,
+                         temperature=temperature, seeds=seeds, progress=progress)
+        return codes.cpu().numpy().astype(np.int8)
+
+
+def ort_providers(device_id: int = 0) -> list:
+    """Execution providers in order of preference among those installed (CUDA on GPU `device_id`)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen = [p for p in ORT_PREFERENCE if p in available] or available
+    return [(p, {"device_id": device_id}) if p in ("CUDAExecutionProvider", "ROCMExecutionProvider") else p
+            for p in chosen]
+
+
+class OnnxBackend:
+    """Runs encoder.onnx, project.onnx and decoder_step.onnx (rings passed in and out each step)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, files: dict[str, bytes], hop: int, device_id: int = 0):
+        import onnxruntime as ort
+
+        self.hop = hop
+        providers = ort_providers(device_id)
+        self.sessions = {k: ort.InferenceSession(blob, providers=providers) for k, blob in files.items()}
+        step = self.sessions["step"]
+        self.state_inputs = [(i.name, i.shape) for i in step.get_inputs()[2:]]
+        self.providers = step.get_providers()
+
+    @staticmethod
+    def read_files(onnx_dir: str | Path) -> tuple[dict[str, bytes], int]:
+        """An export folder's model files (bytes, so they can travel to Ray workers) and its hop."""
+        doc = check_onnx_dir(onnx_dir)
+        return {k: (Path(onnx_dir) / name).read_bytes() for k, name in FILES.items()}, int(doc["config"]["hop"])
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        x = codes_to_input(mulaw_encode(torch.from_numpy(np.ascontiguousarray(audio)))).numpy()
+        enc = self.sessions["encoder"]
+        return np.concatenate([enc.run(None, {"audio": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
+
+    def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
+               progress: Progress | None = None) -> np.ndarray:
+        n = emb.shape[0]
+        if length > emb.shape[1] * self.hop:
+            raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
+        cond = self.sessions["project"].run(None, {"embeddings": emb})[0]
+        state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
+        step = self.sessions["step"]
+        noise = None if greedy else _NoteNoise(seeds, "cpu")
+        x = np.zeros((n, 1), np.float32)
+        out = np.empty((n, length), np.int8)
+        for t in range(length):
+            logits, *rings = step.run(None, {"x": x, "cond": cond[:, t // self.hop], **state})
+            state = dict(zip(state, rings))
+            q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.at(t), temperature)
+            out[:, t] = q.numpy()
+            x = codes_to_input(q).numpy().reshape(n, 1)
+            if progress is not None and (t + 1) % 256 == 0:
+                progress(t + 1, length)
+        if progress is not None:
+            progress(length, length)
+        return out
+
+
+def describe(backend) -> str:
+    if isinstance(backend, OnnxBackend):
+        return f"onnxruntime ({', '.join(backend.providers)})"
+    return f"torch ({backend.device})"
+

@@ -1,0 +1,43 @@
+"""--backend onnxruntime: the exported encoder / projection / one-step decoder give torch's greedy output."""
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from device.bank import open_bank
+from precompute.render.backends import ort_providers
+from precompute.render.job import Job
+from precompute.render.render import render_bank
+from precompute.run import load_model, save_weights
+
+from render_setup import SMALL
+
+
+def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path):
+    root, corners, run = setup
+    sharp = tmp_path / "sharp"  # the tiny model's weights x3: varied (not constant) greedy output
+    shutil.copytree(run, sharp)
+    model = load_model(sharp)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(3)
+    save_weights(sharp, model)
+    settings = {**SMALL, "grid": 2, "length": 0.064, "batch": 8, "greedy": True, "keep_job": True}
+    for backend in ("torch", "onnxruntime"):
+        render_bank(corners, sharp, tmp_path / backend, backend=backend, **settings)
+    jt, jo = Job(tmp_path / "torch.job"), Job(tmp_path / "onnxruntime.job")
+    assert {p.name for p in jo.onnx.iterdir()} >= {"encoder.onnx", "decoder_step.onnx", "project.onnx"}
+    assert not jt.onnx.exists()
+    assert np.abs(jt.load_plan().corner_emb - jo.load_plan().corner_emb).max() < 1e-4
+    a, b = jt.read_shard(jt.load_plan(), 0).astype(int), jo.read_shard(jo.load_plan(), 0).astype(int)
+    assert a.shape == (8, 1024) and min(len(np.unique(r)) for r in a) > 5
+    assert np.abs(a[:, :256] - b[:, :256]).max() <= 1  # within one quantisation step at first ...
+    assert (a == b).mean() > 0.95                       # ... and the same codes almost everywhere
+    assert open_bank(tmp_path / "onnxruntime", verify=True).info.extra["backend"] == "onnxruntime"
+
+
+def test_execution_provider_is_one_installed():
+    chosen = [p if isinstance(p, str) else p[0] for p in ort_providers()]
+    assert chosen and set(chosen) <= set(ort.get_available_providers())
+    assert chosen[-1] == "CPUExecutionProvider"
