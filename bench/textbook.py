@@ -27,10 +27,10 @@ class TextbookGenerator:
         w = next(decoder.parameters())
         widths, dilations = [1] + [decoder.cfg.dec_channels] * len(decoder.dilations), [1] + decoder.dilations
         if queue == "fifo":
-            self.queues = [deque([torch.zeros(batch, c, dtype=w.dtype) for _ in range(2 * d)], maxlen=2 * d)
+            self.queues = [deque([w.new_zeros(batch, c) for _ in range(2 * d)], maxlen=2 * d)
                            for c, d in zip(widths, dilations)]
         else:
-            self.queues = [torch.zeros(batch, 2 * d + 1, c, dtype=w.dtype) for c, d in zip(widths, dilations)]
+            self.queues = [w.new_zeros(batch, 2 * d + 1, c) for c, d in zip(widths, dilations)]
         self.dilations = dilations
 
     def _taps(self, k: int, h: torch.Tensor) -> torch.Tensor:
@@ -68,12 +68,12 @@ def textbook_generate(decoder: Decoder, emb: torch.Tensor, length: int, queue: s
     """Greedy decoding with the textbook generator: emb [B, F, E] -> codes [B, length]."""
     gen = TextbookGenerator(decoder, emb.shape[0], queue)
     hop, half = decoder.cfg.hop, decoder.cfg.quant // 2
-    x = torch.zeros(emb.shape[0], 1)
+    x = emb.new_zeros(emb.shape[0], 1)
     codes = []
     for t in range(length):
         q = gen.step(x, emb[:, t // hop]).argmax(-1) - half
         codes.append(q)
-        x = (q.float() / half).unsqueeze(1)
+        x = (q.to(x.dtype) / half).unsqueeze(1)
     return torch.stack(codes, 1)
 
 

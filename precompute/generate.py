@@ -40,7 +40,7 @@ class _NoteNoise:
         return self.block[t - self.start: t - self.start + n]
 
 
-def _capture(stepper: Stepper) -> Callable[[], None]:
+def capture_chunk(stepper: Stepper) -> Callable[[], None]:
     """Record one chunk of steps as a CUDA graph (after a warm-up on a side stream); -> its replay."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -65,7 +65,7 @@ def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torc
     run = stepper.run_chunk
     if graph:
         stepper.set_frame(frames[0])
-        run = _capture(stepper)
+        run = capture_chunk(stepper)
     noise = None if greedy else _NoteNoise(seeds, emb.device)
     for t in range(0, length, chunk):
         if t % hop == 0:

@@ -2,12 +2,13 @@
 
 Per step and layer, six operations and no allocation: gather the three taps [t-2d, t-d, t] from the layer's
 ring (one `index_select` into a contiguous [B, 3R] buffer), one matmul with the conditioning as its bias, the
-gate as `tanh_` on one half and `glu` (tanh(b)·sigmoid(a)) written straight into its column block of G, the
+gate as tanh on one half and `glu` (tanh(b)·sigmoid(a)) written straight into its column block of G, the
 residual matmul, and an `index_copy_` of the result into the next layer's ring. All skip connections (and
 skip_start) are one matmul over G = [h0, g_1, ..., g_L] after the stack. Biases are folded away: the residual
 biases accumulate into constants c_i (rings hold h_i - c_i and start at -c_i, the image of the zero padding;
 c_i's effect on the taps joins the dilated bias), every dilated and skip bias joins a per-frame conditioning
-vector or a single skip bias, and 1/temperature is folded into the logits layer.
+vector or a single skip bias, and 1/temperature is folded into the logits layer. On the CPU, where torch's tanh
+is several times slower than its sigmoid, tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded into weights).
 
 Ring slots are computed on the device from a step counter, so a run of many steps has fixed addresses and CUDA
 can capture it once as a graph and replay it at any position; the CPU runs the same steps eagerly.
@@ -32,6 +33,7 @@ class Stepper:
         n = len(self.dilations)
         dev = torch.device(device)
         kw = dict(device=dev, dtype=dtype)
+        self._tanh_by_sigmoid = dev.type == "cpu"
         self._pack(decoder, temperature, kw)
 
         # Rings: stage 0 holds the decoder input x (taps t-2, t-1, t), stage i+1 the input of dilated layer i.
@@ -84,23 +86,25 @@ class Stepper:
         with torch.no_grad():
             p = {k: v.detach().to(device=kw["device"], dtype=torch.float64) for k, v in dec.state_dict().items()}
             swap = torch.cat([torch.arange(r, 2 * r), torch.arange(r)])  # gate halves as [tanh, sigmoid] for glu
+            scale = torch.ones(2 * r, 1, dtype=torch.float64, device=kw["device"])
+            if self._tanh_by_sigmoid:
+                scale[:r] = 2.0
             c = torch.zeros(r, dtype=torch.float64, device=kw["device"])
-            consts, w_dil, w_res, cond_bias = [], [], [], []
+            consts, w_dil, w_res = [], [], []
             w_skip = [p["skip_start.weight"].T]
             b_skip = p["skip_start.bias"].clone()
             cw, cb = p["cond.weight"].clone(), p["cond.bias"].clone()
             for i in range(n):
                 w, b = p[f"dilated.{i}.weight"], p[f"dilated.{i}.bias"]
                 consts.append(c.clone())
-                cond_bias.append((b + w @ c.repeat(3))[swap])
-                w_dil.append(w[swap].T)
+                w_dil.append((w[swap] * scale).T)
                 rw, rb = p[f"res_skip.{i}.weight"], p[f"res_skip.{i}.bias"]
                 w_res.append(rw[:r].T)
                 w_skip.append(rw[r:].T)
                 b_skip += rb[r:]
                 c = c + rb[:r]
                 sl = slice(2 * r * i, 2 * r * (i + 1))
-                cw[sl], cb[sl] = cw[sl][swap], cb[sl][swap] + cond_bias[-1]
+                cw[sl], cb[sl] = cw[sl][swap] * scale, (cb[sl] + b + w @ consts[-1].repeat(3))[swap] * scale[:, 0]
             cb[2 * r * n:] += p["out1.bias"]
             cast = lambda x: x.to(**kw).contiguous()  # noqa: E731
             self._w_start, self._b_start = cast(p["start.weight"].T), cast(p["start.bias"])
@@ -112,6 +116,7 @@ class Stepper:
             self._b_logits = cast(p["logits.bias"] / temperature)
             self._w_cond, self._b_cond = cast(cw.T), cast(cb)
             self._ring_init = [cast(-ci) for ci in consts]
+            self._minus_one = torch.full((r,), -1.0, **kw)
 
     @staticmethod
     def bytes_per_note(decoder: Decoder, dtype: torch.dtype, length: int) -> int:
@@ -143,7 +148,11 @@ class Stepper:
         for i, ring in enumerate(self.rings):
             torch.index_select(ring, 1, self._taps[i + 1], out=self._x3)
             torch.addmm(self._cond_layers[i], self._x3_flat, self._w_dil[i], out=self._z)
-            self._z_tanh.tanh_()
+            if self._tanh_by_sigmoid:
+                self._z_tanh.sigmoid_()
+                torch.add(self._minus_one, self._z_tanh, alpha=2, out=self._z_tanh)
+            else:
+                self._z_tanh.tanh_()
             g = self._g_blocks[i + 1]
             torch._C._nn.glu(self._z, -1, out=g)
             if i < last:
