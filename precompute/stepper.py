@@ -16,7 +16,6 @@ can capture it once as a graph and replay it at any position; the CPU runs the s
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from precompute.model import Decoder
 
