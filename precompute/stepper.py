@@ -1,7 +1,7 @@
 """The decoder packed for fast cached generation: fused weights, preallocated buffers, in-place rings.
 
 Per step and layer, six operations and no allocation: gather the three taps [t-2d, t-d, t] from the layer's
-ring (one `index_select` into a contiguous [B, 3R] buffer), one matmul with the conditioning as its bias, the
+time-major ring [2d+1, B, R] (one `index_select` into a contiguous [B, 3R] buffer), one matmul with the conditioning as its bias, the
 gate as tanh on one half and `glu` (tanh(b)·sigmoid(a)) written straight into its column block of G, the
 residual matmul, and an `index_copy_` of the result into the next layer's ring. All skip connections (and
 skip_start) are one matmul over G = [h0, g_1, ..., g_L] after the stack. Biases are folded away: the residual
@@ -39,7 +39,7 @@ class Stepper:
         # Period 2d+1, so the slot written at t never holds a tap still to be read at t.
         self.periods = [3] + [2 * d + 1 for d in self.dilations]
         self.x_ring = torch.zeros(batch, 3, **kw)
-        self.rings = [torch.empty(batch, p, r, **kw) for p in self.periods[1:]]
+        self.rings = [torch.empty(p, batch, r, **kw) for p in self.periods[1:]]  # time-major: slots contiguous
         offs, pers = [], []
         for p, d in zip(self.periods, [1] + self.dilations):
             offs += [-2 * d, -d, 0]
@@ -61,12 +61,13 @@ class Stepper:
         self.g = torch.empty(batch, (n + 1) * r, **kw)  # [h0, g_1 .. g_L]
         self._g_blocks = [self.g[:, r * i: r * (i + 1)] for i in range(n + 1)]
         self._x3 = torch.empty(batch, 3, r, **kw)
+        self._x3_by_tap = self._x3.permute(1, 0, 2)  # the gather writes tap-major into the [B, 3R] layout
         self._x3_flat = self._x3.view(batch, 3 * r)
         self._x3_now = self._x3[:, 2]
         self._x0 = torch.empty(batch, 3, **kw)
         self._z = torch.empty(batch, 2 * r, **kw)
         self._z_tanh = self._z[:, :r]
-        self._h = torch.empty(batch, 1, r, **kw)
+        self._h = torch.empty(1, batch, r, **kw)
         self._skip = torch.empty(batch, s, **kw)
         self._out = torch.empty(batch, s, **kw)
         self.logits = torch.empty(batch, q, **kw)
@@ -142,10 +143,10 @@ class Stepper:
         torch.remainder(self._tmp, self._pers, out=self.slots)
         torch.index_select(self.x_ring, 1, self._taps[0], out=self._x0)
         torch.addmm(self._b_start, self._x0, self._w_start, out=self._g_blocks[0])
-        self.rings[0].index_copy_(1, self._now[1], self._g_blocks[0].unsqueeze(1))
+        self.rings[0].index_copy_(0, self._now[1], self._g_blocks[0].unsqueeze(0))
         last = len(self.dilations) - 1
         for i, ring in enumerate(self.rings):
-            torch.index_select(ring, 1, self._taps[i + 1], out=self._x3)
+            torch.index_select(ring, 0, self._taps[i + 1], out=self._x3_by_tap)
             torch.addmm(self._cond_layers[i], self._x3_flat, self._w_dil[i], out=self._z)
             if self._tanh_by_sigmoid:
                 self._z_tanh.sigmoid_()
@@ -155,8 +156,8 @@ class Stepper:
             g = self._g_blocks[i + 1]
             torch._C._nn.glu(self._z, -1, out=g)
             if i < last:
-                torch.addmm(self._x3_now, g, self._w_res[i], out=self._h[:, 0])
-                self.rings[i + 1].index_copy_(1, self._now[i + 2], self._h)
+                torch.addmm(self._x3_now, g, self._w_res[i], out=self._h[0])
+                self.rings[i + 1].index_copy_(0, self._now[i + 2], self._h)
         torch.addmm(self._b_skip, self.g, self._w_skip, out=self._skip)
         self._skip.relu_()
         torch.addmm(self._cond_out, self._skip, self._w_out1, out=self._out)
