@@ -1,14 +1,15 @@
 """The decoder packed for fast cached generation: fused weights, preallocated buffers, in-place rings.
 
 Per step and layer, six operations and no allocation: gather the three taps [t-2d, t-d, t] from the layer's
-time-major ring [2d+1, B, R] (one `index_select` into a contiguous [B, 3R] buffer), one matmul with the conditioning as its bias, the
-gate as tanh on one half and `glu` (tanh(b)·sigmoid(a)) written straight into its column block of G, the
-residual matmul, and an `index_copy_` of the result into the next layer's ring. All skip connections (and
-skip_start) are one matmul over G = [h0, g_1, ..., g_L] after the stack. Biases are folded away: the residual
-biases accumulate into constants c_i (rings hold h_i - c_i and start at -c_i, the image of the zero padding;
-c_i's effect on the taps joins the dilated bias), every dilated and skip bias joins a per-frame conditioning
-vector or a single skip bias, and 1/temperature is folded into the logits layer. On the CPU, where torch's tanh
-is several times slower than its sigmoid, tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded into weights).
+time-major ring [2d+1, B, R] (one `index_select` into a contiguous [B, 3R] buffer), one matmul with the
+conditioning as its bias, the gate as tanh on one half and `glu` (tanh(b)·sigmoid(a)) written straight into its
+column block of G, the residual matmul, and an `index_copy_` of the result into the next layer's ring. All skip
+connections (and skip_start) are one matmul over G = [h0, g_1, ..., g_L] after the stack. Biases are folded away:
+the residual biases accumulate into constants c_i (rings hold h_i - c_i and start at -c_i, the image of the zero
+padding; c_i's effect on the taps joins the dilated bias), every dilated and skip bias joins a per-frame
+conditioning vector or a single skip bias, and 1/temperature is folded into the logits layer. On the CPU, where
+torch's tanh is several times slower than its sigmoid, tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded
+into the weights).
 
 Ring slots are computed on the device from a step counter, so a run of many steps has fixed addresses and CUDA
 can capture it once as a graph and replay it at any position; the CPU runs the same steps eagerly.
