@@ -195,7 +195,7 @@ def main() -> None:
         dev = torch.device("cuda")
         print(f"GPU: {torch.cuda.get_device_name(dev)}", flush=True)
         cfg = preset("nsynth")
-        per_note = Stepper.bytes_per_note(Decoder(cfg), torch.bfloat16, NOTE)
+        per_note = Stepper.bytes_per_note(Decoder(cfg), torch.bfloat16) + 8 * NOTE  # + output codes
         top = auto_batch(per_note, torch.cuda.mem_get_info(dev)[0])
         naive_gpu, _ = naive_rate("nsynth", dev, torch.bfloat16, args.naive_seconds)
         for b in sorted({64, 256, 1024, top} & set(range(1, top + 1))):

@@ -110,20 +110,22 @@ def generate(
     dev = emb.device
     on_cuda = dev.type == "cuda"
     dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
-    max_batch = b
-    if on_cuda:
-        max_batch = auto_batch(Stepper.bytes_per_note(decoder, dtype, length), torch.cuda.mem_get_info(dev)[0])
-    return render_parts(decoder, emb, seeds, length, max_batch, greedy=greedy, temperature=temperature, dtype=dtype,
+    return render_parts(decoder, emb, seeds, length, None, greedy=greedy, temperature=temperature, dtype=dtype,
                         graph=on_cuda and cuda_graph is not False, progress=progress)
 
 
 @torch.no_grad()
-def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], length: int, max_batch: int, *,
+def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], length: int, max_batch: int | None, *,
                  greedy: bool, temperature: float, dtype: torch.dtype, graph: bool,
                  progress: Callable[[int, int], None] | None) -> torch.Tensor:
-    """generate() for validated arguments, max_batch notes at a time -> codes [B, length]."""
+    """generate() for validated arguments, max_batch notes at a time -> codes [B, length].
+    max_batch None: all at once on the CPU; on CUDA as many as ~70% of the memory left free after `out` holds."""
     b = emb.shape[0]
     out = torch.empty(b, length, dtype=torch.int64, device=emb.device)
+    if max_batch is None:
+        max_batch = b
+        if emb.device.type == "cuda":
+            max_batch = auto_batch(Stepper.bytes_per_note(decoder, dtype), torch.cuda.mem_get_info(emb.device)[0])
     parts = split_batch(b, max_batch)
     for i, part in enumerate(parts):
         report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)

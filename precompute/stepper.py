@@ -120,12 +120,12 @@ class Stepper:
             self._minus_one = torch.full((r,), -1.0, **kw)
 
     @staticmethod
-    def bytes_per_note(decoder: Decoder, dtype: torch.dtype, length: int) -> int:
-        """Device memory one note of a batch needs (rings, buffers, its int64 output codes)."""
+    def bytes_per_note(decoder: Decoder, dtype: torch.dtype) -> int:
+        """Device memory one note of a batch needs (rings and buffers)."""
         cfg = decoder.cfg
         r, s, q, n = cfg.dec_channels, cfg.skip_channels, cfg.quant, cfg.dec_layers
-        elems = sum(2 * d + 1 for d in decoder.dilations) * r + (n + 1) * r + n * 2 * r + s + 5 * r + 3 * s + q
-        return elems * torch.finfo(dtype).bits // 8 + 8 * q + 8 * length + 16 * 128
+        elems = sum(2 * d + 1 for d in decoder.dilations) * r + (n + 1) * r + n * 2 * r + s + 6 * r + 2 * s + q
+        return elems * torch.finfo(dtype).bits // 8 + 8 * q + 16 * 128
 
     def reset(self) -> None:
         """Back to t = 0 with the zero history (as after construction)."""
