@@ -1,6 +1,6 @@
 """Benchmark: batched cached generation (ours) vs textbook incremental generators vs naive re-running, one run.
 
-    python bench/generate.py [--threads N] [--steps 128] [--rounds 3] [--batches 1,16,64] [--naive-seconds 3]
+    python bench/generate.py [--threads N] [--steps 128] [--rounds 5] [--batches 1,16,64] [--naive-seconds 3]
 
 For the `small` preset at each batch size, on the CPU: samples/s of (a) ours (precompute/stepper.py), (b) the
 textbook generator of bench/textbook.py with fastgen's FIFO queues and (b') with r9y9's shifted input buffers,
@@ -8,8 +8,9 @@ textbook generator of bench/textbook.py with fastgen's FIFO queues and (b') with
 it is compute-bound there already); the ratios (a)/(b), (a)/(b'), (a)/(c);
 and (a)'s FLOP/s as a fraction of torch.mm's FLOP/s at the model's matmul shapes and dtype, measured in the same
 run. (a), (b), (b') and the matmul reference are timed in interleaved rounds and the best round of each counts
-(other jobs share the CPU). With a GPU, the `nsynth` preset in bf16 with CUDA graphs at batch 64 and larger
-batches up to the free memory, with ms per 4-s note. Ends with one JSON line of the headline figures.
+(other jobs share the CPU); (b') runs a quarter of the steps. With a GPU, the `nsynth` preset in bf16 with CUDA
+graphs at batch 64 and larger batches up to the free memory, with ms per 4-s note. Ends with one JSON line of the
+headline figures.
 """
 from __future__ import annotations
 
@@ -124,15 +125,16 @@ def bench_batch(name: str, batch: int, dev: torch.device, dtype: torch.dtype, st
     emb = torch.randn(batch, 1, dec.cfg.bottleneck, device=dev).expand(-1, -(-steps // dec.cfg.hop), -1)
     ours = Ours(dec, emb, dtype, steps, graph=dev.type == "cuda")
     runs = {"ours": ours, "mm": MatmulReference(dec.cfg, batch, dtype, dev, ours.steps)}
-    for q in textbooks:
-        runs[q] = lambda q=q: textbook_generate(low, emb.to(dtype), ours.steps, queue=q)
+    n = {"ours": ours.steps, "mm": ours.steps, "fifo": ours.steps, "shift": max(16, ours.steps // 4)}
+    for q in textbooks:  # r9y9's shifted buffers are slow and steady: fewer steps
+        runs[q] = lambda q=q: textbook_generate(low, emb.to(dtype), n[q], queue=q)
     best = {k: float("inf") for k in runs}
     timed(ours, dev)  # warm-up
     timed(runs["mm"], dev)
     for _ in range(rounds):
         for k, fn in runs.items():
             best[k] = min(best[k], timed(fn, dev))
-    rate = {k: batch * ours.steps / best[k] for k in runs if k != "mm"}
+    rate = {k: batch * n[k] / best[k] for k in runs if k != "mm"}
     if naive:
         rate["naive"] = naive
     flops = flops_per_sample(dec.cfg)
@@ -169,7 +171,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for every method (default: idle cores)")
     ap.add_argument("--steps", type=int, default=128, help="timed steps per round")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--naive-seconds", type=float, default=3.0, help="time for naive re-running (at least 1 step)")
     args = ap.parse_args()
