@@ -123,7 +123,7 @@ def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], leng
     b = emb.shape[0]
     out = torch.empty(b, length, dtype=torch.int64, device=emb.device)
     if max_batch is None:
-        max_batch = b
+        max_batch = max(b, 1)
         if emb.device.type == "cuda":
             max_batch = auto_batch(Stepper.bytes_per_note(decoder, dtype), torch.cuda.mem_get_info(emb.device)[0])
     parts = split_batch(b, max_batch)

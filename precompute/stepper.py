@@ -196,5 +196,7 @@ def auto_batch(bytes_per_note: int, free_bytes: int, *, fraction: float = 0.7, c
 def split_batch(n: int, max_batch: int) -> list[slice]:
     """n notes -> the fewest batches of at most max_batch, sizes as equal as possible."""
     parts = -(-n // max_batch)
+    if parts == 0:
+        return []
     bounds = [n * i // parts for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]

@@ -130,6 +130,7 @@ def test_batch_planning():
     assert split_batch(10, 4) == [slice(0, 3), slice(3, 6), slice(6, 10)]
     assert split_batch(8, 8) == [slice(0, 8)]
     assert split_batch(1, 4096) == [slice(0, 1)]
+    assert split_batch(0, 4) == []
     model = WaveNetAutoencoder(preset("nsynth"))
     per_note = Stepper.bytes_per_note(model.decoder, torch.bfloat16)
     rings = 3 * sum(2 * 2 ** k + 1 for k in range(10)) * 512 * 2
@@ -149,3 +150,4 @@ def test_bad_arguments_are_refused():
         generate(model.decoder, emb, temperature=0.0, length=10)
     with pytest.raises(ValueError, match="frames"):
         generate(model.decoder, emb, length=513)
+    assert generate(model.decoder, torch.zeros(0, 1, 16), length=100).shape == (0, 100)
