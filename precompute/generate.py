@@ -1,88 +1,81 @@
-"""Batched autoregressive decoding: B notes at once from embeddings [B, F, E], with the cached one-step pass.
+"""Batched autoregressive decoding: B notes at once from embeddings [B, F, E], with the packed cached step.
 
 Sampling draws one uniform per note per step from that note's own seeded stream (inverse-CDF sampling), so a
-note's audio does not depend on which batch it was rendered in. On CUDA the step is captured once as a CUDA graph
-and replayed; the CPU path runs the same step eagerly.
+note's audio does not depend on which batch it was rendered in. The steps run in chunks of CHUNK_STEPS on fixed
+buffers (precompute/stepper.py); on CUDA a chunk is captured once as a CUDA graph and replayed with no host sync,
+and a batch larger than the free GPU memory holds is rendered in parts. The CPU runs the same chunks eagerly.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Sequence
 
 import torch
 
 from precompute.model import Decoder
-from precompute.mulaw import codes_to_input
+from precompute.stepper import Stepper, auto_batch, split_batch
 
 NOISE_CHUNK = 512  # steps of per-note uniforms drawn at a time
+CHUNK_STEPS = 128  # steps per captured graph (its gcd with the hop and NOISE_CHUNK is used)
 
 
 class _NoteNoise:
     """Per-note uniform streams: note b's u[t] depends only on (seeds[b], t)."""
 
-    def __init__(self, seeds: Sequence[int], device):
+    def __init__(self, seeds: Sequence[int], device: torch.device):
         self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.device = device
         self.block = None
         self.start = -NOISE_CHUNK
 
-    def at(self, t: int) -> torch.Tensor:
+    def steps(self, t: int, n: int) -> torch.Tensor:
+        """Uniforms for steps t..t+n-1 (within one NOISE_CHUNK block) -> [n, B, 1] on the device."""
         if t >= self.start + NOISE_CHUNK:
             self.start = t - t % NOISE_CHUNK
-            self.block = torch.stack([torch.rand(NOISE_CHUNK, generator=g) for g in self.gens], 1).to(self.device)
-        return self.block[t - self.start]
+            block = torch.stack([torch.rand(NOISE_CHUNK, generator=g) for g in self.gens], 1).unsqueeze(-1)
+            if self.device.type == "cuda":  # pinned + async: no host sync in the loop
+                block = block.pin_memory()
+            self.block = block.to(self.device, non_blocking=True)
+        return self.block[t - self.start: t - self.start + n]
 
 
-def sample_codes(logits: torch.Tensor, u: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
-    """logits [B, Q]; u [B] uniforms (None: greedy) -> codes [B] in [-Q/2, Q/2)."""
-    q = logits.shape[-1]
-    if u is None:
-        idx = logits.argmax(-1)
-    else:
-        cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
-        idx = (cdf < u.unsqueeze(-1) * cdf[:, -1:]).sum(-1).clamp_(max=q - 1)
-    return idx - q // 2
+def capture_chunk(stepper: Stepper) -> Callable[[], None]:
+    """Record one chunk of steps as a CUDA graph (after a warm-up on a side stream); -> its replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        stepper.run_chunk()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        stepper.run_chunk()
+    stepper.reset()
+    return graph.replay
 
 
-class _Stepper:
-    """One decoding step over persistent buffers (so CUDA can capture it as a graph)."""
-
-    def __init__(self, decoder: Decoder, cond: torch.Tensor, dtype: torch.dtype):
-        b = cond.shape[0]
-        dev = cond.device
-        self.decoder = decoder
-        self.state = decoder.init_state(b, device=dev, dtype=dtype)
-        self.t = torch.zeros((), dtype=torch.int64, device=dev)
-        self.x = torch.zeros(b, 1, device=dev, dtype=dtype)
-        self.cond = torch.zeros(b, cond.shape[-1], device=dev, dtype=dtype)
-        self.logits = None
-        self.graph = None
-
-    def _run(self):
-        self.logits = self.decoder.step_inplace(self.x, self.cond, self.state, self.t)
-        self.t += 1
-
-    def capture(self):
-        """Record the step as a CUDA graph (after a warm-up on a side stream), resetting the state it touched."""
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                self._run()
-        torch.cuda.current_stream().wait_stream(s)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._run()
-        for ring in self.state:
-            ring.zero_()
-        self.t.zero_()
-
-    def __call__(self) -> torch.Tensor:
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self._run()
-        return self.logits
+def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, greedy: bool,
+            temperature: float, dtype: torch.dtype, graph: bool, progress: Callable[[int], None]) -> None:
+    """Decode one batch: emb [B, F, E] -> class indices written into out [B, length]."""
+    hop, length = decoder.cfg.hop, out.shape[1]
+    chunk = math.gcd(hop, NOISE_CHUNK, CHUNK_STEPS)
+    stepper = Stepper(decoder, emb.shape[0], chunk=chunk, greedy=greedy, temperature=temperature, dtype=dtype,
+                      device=emb.device)
+    frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
+    run = stepper.run_chunk
+    if graph:
+        stepper.set_frame(frames[0])
+        run = capture_chunk(stepper)
+    noise = None if greedy else _NoteNoise(seeds, emb.device)
+    for t in range(0, length, chunk):
+        if t % hop == 0:
+            stepper.set_frame(frames[t // hop])
+        if noise is not None:
+            stepper.noise.copy_(noise.steps(t, chunk))
+        run()
+        n = min(chunk, length - t)
+        out[:, t:t + n].copy_(stepper.codes[:n, :, 0].T)
+        progress(t + n)
 
 
 @torch.no_grad()
@@ -101,36 +94,44 @@ def generate(
     """emb [B, F, E] -> mu-law codes [B, length] (int64 in [-128, 127]); length defaults to F * hop.
 
     dtype: compute dtype (default fp32 on CPU, bf16 on CUDA); cuda_graph: default on for CUDA.
-    progress(done_steps, total_steps) is called every few hundred steps.
+    progress(done_steps, total_steps) is called every chunk of steps (all parts of the batch counted).
+    On CUDA the batch is decoded in parts of as many notes as ~70% of the free memory holds.
     """
     hop = decoder.cfg.hop
     b, frames, _ = emb.shape
     length = frames * hop if length is None else length
     if length > frames * hop:
         raise ValueError(f"length {length} needs {-(-length // hop)} frames, got {frames}")
+    seeds = list(seeds) if seeds is not None else [0] * b
+    if len(seeds) != b:
+        raise ValueError(f"{len(seeds)} seeds for {b} notes")
+    if not greedy and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     dev = emb.device
     on_cuda = dev.type == "cuda"
     dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
-    dec = decoder.to(dtype) if dtype != next(decoder.parameters()).dtype else decoder
-    cond_frames = dec.project(emb.to(dtype))  # [B, F, C]: conditioning computed once per frame
-    stepper = _Stepper(dec, cond_frames, dtype)
-    if on_cuda and (cuda_graph is None or cuda_graph):
-        stepper.cond.copy_(cond_frames[:, 0])
-        stepper.capture()
-    noise = None if greedy else _NoteNoise(seeds if seeds is not None else [0] * b, dev)
-    out = torch.empty(b, length, dtype=torch.int64, device=dev)
-    for t in range(length):
-        if t % hop == 0:
-            stepper.cond.copy_(cond_frames[:, t // hop])
-        logits = stepper()
-        q = sample_codes(logits, None if noise is None else noise.at(t), temperature)
-        out[:, t] = q
-        stepper.x.copy_(codes_to_input(q).unsqueeze(1))
-        if progress is not None and (t + 1) % 256 == 0:
-            progress(t + 1, length)
-    if progress is not None:
-        progress(length, length)
-    return out
+    return render_parts(decoder, emb, seeds, length, None, greedy=greedy, temperature=temperature, dtype=dtype,
+                        graph=on_cuda and cuda_graph is not False, progress=progress)
+
+
+@torch.no_grad()
+def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], length: int, max_batch: int | None, *,
+                 greedy: bool, temperature: float, dtype: torch.dtype, graph: bool,
+                 progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    """generate() for validated arguments, max_batch notes at a time -> codes [B, length].
+    max_batch None: all at once on the CPU; on CUDA as many as ~70% of the memory left free after `out` holds."""
+    b = emb.shape[0]
+    out = torch.empty(b, length, dtype=torch.int64, device=emb.device)
+    if max_batch is None:
+        max_batch = max(b, 1)
+        if emb.device.type == "cuda":
+            max_batch = auto_batch(Stepper.bytes_per_note(decoder, dtype), torch.cuda.mem_get_info(emb.device)[0])
+    parts = split_batch(b, max_batch)
+    for i, part in enumerate(parts):
+        report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)
+        _render(decoder, emb[part], seeds[part], out[part], greedy=greedy, temperature=temperature, dtype=dtype,
+                graph=graph, progress=report)
+    return out.sub_(decoder.cfg.quant // 2)
 
 
 class ETA:

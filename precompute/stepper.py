@@ -1,0 +1,202 @@
+"""The decoder packed for fast cached generation: fused weights, preallocated buffers, in-place rings.
+
+Per step and layer, six operations and no allocation: gather the three taps [t-2d, t-d, t] from the layer's
+time-major ring [2d+1, B, R] (one `index_select` into a contiguous [B, 3R] buffer), one matmul with the
+conditioning as its bias, the gate as tanh on one half and `glu` (tanh(b)·sigmoid(a)) written straight into its
+column block of G, the residual matmul, and an `index_copy_` of the result into the next layer's ring. All skip
+connections (and skip_start) are one matmul over G = [h0, g_1, ..., g_L] after the stack. Biases are folded away:
+the residual biases accumulate into constants c_i (rings hold h_i - c_i and start at -c_i, the image of the zero
+padding; c_i's effect on the taps joins the dilated bias), every dilated and skip bias joins a per-frame
+conditioning vector or a single skip bias, and 1/temperature is folded into the logits layer. On the CPU, where
+torch's tanh is several times slower than its sigmoid, tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded
+into the weights).
+
+Ring slots are computed on the device from a step counter, so a run of many steps has fixed addresses and CUDA
+can capture it once as a graph and replay it at any position; the CPU runs the same steps eagerly.
+"""
+from __future__ import annotations
+
+import torch
+
+from precompute.model import Decoder
+
+
+class Stepper:
+    """Batched, sampled or greedy decoding of `batch` notes, `chunk` steps per call of `run_chunk`."""
+
+    def __init__(self, decoder: Decoder, batch: int, *, chunk: int, greedy: bool, temperature: float = 1.0,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        cfg = decoder.cfg
+        r, s, q = cfg.dec_channels, cfg.skip_channels, cfg.quant
+        self.r, self.q, self.batch, self.chunk, self.greedy = r, q, batch, chunk, greedy
+        self.dilations = list(decoder.dilations)
+        n = len(self.dilations)
+        dev = torch.device(device)
+        kw = dict(device=dev, dtype=dtype)
+        self._tanh_by_sigmoid = dev.type == "cpu"
+        self._pack(decoder, temperature, kw)
+
+        # Rings: stage 0 holds the decoder input x (taps t-2, t-1, t), stage i+1 the input of dilated layer i.
+        # Period 2d+1, so the slot written at t never holds a tap still to be read at t.
+        self.periods = [3] + [2 * d + 1 for d in self.dilations]
+        self.x_ring = torch.zeros(batch, 3, **kw)
+        self.rings = [torch.empty(p, batch, r, **kw) for p in self.periods[1:]]  # time-major: slots contiguous
+        offs, pers = [], []
+        for p, d in zip(self.periods, [1] + self.dilations):
+            offs += [-2 * d, -d, 0]
+            pers += [p] * 3
+        offs.append(1)  # slot of x at t+1, written once x is sampled
+        pers.append(3)
+        self.t = torch.zeros((), dtype=torch.int64, device=dev)
+        self._offs = torch.tensor(offs, device=dev)
+        self._pers = torch.tensor(pers, device=dev)
+        self._tmp = torch.empty_like(self._offs)
+        self.slots = torch.empty_like(self._offs)
+        self._taps = [self.slots[3 * k: 3 * k + 3] for k in range(n + 1)]
+        self._now = [self.slots[3 * k + 2: 3 * k + 3] for k in range(n + 1)]
+        self._x_next = self.slots[-1:]
+
+        self.cond = torch.zeros(batch, n * 2 * r + s, **kw)
+        self._cond_layers = [self.cond[:, 2 * r * i: 2 * r * (i + 1)] for i in range(n)]
+        self._cond_out = self.cond[:, 2 * r * n:]
+        self.g = torch.empty(batch, (n + 1) * r, **kw)  # [h0, g_1 .. g_L]
+        self._g_blocks = [self.g[:, r * i: r * (i + 1)] for i in range(n + 1)]
+        self._x3 = torch.empty(batch, 3, r, **kw)
+        self._x3_by_tap = self._x3.permute(1, 0, 2)  # the gather writes tap-major into the [B, 3R] layout
+        self._x3_flat = self._x3.view(batch, 3 * r)
+        self._x3_now = self._x3[:, 2]
+        self._x0 = torch.empty(batch, 3, **kw)
+        self._z = torch.empty(batch, 2 * r, **kw)
+        self._z_tanh = self._z[:, :r]
+        self._h = torch.empty(1, batch, r, **kw)
+        self._skip = torch.empty(batch, s, **kw)
+        self._out = torch.empty(batch, s, **kw)
+        self.logits = torch.empty(batch, q, **kw)
+        self._probs = torch.empty(batch, q, device=dev, dtype=torch.float32)
+        self._cdf = torch.empty(batch, q, device=dev, dtype=torch.float32)
+        self._v = torch.empty(batch, 1, device=dev, dtype=torch.float32)
+        self._idx = torch.empty(batch, 1, device=dev, dtype=torch.int64)
+        self._x_new = torch.empty(batch, 1, **kw)
+        self.noise = torch.zeros(chunk, batch, 1, device=dev, dtype=torch.float32)  # uniforms per step, note
+        self.codes = torch.zeros(chunk, batch, 1, device=dev, dtype=torch.int64)  # class index per step, note
+        self.reset()
+
+    def _pack(self, dec: Decoder, temperature: float, kw: dict) -> None:
+        r = self.r
+        n = len(self.dilations)
+        with torch.no_grad():
+            p = {k: v.detach().to(device=kw["device"], dtype=torch.float64) for k, v in dec.state_dict().items()}
+            swap = torch.cat([torch.arange(r, 2 * r), torch.arange(r)])  # gate halves as [tanh, sigmoid] for glu
+            scale = torch.ones(2 * r, 1, dtype=torch.float64, device=kw["device"])
+            if self._tanh_by_sigmoid:
+                scale[:r] = 2.0
+            c = torch.zeros(r, dtype=torch.float64, device=kw["device"])
+            consts, w_dil, w_res = [], [], []
+            w_skip = [p["skip_start.weight"].T]
+            b_skip = p["skip_start.bias"].clone()
+            cw, cb = p["cond.weight"].clone(), p["cond.bias"].clone()
+            for i in range(n):
+                w, b = p[f"dilated.{i}.weight"], p[f"dilated.{i}.bias"]
+                consts.append(c.clone())
+                w_dil.append((w[swap] * scale).T)
+                rw, rb = p[f"res_skip.{i}.weight"], p[f"res_skip.{i}.bias"]
+                w_res.append(rw[:r].T)
+                w_skip.append(rw[r:].T)
+                b_skip += rb[r:]
+                c = c + rb[:r]
+                sl = slice(2 * r * i, 2 * r * (i + 1))
+                cw[sl], cb[sl] = cw[sl][swap] * scale, (cb[sl] + b + w @ consts[-1].repeat(3))[swap] * scale[:, 0]
+            cb[2 * r * n:] += p["out1.bias"]
+            cast = lambda x: x.to(**kw).contiguous()  # noqa: E731
+            self._w_start, self._b_start = cast(p["start.weight"].T), cast(p["start.bias"])
+            self._w_dil = [cast(w) for w in w_dil]
+            self._w_res = [cast(w) for w in w_res[:-1]]  # the last layer's residual is never read
+            self._w_skip, self._b_skip = cast(torch.cat(w_skip)), cast(b_skip)
+            self._w_out1 = cast(p["out1.weight"].T)
+            self._w_logits = cast(p["logits.weight"].T / temperature)
+            self._b_logits = cast(p["logits.bias"] / temperature)
+            self._w_cond, self._b_cond = cast(cw.T), cast(cb)
+            self._ring_init = [cast(-ci) for ci in consts]
+            self._minus_one = torch.full((r,), -1.0, **kw)
+
+    @staticmethod
+    def bytes_per_note(decoder: Decoder, dtype: torch.dtype) -> int:
+        """Device memory one note of a batch needs (rings and buffers)."""
+        cfg = decoder.cfg
+        r, s, q, n = cfg.dec_channels, cfg.skip_channels, cfg.quant, cfg.dec_layers
+        elems = sum(2 * d + 1 for d in decoder.dilations) * r + (n + 1) * r + n * 2 * r + s + 6 * r + 2 * s + q
+        return elems * torch.finfo(dtype).bits // 8 + 8 * q + 16 * 128
+
+    def reset(self) -> None:
+        """Back to t = 0 with the zero history (as after construction)."""
+        self.t.zero_()
+        self.x_ring.zero_()
+        for ring, init in zip(self.rings, self._ring_init):
+            ring.copy_(init)
+
+    def set_frame(self, emb_frame: torch.Tensor) -> None:
+        """emb_frame [B, E]: conditioning for the following steps (one matmul per frame, not per step)."""
+        torch.addmm(self._b_cond, emb_frame.to(self._w_cond.dtype), self._w_cond, out=self.cond)
+
+    def step(self, k: int) -> None:
+        """One step at the device counter t; sample k of the chunk reads noise[k] and writes codes[k]."""
+        torch.add(self._offs, self.t, out=self._tmp)
+        torch.remainder(self._tmp, self._pers, out=self.slots)
+        torch.index_select(self.x_ring, 1, self._taps[0], out=self._x0)
+        torch.addmm(self._b_start, self._x0, self._w_start, out=self._g_blocks[0])
+        self.rings[0].index_copy_(0, self._now[1], self._g_blocks[0].unsqueeze(0))
+        last = len(self.dilations) - 1
+        for i, ring in enumerate(self.rings):
+            torch.index_select(ring, 0, self._taps[i + 1], out=self._x3_by_tap)
+            torch.addmm(self._cond_layers[i], self._x3_flat, self._w_dil[i], out=self._z)
+            if self._tanh_by_sigmoid:
+                self._z_tanh.sigmoid_()
+                torch.add(self._minus_one, self._z_tanh, alpha=2, out=self._z_tanh)
+            else:
+                self._z_tanh.tanh_()
+            g = self._g_blocks[i + 1]
+            torch._C._nn.glu(self._z, -1, out=g)
+            if i < last:
+                torch.addmm(self._x3_now, g, self._w_res[i], out=self._h[0])
+                self.rings[i + 1].index_copy_(0, self._now[i + 2], self._h)
+        torch.addmm(self._b_skip, self.g, self._w_skip, out=self._skip)
+        self._skip.relu_()
+        torch.addmm(self._cond_out, self._skip, self._w_out1, out=self._out)
+        self._out.relu_()
+        torch.addmm(self._b_logits, self._out, self._w_logits, out=self.logits)
+        self._sample(k)
+        self.t.add_(1)
+
+    def _sample(self, k: int) -> None:
+        idx = self._idx
+        if self.greedy:
+            torch.argmax(self.logits, -1, keepdim=True, out=idx)
+        else:  # inverse CDF: the first class whose cumulative probability reaches u (of the total)
+            torch.softmax(self.logits, -1, dtype=torch.float32, out=self._probs)
+            torch.cumsum(self._probs, -1, out=self._cdf)
+            torch.mul(self.noise[k], self._cdf[:, -1:], out=self._v)
+            torch.searchsorted(self._cdf, self._v, out=idx)
+            idx.clamp_(max=self.q - 1)
+        self.codes[k].copy_(idx)
+        torch.mul(idx, 2.0 / self.q, out=self._x_new)  # network input (idx - q/2) / (q/2)
+        self._x_new.sub_(1.0)
+        self.x_ring.index_copy_(1, self._x_next, self._x_new)
+
+    def run_chunk(self) -> None:
+        """`chunk` steps; the unit captured as one CUDA graph."""
+        for k in range(self.chunk):
+            self.step(k)
+
+
+def auto_batch(bytes_per_note: int, free_bytes: int, *, fraction: float = 0.7, cap: int = 4096) -> int:
+    """Largest batch whose buffers fit in `fraction` of the free memory, at most `cap`, at least 1."""
+    return max(1, min(cap, int(free_bytes * fraction) // bytes_per_note))
+
+
+def split_batch(n: int, max_batch: int) -> list[slice]:
+    """n notes -> the fewest batches of at most max_batch, sizes as equal as possible."""
+    parts = -(-n // max_batch)
+    if parts == 0:
+        return []
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]

@@ -1,0 +1,153 @@
+"""The fast generation path (precompute/stepper.py, generate.py) gives the model's results: the teacher-forced
+full pass, the textbook generator of bench/, per-note seeding; and its CUDA batch planning is sound."""
+import pytest
+import torch
+
+from bench.textbook import naive_step, textbook_generate
+from precompute.config import preset
+from precompute.generate import NOISE_CHUNK, _NoteNoise, generate, render_parts
+from precompute.model import WaveNetAutoencoder, shift
+from precompute.mulaw import codes_to_input
+from precompute.stepper import Stepper, auto_batch, split_batch
+
+
+def _model(name, seed=0):
+    torch.manual_seed(seed)
+    model = WaveNetAutoencoder(preset(name)).eval()
+    with torch.no_grad():  # non-zero biases everywhere, so every folded bias is exercised
+        for p in model.decoder.parameters():
+            if p.ndim == 1:
+                p.normal_(0, 0.1)
+    return model
+
+
+def _full_pass(model, codes, emb):
+    x = codes_to_input(codes)
+    with torch.no_grad():
+        return model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
+
+
+def _run(stepper, emb, steps, noise=None):
+    """Drive a stepper by hand: -> (class indices [B, steps], logits [B, steps, Q])."""
+    hop, codes, logits = 512, [], []
+    frames = emb.transpose(0, 1).contiguous()
+    for t in range(0, steps, stepper.chunk):
+        if t % hop == 0:
+            stepper.set_frame(frames[t // hop])
+        if noise is not None:
+            stepper.noise.copy_(noise.steps(t, stepper.chunk))
+        for k in range(stepper.chunk):
+            stepper.step(k)
+            logits.append(stepper.logits.clone())
+        codes.append(stepper.codes[:, :, 0].T.clone())
+    return torch.cat(codes, 1), torch.stack(logits, 1)
+
+
+@pytest.mark.parametrize("name,steps", [("tiny", 3 * 512 + 128), ("small", 640)])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+@torch.no_grad()
+def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature):
+    """Every step's logits (scaled by 1/temperature) equal the teacher-forced pass over the generated codes."""
+    model = _model(name)
+    emb = torch.randn(3, 2 + steps // 512, 16)
+    stepper = Stepper(model.decoder, 3, chunk=64, greedy=True, temperature=temperature)
+    idx, logits = _run(stepper, emb, steps)
+    codes = idx - 128
+    full = _full_pass(model, codes, emb[:, : -(-steps // 512)])
+    assert (logits * temperature - full).abs().max() <= 1e-4
+    assert torch.equal(full.argmax(-1), idx)
+    assert len(set(codes.flatten().tolist())) > 3  # not a constant output
+    # the counter and the rings carry over chunks; reset() restarts from silence
+    assert int(stepper.t) == steps
+    stepper.reset()
+    again, _ = _run(stepper, emb, 128)
+    assert torch.equal(again, idx[:, :128])
+
+
+@torch.no_grad()
+def test_sampling_is_the_inverse_cdf_of_each_notes_uniforms():
+    model = _model("tiny")
+    emb = torch.randn(4, 2, 16)
+    seeds = [5, 6, 7, 8]
+    codes = generate(model.decoder, emb, seeds=seeds, temperature=0.8, length=700)
+    logits = _full_pass(model, codes, emb) / 0.8
+    noise = _NoteNoise(seeds, torch.device("cpu"))
+    u = torch.cat([noise.steps(t, NOISE_CHUNK)[:, :, 0].T for t in range(0, 1024, NOISE_CHUNK)], 1)[:, :700]
+    cdf = torch.softmax(logits, -1).cumsum(-1)
+    expect = (cdf < u.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp(max=255) - 128
+    assert (expect != codes).float().mean() < 0.002  # only rounding at a bin edge may differ
+    assert len(set(codes.flatten().tolist())) > 20
+
+
+@torch.no_grad()
+def test_fast_path_and_the_textbook_generator_agree_greedily():
+    model = _model("tiny", seed=1)
+    emb = torch.randn(2, 3, 16)
+    ours = generate(model.decoder, emb, greedy=True, length=1300)
+    for queue in ("fifo", "shift"):
+        assert torch.equal(textbook_generate(model.decoder, emb, 1300, queue=queue), ours)
+
+
+@torch.no_grad()
+def test_naive_step_predicts_the_same_sample():
+    model = _model("tiny", seed=2)
+    emb = torch.randn(2, 3, 16)
+    codes = generate(model.decoder, emb, greedy=True, length=1200)
+    x = shift(codes_to_input(codes).unsqueeze(-1), 1).squeeze(-1)
+    for t in (5, 700, 1200):
+        assert torch.equal(naive_step(model.decoder, x[:, :t], emb).argmax(-1) - 128, codes[:, t - 1])
+
+
+@torch.no_grad()
+def test_notes_do_not_depend_on_how_the_batch_is_split():
+    model = _model("tiny")
+    emb = torch.randn(7, 2, 16)
+    seeds = list(range(100, 107))
+    kw = dict(greedy=False, temperature=1.0, dtype=torch.float32, graph=False, progress=None)
+    whole = render_parts(model.decoder, emb, seeds, 600, 7, **kw)
+    seen = []
+    parts = render_parts(model.decoder, emb, seeds, 600, 3, **{**kw, "progress": lambda d, n: seen.append((d, n))})
+    assert torch.equal(whole, parts)
+    assert seen[-1] == (3 * 600, 3 * 600) and all(n == 1800 for _, n in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+@torch.no_grad()
+def test_bf16_steps_follow_the_fp32_model():
+    """The CUDA default dtype, run on the CPU: greedy bf16 codes are mostly the fp32 model's argmax."""
+    model = _model("tiny")
+    emb = torch.randn(2, 1, 16)
+    codes = generate(model.decoder, emb, greedy=True, length=400, dtype=torch.bfloat16)
+    assert next(model.decoder.parameters()).dtype == torch.float32  # the caller's model is untouched
+    agree = (_full_pass(model, codes, emb).argmax(-1) - 128 == codes).float().mean()
+    assert agree > 0.9
+
+
+def test_batch_planning():
+    assert auto_batch(1000, 10_000_000) == 4096
+    assert auto_batch(1000, 1_000_000) == 700
+    assert auto_batch(10**9, 10**6) == 1
+    assert split_batch(10, 4) == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    assert split_batch(8, 8) == [slice(0, 8)]
+    assert split_batch(1, 4096) == [slice(0, 1)]
+    assert split_batch(0, 4) == []
+    model = WaveNetAutoencoder(preset("nsynth"))
+    per_note = Stepper.bytes_per_note(model.decoder, torch.bfloat16)
+    rings = 3 * sum(2 * 2 ** k + 1 for k in range(10)) * 512 * 2
+    assert rings < per_note < rings + 200_000  # rings (6.3 MB) dominate
+    tiny = WaveNetAutoencoder(preset("tiny")).decoder
+    stepper = Stepper(tiny, 5, chunk=8, greedy=True, dtype=torch.bfloat16)
+    allocated = sum(t.numel() * t.element_size() for t in stepper.rings) + stepper.x_ring.numel() * 2
+    assert allocated <= 5 * Stepper.bytes_per_note(tiny, torch.bfloat16)
+
+
+def test_bad_arguments_are_refused():
+    model = WaveNetAutoencoder(preset("tiny"))
+    emb = torch.zeros(2, 1, 16)
+    with pytest.raises(ValueError, match="seeds"):
+        generate(model.decoder, emb, seeds=[1], length=10)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model.decoder, emb, temperature=0.0, length=10)
+    with pytest.raises(ValueError, match="frames"):
+        generate(model.decoder, emb, length=513)
+    assert generate(model.decoder, torch.zeros(0, 1, 16), length=100).shape == (0, 100)
