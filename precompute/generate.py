@@ -40,6 +40,18 @@ class _NoteNoise:
         return self.block[t - self.start: t - self.start + n]
 
 
+def sample_codes(logits: torch.Tensor, u: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
+    """The stepper's sampling rule for one step outside it (e.g. onnxruntime): logits [B, Q]; u [B] uniforms
+    (None: greedy) -> codes [B] in [-Q/2, Q/2)."""
+    q = logits.shape[-1]
+    if u is None:
+        idx = logits.argmax(-1)
+    else:
+        cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
+        idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).squeeze(-1).clamp_(max=q - 1)
+    return idx - q // 2
+
+
 def capture_chunk(stepper: Stepper) -> Callable[[], None]:
     """Record one chunk of steps as a CUDA graph (after a warm-up on a side stream); -> its replay."""
     side = torch.cuda.Stream()

@@ -109,13 +109,13 @@ class OnnxBackend:
         cond = self.sessions["project"].run(None, {"embeddings": emb})[0]
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]
-        noise = None if greedy else _NoteNoise(seeds, "cpu")
+        noise = None if greedy else _NoteNoise(seeds, torch.device("cpu"))
         x = np.zeros((n, 1), np.float32)
         out = np.empty((n, length), np.int8)
         for t in range(length):
             logits, *rings = step.run(None, {"x": x, "cond": cond[:, t // self.hop], **state})
             state = dict(zip(state, rings))
-            q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.at(t), temperature)
+            q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.steps(t, 1)[0, :, 0], temperature)
             out[:, t] = q.numpy()
             x = codes_to_input(q).numpy().reshape(n, 1)
             if progress is not None and (t + 1) % 256 == 0:

@@ -151,3 +151,20 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="frames"):
         generate(model.decoder, emb, length=513)
     assert generate(model.decoder, torch.zeros(0, 1, 16), length=100).shape == (0, 100)
+
+
+@torch.no_grad()
+def test_sample_codes_follows_the_stepper():
+    """The one-step sampling rule used outside the stepper (onnxruntime) picks what generate() picks."""
+    from precompute.generate import sample_codes
+
+    model = WaveNetAutoencoder(preset("tiny")).eval()
+    emb = torch.randn(3, 2, 16)
+    seeds = [4, 5, 6]
+    codes = generate(model.decoder, emb, seeds=seeds, temperature=0.8)
+    x = codes_to_input(codes)
+    logits = model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
+    noise = _NoteNoise(seeds, torch.device("cpu"))
+    picked = torch.stack([sample_codes(logits[:, t], noise.steps(t, 1)[0, :, 0], 0.8) for t in range(codes.shape[1])], 1)
+    assert (picked == codes).float().mean() > 0.99  # equal up to float rounding at a bin edge
+    assert torch.equal(sample_codes(logits[:, 7], None), logits[:, 7].argmax(-1) - 128)
