@@ -247,3 +247,31 @@ def test_play_with_the_simulator_window(banks, tmp_path):
     assert sr == 48000 and loud.size > 0.5 * sr  # the key was held ~0.8 s
     h = harmonics(mono[loud[0] + 4800:loud[0] + 4800 + sr // 4])
     assert h.argmax() == 2 and h[2] > 10 * np.delete(h, 2).max(), h  # the bank's top-left corner
+
+
+def test_sighup_reloads_the_bank_the_encoders_chose(rig, banks):
+    rig.board.turn(0, 1)
+    assert rig.render_until(lambda: rig.engine.bank.path == banks / "tl2_tr_bl_br")
+    bank = rig.slot.reload()
+    assert bank is not None and bank.path == banks / "tl2_tr_bl_br"
+    rig.render_until(lambda: False, timeout=0.05)
+    assert rig.engine.bank is bank
+
+
+def test_an_error_in_the_foreground_poll_stops_play_and_is_raised():
+    from device.errors import NsynthError
+    from device.live import _run_foreground
+    polls = []
+
+    def window(poll):  # a window's event loop: polls until told to stop (a Tk callback would only print errors)
+        while poll():
+            polls.append(1)
+    with pytest.raises(NsynthError, match="audio callback failed"):
+        _run_foreground(window, lambda: len(polls) < 3 or (_ for _ in ()).throw(NsynthError("audio callback failed")))
+    assert len(polls) == 3
+
+
+def test_banks_needs_board(capsys):
+    from device.cli import main
+    assert main(["play", "--bank", "x", "--banks", "y"]) == 1
+    assert "--banks needs --board" in capsys.readouterr().err
