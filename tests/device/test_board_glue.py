@@ -209,9 +209,9 @@ _SIM_SCRIPT = textwrap.dedent('''
         t0 = time.monotonic()
         steps = [(0.3, lambda w: w.root.focus_force()),
                  (0.5, lambda w: w.pad.event_generate("<ButtonPress-1>", x=15, y=15)),
-                 (0.8, lambda w: w.root.event_generate("<KeyPress>", keysym="a", when="tail")),
-                 (1.6, lambda w: w.root.event_generate("<KeyRelease>", keysym="a", when="tail")),
-                 (2.0, lambda w: w.root.tk.call(w.root.protocol("WM_DELETE_WINDOW")))]  # the close button
+                 (1.0, lambda w: w.root.event_generate("<KeyPress>", keysym="a", when="tail")),
+                 (1.8, lambda w: w.root.event_generate("<KeyRelease>", keysym="a", when="tail")),
+                 (2.2, lambda w: w.root.tk.call(w.root.protocol("WM_DELETE_WINDOW")))]  # the close button
 
         def player():
             while steps and time.monotonic() - t0 >= steps[0][0]:
@@ -275,3 +275,36 @@ def test_banks_needs_board(capsys):
     from device.cli import main
     assert main(["play", "--bank", "x", "--banks", "y"]) == 1
     assert "--banks needs --board" in capsys.readouterr().err
+
+
+def test_ons_runs_the_real_drivers_on_i2c_bus_1(banks, tmp_path, monkeypatch):
+    """--board ons: smbus2 and RPi.GPIO faked at the edge (speaking the board's frames and the GPIO API)."""
+    import types
+
+    import smbus2
+
+    from hardware.frame import ADDRESS
+    from hardware.oled import OLED_ADDRESS
+    from hardware.sim import FakeSMBus, SimulatedBoard, SimulatedGPIO, SimulatedSSD1306
+    gpio, twin, panel, opened = SimulatedGPIO(), SimulatedBoard(), SimulatedSSD1306(), []
+
+    def smbus(port):
+        opened.append(port)
+        return FakeSMBus({ADDRESS: twin, OLED_ADDRESS: panel})
+    monkeypatch.setattr(smbus2, "SMBus", smbus)
+    monkeypatch.setitem(sys.modules, "RPi", types.SimpleNamespace(GPIO=gpio))
+    monkeypatch.setitem(sys.modules, "RPi.GPIO", gpio)
+    engine = Engine(open_bank(banks / "tl_tr_bl_br"))
+    source = board_source("ons", patches=tmp_path / "p.json")
+    source.attach(engine, FrameClock(48000, 128), BankSlot(engine, engine.bank.path, tmp_path))
+    source.start(engine.post_params)
+    try:
+        twin.set_touch((10, 0))  # top-right
+        deadline = time.monotonic() + 5
+        while engine.params["x"] != 1.0 or engine.params["y"] != 1.0:
+            assert time.monotonic() < deadline, engine.params
+            engine.render(128)
+            time.sleep(0.005)
+        assert opened == [1, 1]  # the OLED and the controller on bus 1
+    finally:
+        source.stop()
