@@ -195,7 +195,7 @@ def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
             outs = [d["name"] for d in sd.query_devices() if d["max_output_channels"] > 0]
         except sd.PortAudioError:
             outs = []
-        what = f"audio output {device!r}" if device is not None else "a default audio output"
+        what = f"audio output {device!r}" if device is not None else "default audio output"
         raise NsynthError(f"no {what} ({e}); outputs that exist: "
                           f"{', '.join(repr(o) for o in outs) if outs else 'none'}") from None
     return device

@@ -32,7 +32,8 @@ class BoardControls:
                  patches: PatchStore | None = None,
                  on_corners_changed: Callable[[tuple[str, ...]], None] | None = None,
                  on_patch: Callable[[str, int, Patch | None], None] | None = None,
-                 import_status: ImportStatus | None = None, rate_hz: float = 100.0, glide_s: float = 0.04, clock: Callable[[], float] = time.monotonic):
+                 import_status: ImportStatus | None = None, rate_hz: float = 100.0, glide_s: float = 0.04,
+                 clock: Callable[[], float] = time.monotonic):
         self.board, self.corners, self.switches, self.display, self.patches = board, corners, switches, display, patches
         self.on_corners_changed, self.on_patch = on_corners_changed, on_patch
         self.import_status = import_status
