@@ -76,9 +76,37 @@ def switch_bank(engine: Engine, path: str | os.PathLike) -> Bank | None:
     except BankError as e:
         _warn(f"{e}; keeping {engine.bank.path}")
         return None
+    hand_over(engine, bank)
+    return bank
+
+
+def hand_over(engine: Engine, bank: Bank) -> None:
+    """Give an opened bank to a running engine: its sounding voices fade out (5 ms), then the new bank plays."""
     warm_page_cache(bank)
     engine.set_bank(bank)
-    return bank
+
+
+class BankSlot:
+    """Which bank a running engine plays, by path, for the threads that switch it (the board's bank switcher,
+    SIGHUP). `install(bank)` hands an opened bank over and remembers it as the last good bank; `reload()`
+    re-opens the path (a refused bank keeps the current one). A lock keeps the switches in order."""
+
+    def __init__(self, engine: Engine, path: str | os.PathLike, state: Path):
+        self.engine, self.path, self.state = engine, Path(path), state
+        self._lock = threading.Lock()
+
+    def install(self, bank: Bank) -> None:
+        with self._lock:
+            hand_over(self.engine, bank)
+            self.path = bank.path
+            remember_bank(bank.path, self.state)
+
+    def reload(self) -> Bank | None:
+        with self._lock:
+            bank = switch_bank(self.engine, self.path)
+            if bank is not None:
+                remember_bank(self.path, self.state)
+            return bank
 
 
 def warm_page_cache(bank: Bank, fraction: float = 0.25) -> bool:
@@ -167,7 +195,7 @@ def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
             outs = [d["name"] for d in sd.query_devices() if d["max_output_channels"] > 0]
         except sd.PortAudioError:
             outs = []
-        what = f"audio output {device!r}" if device is not None else "a default audio output"
+        what = f"audio output {device!r}" if device is not None else "default audio output"
         raise NsynthError(f"no {what} ({e}); outputs that exist: "
                           f"{', '.join(repr(o) for o in outs) if outs else 'none'}") from None
     return device
@@ -181,14 +209,20 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     """Play live until interrupted (or `duration` seconds, or `stop` set). `midi` is a port name (None: the first
     USB MIDI input, now or when one is plugged in) or an open mido input; `uart` a serial device for DIN MIDI;
     each control source has `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own
-    thread. SIGHUP (or setting `reload`) re-reads the bank at `bank_path`, keeping the current one if refused."""
+    thread. A source may also have `attach(engine, clock, slot)`, called first (to post notes stamped by the
+    FrameClock, or switch banks through the BankSlot), and one source may have `foreground(poll)`, which then
+    runs on this thread (a window's event loop) until it returns, calling `poll()` often and returning once
+    `poll()` is False. SIGHUP (or setting `reload`) re-reads the bank playing now (at first `bank_path`),
+    keeping the current one if refused."""
     import sounddevice as sd
 
     if block < 16 or block > 8192:
         raise NsynthError(f"--block must be 16..8192 frames, got {block}")
+    state = state_dir() if state is None else Path(state)
     bank = load_bank(bank_path, state=state)
     engine = Engine(bank, replace(config or EngineConfig(), block=block), params)
     clock = FrameClock(engine.fs, block)
+    slot = BankSlot(engine, bank_path, state)
     router = router or MidiRouter()
 
     received = [0]
@@ -224,12 +258,30 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
         raise NsynthError(f"cannot open audio output {out!r}: {e}") from None
     stop = stop or threading.Event()
     reload = reload or threading.Event()
+    t_end = None if duration is None else time.monotonic() + duration
+
+    def keep_playing() -> bool:
+        if audio.error is not None:
+            raise NsynthError(f"audio callback failed: {audio.error!r}")
+        if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
+            reload.clear()
+            if slot.reload() is not None:
+                _warn(f"reloaded {slot.path}")
+                watchdog.status(f"playing {slot.path} (reloaded)")
+        return not stop.is_set() and (t_end is None or time.monotonic() < t_end)
+
+    control_sources = list(control_sources)
+    foreground = [s.foreground for s in control_sources if hasattr(s, "foreground")]
+    if len(foreground) > 1:
+        raise NsynthError("only one control source can run in the foreground (one simulator window)")
     previous_hup = _install_sighup(reload.set)
     started: list[Any] = [watchdog.start()]
     try:
         for src in inputs:
             started.append(src.start())
         for src in control_sources:
+            if hasattr(src, "attach"):
+                src.attach(engine, clock, slot)
             src.start(engine.post_params)
             started.append(src)
         with stream:
@@ -239,17 +291,11 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
                        f"MIDI: {midi_names or 'none'}")
             _warn(summary)
             watchdog.ready(summary)
-            t_end = None if duration is None else time.monotonic() + duration
-            while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
-                stop.wait(0.05 if t_end is None else max(0.0, min(0.05, t_end - time.monotonic())))
-                if audio.error is not None:
-                    raise NsynthError(f"audio callback failed: {audio.error!r}")
-                if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
-                    reload.clear()
-                    if switch_bank(engine, bank_path) is not None:
-                        remember_bank(bank_path, state_dir() if state is None else Path(state))
-                        _warn(f"reloaded {bank_path}")
-                        watchdog.status(f"playing {bank_path} (reloaded)")
+            if foreground:
+                _run_foreground(foreground[0], keep_playing)
+            else:
+                while keep_playing():
+                    stop.wait(0.05 if t_end is None else max(0.0, min(0.05, t_end - time.monotonic())))
     finally:
         for src in reversed(started):
             src.stop()
@@ -260,22 +306,28 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     return 0
 
 
+def _run_foreground(run: Callable[[Callable[[], bool]], None], keep_playing: Callable[[], bool]) -> None:
+    """Run a foreground loop (a window) with `keep_playing` as its poll; an error raised in the poll (inside the
+    window's event loop, which would only print it) stops the loop and is raised here."""
+    failure: list[BaseException] = []
+
+    def poll() -> bool:
+        try:
+            return keep_playing()
+        except Exception as e:
+            failure.append(e)
+            return False
+
+    run(poll)
+    if failure:
+        raise failure[0]
+
+
 def _install_sighup(callback: Any) -> Any:
     """Call `callback()` on SIGHUP (main thread only); returns the handler to restore, or None."""
     if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGHUP, lambda signum, frame: callback())
-
-
-def board_source(kind: str) -> Any:
-    """The control source for `--board KIND` (sim or ons), provided by hardware/ as
-    `hardware.sources.board_source(kind)`."""
-    try:
-        from hardware.sources import board_source as make
-    except ImportError:
-        raise NsynthError(f"--board {kind}: board support is not available in this installation "
-                          f"(hardware.sources.board_source is missing)") from None
-    return make(kind)
 
 
 def list_devices() -> str:
@@ -295,7 +347,11 @@ def configure_play(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--midi", metavar="PORT", help="USB MIDI input name (or part of it); default: the first one")
     src.add_argument("--uart", metavar="DEV", help="DIN MIDI serial device, e.g. /dev/ttyAMA0 (31,250 baud)")
-    parser.add_argument("--board", choices=("sim", "ons"), help="control board: simulated, or the one on the Pi")
+    parser.add_argument("--board", choices=("sim", "ons"),
+                        help="control board: the one on the Pi (ons), or the simulator window (sim)")
+    parser.add_argument("--banks", metavar="DIR", help="with --board: the folder of banks named "
+                        "<top-left>_<top-right>_<bottom-left>_<bottom-right> the encoders switch between "
+                        "(default: the folder holding BANK)")
     parser.add_argument("--device", help="audio output name or index (default: the system default)")
     parser.add_argument("--block", type=int, default=128, help="frames per audio block (default 128)")
     add_midi_arguments(parser)
@@ -309,6 +365,11 @@ def _run_play(args: argparse.Namespace) -> int:
         return 0
     if not args.bank:
         raise NsynthError("--bank BANK is required")
-    sources = [board_source(args.board)] if args.board else []
+    if args.banks and not args.board:
+        raise NsynthError("--banks needs --board (the encoders switch between the banks)")
+    sources = []
+    if args.board:
+        from device.board_glue import board_source
+        sources.append(board_source(args.board, banks=args.banks))
     return play(args.bank, midi=args.midi, uart=args.uart, device=args.device, block=args.block,
                 control_sources=sources, router=router_from_args(args))

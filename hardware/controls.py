@@ -2,8 +2,8 @@
 
 Its thread ticks at `rate_hz`: it takes the controller board's newest frame and encoder steps, maps them to engine
 parameters (posted as `post(**changed)`, all 0..1), cycles corner instruments (reported through
-`on_corners_changed(names)`), turns switch presses into patch loads/saves, and hands the OLED a new picture when
-the screen changed (never waiting for the panel).
+`on_corners_changed(names)`), turns switch presses into patch loads/saves, shows a new USB import outcome
+(`import_status`), and hands the OLED a new picture when the screen changed (never waiting for the panel).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Callable
 from hardware.corners import CornerChoices
 from hardware.debounce import PatchButton
 from hardware.errors import HardwareError
+from hardware.import_status import SHOW_S, ImportStatus
 from hardware.mapping import POT_PARAMS, BoardMapper
 from hardware.patches import Patch, PatchStore
 from hardware.screens import ScreenState
@@ -31,9 +32,11 @@ class BoardControls:
                  patches: PatchStore | None = None,
                  on_corners_changed: Callable[[tuple[str, ...]], None] | None = None,
                  on_patch: Callable[[str, int, Patch | None], None] | None = None,
-                 rate_hz: float = 100.0, glide_s: float = 0.04, clock: Callable[[], float] = time.monotonic):
+                 import_status: ImportStatus | None = None, rate_hz: float = 100.0, glide_s: float = 0.04,
+                 clock: Callable[[], float] = time.monotonic):
         self.board, self.corners, self.switches, self.display, self.patches = board, corners, switches, display, patches
         self.on_corners_changed, self.on_patch = on_corners_changed, on_patch
+        self.import_status = import_status
         self.period, self.clock = 1.0 / rate_hz, clock
         self.mapper = BoardMapper(tau=glide_s)
         self.buttons = [PatchButton() for _ in range(4)]
@@ -97,6 +100,8 @@ class BoardControls:
                     self._report_corners()
             if params:
                 self._send(params)
+            if self.import_status is not None and (message := self.import_status.poll(now)) is not None:
+                self.screen.show("message", now, duration=SHOW_S, **message)
             if self.switches is not None:
                 for index, (button, pressed) in enumerate(zip(self.buttons, self.switches.read())):
                     action = button.update(pressed, now)
@@ -108,6 +113,11 @@ class BoardControls:
                         self.screen.show("patch", now, index=index, state="HOLD TO SAVE",
                                          progress=button.progress)
             self._draw(now)
+
+    def show(self, kind: str, duration: float | None = None, **data) -> None:
+        """Show a transient screen from another thread (e.g. "message" with a title and lines)."""
+        with self._lock:
+            self.screen.show(kind, self.clock(), duration=duration, **data)
 
     def _send(self, params: dict[str, float]) -> None:
         self.params.update(params)
@@ -192,9 +202,11 @@ class SimHandles:
 
 
 def open_board_controls(kind: str, *, corners: CornerChoices, patches_path: str | Path | None = None,
-                        on_corners_changed=None, on_patch=None, i2c_port: int = 1) -> BoardControls:
+                        on_corners_changed=None, on_patch=None, import_status_path: str | Path | None = None,
+                        i2c_port: int = 1) -> BoardControls:
     """`kind` "ons": the original hardware (I2C bus `i2c_port`, RPi.GPIO, the OLED if present);
-    "sim": the simulated twin (the same drivers on a fake bus and GPIO; `controls.sim` holds its physical side)."""
+    "sim": the simulated twin (the same drivers on a fake bus and GPIO; `controls.sim` holds its physical side).
+    `import_status_path`: the USB import's status file, whose new outcomes the OLED shows."""
     from hardware.controller import ControllerBoard, smbus_opener
     from hardware.oled import OLED_ADDRESS, open_oled
     from hardware.switches import Switches, load_gpio
@@ -213,6 +225,7 @@ def open_board_controls(kind: str, *, corners: CornerChoices, patches_path: str 
     else:
         raise HardwareError(f"unknown board {kind!r}: use 'ons' (the original hardware) or 'sim'")
     controls = BoardControls(board, corners=corners, switches=switches, display=display, patches=patches,
-                             on_corners_changed=on_corners_changed, on_patch=on_patch)
+                             on_corners_changed=on_corners_changed, on_patch=on_patch,
+                             import_status=ImportStatus(import_status_path) if import_status_path else None)
     controls.sim = sim
     return controls

@@ -17,8 +17,9 @@ class ScreenState:
         self.timeout = timeout
         self.kind, self.data, self._until = "home", {}, 0.0
 
-    def show(self, kind: str, now: float, **data) -> None:
-        self.kind, self.data, self._until = kind, data, now + self.timeout
+    def show(self, kind: str, now: float, duration: float | None = None, **data) -> None:
+        """Show a transient screen for `duration` seconds (default: the timeout) unless something replaces it."""
+        self.kind, self.data, self._until = kind, data, now + (self.timeout if duration is None else duration)
 
     def home(self) -> None:
         self.kind, self.data = "home", {}
@@ -83,6 +84,10 @@ def render(kind: str, data: dict):
     elif kind in ("position", "volume"):
         _centered(d, 6, kind.upper(), big)
         _bar(d, data["value"])
+    elif kind == "message":  # a title and up to three short lines (USB import, a refused bank)
+        _centered(d, 2, data["title"], big)
+        for i, line in enumerate(data["lines"][:3]):
+            _centered(d, 24 + i * 13, line, small)
     elif kind == "patch":
         _centered(d, 6, f"PATCH {data['index'] + 1}", big)
         _centered(d, 28, data["state"], small)

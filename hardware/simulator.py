@@ -9,6 +9,7 @@ and mapping code (hardware.controls.BoardControls). The computer keyboard plays 
 from __future__ import annotations
 
 import gc
+from typing import Callable
 
 from hardware.errors import HardwareError
 
@@ -142,7 +143,18 @@ class SimulatorWindow:
         w, h = self.root.winfo_width(), self.root.winfo_height()
         ImageGrab.grab(bbox=(x, y, x + w, y + h)).save(path)
 
-    def run(self) -> None:
+    def run(self, poll: Callable[[], bool] | None = None, every_ms: int = 50) -> None:
+        """Run Tk until the window is closed, or until `poll()` (called every `every_ms` on this thread)
+        returns False."""
+        if poll is not None:
+            def check() -> None:
+                if self._closed:
+                    return
+                if not poll():
+                    self.close()
+                elif not self._closed:  # (poll may have closed the window)
+                    self.root.after(every_ms, check)
+            self.root.after(every_ms, check)
         self.root.mainloop()
 
     def close(self) -> None:
@@ -157,13 +169,19 @@ class SimulatorWindow:
             gc.collect()
 
 
-def run_window(controls, note_on=None, note_off=None, seconds: float | None = None) -> None:
-    """Open the simulator window and block until it is closed, or for `seconds` (call on the main thread, with
-    `controls` already started)."""
+def open_window(controls, note_on=None, note_off=None) -> SimulatorWindow:
+    """The simulator window over started `controls` (on the main thread); HardwareError when no display."""
     try:
-        window = SimulatorWindow(controls, note_on, note_off)
+        return SimulatorWindow(controls, note_on, note_off)
     except tk.TclError as e:
         raise HardwareError(f"the simulator window cannot open ({e}); is there a display (DISPLAY)?") from e
+
+
+def run_window(controls, note_on=None, note_off=None, seconds: float | None = None,
+               poll: Callable[[], bool] | None = None) -> None:
+    """Open the simulator window and block until it is closed, for `seconds`, or until `poll()` returns False
+    (call on the main thread, with `controls` already started)."""
+    window = open_window(controls, note_on, note_off)
     if seconds is not None:
         window.root.after(int(seconds * 1000), window.close)
-    window.run()
+    window.run(poll)

@@ -143,6 +143,7 @@ def write_status(path: Path, report: ImportReport) -> None:
             "refused": report.refused, "lines": report.lines()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o644)  # written by root, read by the instrument's user (mkstemp makes it 0600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1)
     os.replace(tmp, path)

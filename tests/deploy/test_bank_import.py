@@ -72,6 +72,7 @@ def test_bad_bank_is_refused_and_old_bank_stays(tmp_path, verify):
     write_status(status, report)
     data = json.loads(status.read_text())
     assert data["refused"].keys() == {"pads"} and data["installed"] == ["bells"]
+    assert status.stat().st_mode & 0o777 == 0o644  # root writes it, the instrument's user reads it
 
 
 def test_banks_are_made_readable_and_links_refused(tmp_path, verify):

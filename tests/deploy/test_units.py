@@ -20,7 +20,7 @@ def device_root(tmp_path: Path, units_dir: Path = SYSTEMD) -> Path:
     (root / "etc/systemd/system").mkdir(parents=True)
     for unit in units_dir.glob("*.service"):
         shutil.copy(unit, root / "etc/systemd/system")
-    for exe in ["var/lib/nsynth/current/bin/nsynth", "usr/local/lib/nsynth/nsynth-firstboot"]:
+    for exe in ["var/lib/nsynth/current/bin/nsynth", "usr/local/lib/nsynth/nsynth-firstboot", "bin/kill"]:
         (root / exe).parent.mkdir(parents=True, exist_ok=True)
         (root / exe).write_text("#!/bin/sh\n")
         (root / exe).chmod(0o755)
@@ -77,6 +77,7 @@ def test_service_is_notify_with_watchdog_and_restart():
         assert line in text.splitlines(), line
     assert re.search(r"^WatchdogSec=\d+", text, re.M) and re.search(r"^StartLimitBurst=\d+", text, re.M)
     assert "SupplementaryGroups=audio gpio i2c dialout" in text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text.splitlines()  # play reloads its bank on SIGHUP
     rw = re.search(r"^ReadWritePaths=(.*)$", text, re.M).group(1).split()
     assert {"/var/lib/nsynth/patches", "/var/lib/nsynth/banks"} <= set(rw)
 

@@ -20,10 +20,12 @@ def synth_note(midi: int, velocity: int, y: int, x: int, grid: int, length: int,
     return np.round(sig * 32767).astype(np.int16)
 
 
-def write_bank(path, *, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=8000, loop=None, **kw):
-    """Write a complete synthetic bank at `path`; returns the BankInfo."""
+def write_bank(path, *, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=8000, loop=None,
+               corners=("bl", "br", "tl", "tr"), **kw):
+    """Write a complete synthetic bank at `path` (corners named in the manifest's order BL, BR, TL, TR);
+    returns the BankInfo."""
     with BankWriter(path, grid=grid, pitches=pitches, velocities=velocities, note_length=note_length,
-                    corners=["bl", "br", "tl", "tr"], model="synthetic", **kw) as w:
+                    corners=list(corners), model="synthetic", **kw) as w:
         for pi, p in enumerate(pitches):
             for vi, v in enumerate(velocities):
                 for y in range(grid):

@@ -1,9 +1,7 @@
 """The desktop simulator, driven headless under Xvfb with real X events."""
 import os
 import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,30 +9,13 @@ from PIL import Image
 
 from hardware.corners import CornerChoices, Instrument
 from hardware.controls import open_board_controls
+from tests.xvfb import xvfb_display
 
 
 @pytest.fixture(scope="module")
 def xdisplay():
-    xvfb = shutil.which("Xvfb")
-    assert xvfb, "Xvfb is needed for the simulator tests: bash scripts/install.sh dev (apt package xvfb)"
-    for n in range(90, 120):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            break
-    proc = subprocess.Popen([xvfb, f":{n}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{n}").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.05)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{n}"
-    yield f":{n}"
-    if old is None:
-        del os.environ["DISPLAY"]
-    else:
-        os.environ["DISPLAY"] = old
-    proc.terminate()
-    proc.wait(10)
+    with xvfb_display() as display:
+        yield display
 
 
 class Session:
