@@ -105,7 +105,7 @@ def demo(out: str | os.PathLike, run: str | os.PathLike | None = None, work: str
     work.mkdir(parents=True, exist_ok=True)
     bank = work / "bank"
     render_bank(list(DEMO_CORNERS), run or BUNDLED_MODEL, bank, grid=3, pitches=list(DEMO_PITCHES),
-                velocities=[100], length=1.0, quiet=quiet)
+                velocities=[100], length=1.0, threads=1, quiet=quiet)  # small matmuls: 1 thread is fastest
     render_midi(bank, demo_phrase(work / "phrase.mid"), out, xy="0,0:1,0:1,1:0,1")
     return out
 

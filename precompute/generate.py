@@ -164,5 +164,5 @@ class ETA:
         self.last = now
         rate = done / max(now - self.t0, 1e-9)
         eta = (total - done) / rate if rate > 0 else float("inf")
-        print(f"\r{self.label}: {done}/{total} {self.unit} ({rate:,.0f}/s, ETA {eta:,.0f} s)",
+        print(f"\r{self.label}: {done}/{total} {self.unit} ({rate:,.{0 if rate >= 10 else 2}f}/s, ETA {eta:,.0f} s)",
               end="\n" if done >= total else "", file=self.stream, flush=True)
