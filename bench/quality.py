@@ -43,7 +43,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="length of each note that is reconstructed")
     ap.add_argument("--max-notes", type=int, default=48)
     ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (small matmuls: 1 is fastest)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
     sr, hop = model.cfg.sample_rate, model.cfg.hop
