@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from device.errors import NsynthError
-from device.fsutil import fsync_dir
+from device.fsutil import fsync_dir, pid_alive
 
 FORMAT_NAME = "nsynth-bank"
 FORMAT_VERSION = 1
@@ -93,16 +93,6 @@ def _sha256(path: Path) -> str:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return h.hexdigest()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _as_int(value: Any) -> int | None:
@@ -166,7 +156,7 @@ class BankWriter:
         self.partial = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
         for stale in self.path.parent.glob(f"{self.path.name}.partial-*"):  # left by writers that were killed
             suffix = stale.name.rsplit("-", 1)[1]
-            if suffix.isdigit() and (int(suffix) == os.getpid() or not _alive(int(suffix))):
+            if suffix.isdigit() and (int(suffix) == os.getpid() or not pid_alive(int(suffix))):
                 shutil.rmtree(stale, ignore_errors=True)
         self.partial.mkdir(parents=True)
         shape = self.info.shape

@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes
+from device.fsutil import atomic_write_bytes, pid_alive
 from precompute.render.plan import PLAN_VERSION, Plan
 
 log = logging.getLogger(__name__)
@@ -150,16 +150,7 @@ def remove_stale(folder: Path, prefix: str) -> None:
     """Delete `<prefix><pid>` entries in `folder` whose process is gone (left by a killed render)."""
     for path in folder.glob(f"{glob.escape(prefix)}*"):
         pid = path.name[len(prefix):]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 

@@ -6,7 +6,7 @@ import torch
 
 from device.cli import main
 from device.errors import NsynthError
-from precompute.commands import synth_note
+from tests.tones import synth_note
 from precompute.config import PRESETS
 from precompute.magenta.commands import import_magenta
 from precompute.magenta.mapping import check_names, infer_config
