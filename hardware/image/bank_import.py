@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.errors import NsynthError
+from hardware.errors import HardwareError
 
 VERIFY = (sys.executable, "-m", "device.cli", "bank", "verify")
 STORE = ".store"
@@ -51,7 +51,7 @@ def _check_plain(bank: Path) -> None:
         for entry in dirs + files:
             path = Path(dirpath) / entry
             if path.is_symlink() or not (path.is_dir() or path.is_file()):
-                raise NsynthError(f"{bank}: {path.relative_to(bank)} is a link or special file; banks hold plain files")
+                raise HardwareError(f"{bank}: {path.relative_to(bank)} is a link or special file; banks hold plain files")
 
 
 def _readable(root: Path) -> None:
@@ -73,16 +73,16 @@ def _fsync_tree(root: Path) -> None:
 
 
 def verify_bank(bank: Path, verify=None, shown_as: Path | None = None) -> None:
-    """Run `nsynth bank verify` (or the given command) on a bank folder; NsynthError with its message if bad."""
+    """Run `nsynth bank verify` (or the given command) on a bank folder; HardwareError with its message if bad."""
     check = subprocess.run([*(verify or VERIFY), str(bank)], capture_output=True, text=True)
     if check.returncode != 0:
         reason = (check.stderr.strip() or check.stdout.strip() or f"exit status {check.returncode}").splitlines()[-1]
         shown = shown_as or bank
-        raise NsynthError(f"{shown}: bank verify failed: {reason.replace(str(bank), shown.name)}")
+        raise HardwareError(f"{shown}: bank verify failed: {reason.replace(str(bank), shown.name)}")
 
 
 def install_bank(bank: Path, banks_dir: Path, verify: tuple[str, ...] | list[str] | None = None) -> Path:
-    """Copy, verify and atomically install one bank as banks_dir/<bank name>; raises NsynthError if it is bad.
+    """Copy, verify and atomically install one bank as banks_dir/<bank name>; raises HardwareError if it is bad.
     `verify` is the command a bank folder is appended to (default: `nsynth bank verify`)."""
     name = bank.name
     _check_plain(bank)
@@ -95,12 +95,12 @@ def install_bank(bank: Path, banks_dir: Path, verify: tuple[str, ...] | list[str
         shutil.copytree(bank, tmp, dirs_exist_ok=True)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise NsynthError(f"{bank}: cannot copy into {banks_dir}: {e.strerror or e}") from None
+        raise HardwareError(f"{bank}: cannot copy into {banks_dir}: {e.strerror or e}") from None
     _fsync_tree(tmp)
     _readable(tmp)
     try:
         verify_bank(tmp, verify, shown_as=bank)
-    except NsynthError:
+    except HardwareError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     os.rename(tmp, final)
@@ -132,7 +132,7 @@ def import_banks(source: Path, banks_dir: Path, verify=None, label: str | None =
         try:
             install_bank(bank, Path(banks_dir), verify)
             report.installed.append(bank.name)
-        except NsynthError as e:
+        except HardwareError as e:
             report.refused[bank.name] = str(e).split(": ", 1)[-1]
     return report
 
@@ -156,7 +156,7 @@ def import_from_device(device: str, banks_dir: Path, verify=None) -> ImportRepor
     r = subprocess.run(["mount", "-o", "ro,nosuid,nodev,noexec", device, str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         mnt.rmdir()
-        raise NsynthError(f"{device}: cannot mount: {r.stderr.strip() or r.returncode}")
+        raise HardwareError(f"{device}: cannot mount: {r.stderr.strip() or r.returncode}")
     try:
         return import_banks(mnt, banks_dir, verify, label=device)
     finally:
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         write_status(Path(args.status), report)
     if report.refused:
-        raise NsynthError(f"{len(report.refused)} bank(s) refused from {report.source}; the installed banks are unchanged")
+        raise HardwareError(f"{len(report.refused)} bank(s) refused from {report.source}; the installed banks are unchanged")
     return 0
 
 

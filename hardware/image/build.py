@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.errors import NsynthError
+from hardware.errors import HardwareError
 from hardware.image import bootconfig
 from hardware.image.bank_import import find_banks, verify_bank
 from hardware.image.diskimage import ExtFs, FatFs, Partition, check_ext4, make_ext4, read_partitions, \
@@ -52,7 +52,7 @@ class ImageOptions:
 
 def units_dir() -> Path:
     if not (UNITS / "nsynth.service").is_file():
-        raise NsynthError(f"{UNITS}: the systemd units are missing (run nsynth from a repository checkout)")
+        raise HardwareError(f"{UNITS}: the systemd units are missing (run nsynth from a repository checkout)")
     return UNITS
 
 
@@ -60,9 +60,9 @@ def wheel_version(wheelhouse: Path) -> tuple[Path, str]:
     """The project wheel in a wheelhouse and its version; also checks that pip itself is there."""
     wheels = sorted(wheelhouse.glob("nsynth_super-*.whl"))
     if not wheels:
-        raise NsynthError(f"{wheelhouse}: no nsynth_super-*.whl (build one with `pip wheel --no-deps .`)")
+        raise HardwareError(f"{wheelhouse}: no nsynth_super-*.whl (build one with `pip wheel --no-deps .`)")
     if not list(wheelhouse.glob("pip-*.whl")):
-        raise NsynthError(f"{wheelhouse}: no pip-*.whl (the device installs the wheelhouse offline with it)")
+        raise HardwareError(f"{wheelhouse}: no pip-*.whl (the device installs the wheelhouse offline with it)")
     return wheels[-1], wheels[-1].name.split("-")[1]
 
 
@@ -71,7 +71,7 @@ def build_project_wheel(dest: Path) -> Path:
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), str(REPO)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        raise NsynthError(f"{REPO}: building the wheel failed: {r.stderr.strip()[-400:]}")
+        raise HardwareError(f"{REPO}: building the wheel failed: {r.stderr.strip()[-400:]}")
     return sorted(dest.glob("nsynth_super-*.whl"))[-1]
 
 
@@ -84,7 +84,7 @@ def fetch_wheelhouse(dest: Path, python_version: str = "3.11") -> Path:
            f"{wheel}[device]", "pip"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        raise NsynthError(f"fetching aarch64 wheels into {dest} failed: {r.stderr.strip()[-600:]}")
+        raise HardwareError(f"fetching aarch64 wheels into {dest} failed: {r.stderr.strip()[-600:]}")
     return dest
 
 
@@ -95,33 +95,33 @@ def _copy_base(base: Path, out: Path) -> None:
         with opener(base, "rb") as src, open(out, "wb") as dst:
             shutil.copyfileobj(src, dst, 4 * MIB)
     except lzma.LZMAError as e:
-        raise NsynthError(f"{base}: not a valid .xz file ({e})") from None
+        raise HardwareError(f"{base}: not a valid .xz file ({e})") from None
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            raise NsynthError(f"{out.parent}: no space left on the disk while writing {out.name}") from None
-        raise NsynthError(f"{base}: {e.strerror or e}") from None
+            raise HardwareError(f"{out.parent}: no space left on the disk while writing {out.name}") from None
+        raise HardwareError(f"{base}: {e.strerror or e}") from None
 
 
 def check_raspios(image: Path, base: Path) -> tuple[str, list[Partition]]:
-    """The partition table of a Raspberry Pi OS image, or a clear NsynthError saying why it is not one."""
+    """The partition table of a Raspberry Pi OS image, or a clear HardwareError saying why it is not one."""
     not_rpi = f"{base}: not a Raspberry Pi OS image"
     try:
         label_id, parts = read_partitions(image)
-    except NsynthError as e:
-        raise NsynthError(f"{not_rpi}: {str(e).split(': ', 1)[1]}") from None
+    except HardwareError as e:
+        raise HardwareError(f"{not_rpi}: {str(e).split(': ', 1)[1]}") from None
     if len(parts) != 2:
-        raise NsynthError(f"{not_rpi}: expected 2 partitions (boot, root), found {len(parts)}")
+        raise HardwareError(f"{not_rpi}: expected 2 partitions (boot, root), found {len(parts)}")
     if parts[0].type not in ("b", "c", "e"):
-        raise NsynthError(f"{not_rpi}: partition 1 is type {parts[0].type}, expected FAT (c)")
+        raise HardwareError(f"{not_rpi}: partition 1 is type {parts[0].type}, expected FAT (c)")
     boot = FatFs(image, parts[0].offset)
     for name in ("config.txt", "cmdline.txt"):
         if not boot.exists(name):
-            raise NsynthError(f"{not_rpi}: no {name} in the boot partition")
+            raise HardwareError(f"{not_rpi}: no {name} in the boot partition")
     root = ExtFs(image, parts[1].offset)
     if parts[1].type != "83" or not root.exists("/etc/os-release"):
-        raise NsynthError(f"{not_rpi}: partition 2 is not an ext4 Linux root with /etc/os-release")
+        raise HardwareError(f"{not_rpi}: partition 2 is not an ext4 Linux root with /etc/os-release")
     if not root.exists("/etc/rpi-issue"):
-        raise NsynthError(f"{not_rpi}: no /etc/rpi-issue in the root partition")
+        raise HardwareError(f"{not_rpi}: no /etc/rpi-issue in the root partition")
     return label_id, parts
 
 
@@ -145,7 +145,7 @@ def _stage_data(stage: Path, opts: ImageOptions, version: str) -> None:
         os.symlink(f".store/{bank.name}.image", stage / "banks" / bank.name)
         names.append(bank.name)
     if opts.banks and not names:
-        raise NsynthError(f"{opts.banks}: no banks (folders with manifest.json) found")
+        raise HardwareError(f"{opts.banks}: no banks (folders with manifest.json) found")
     default = "default" if "default" in names or not names else names[0]
     (stage / "nsynth.env").write_text(f"NSYNTH_BANK={DATA_MOUNT}/banks/{default}\nNSYNTH_ARGS={opts.play_args}\n")
 
@@ -189,11 +189,11 @@ def _edit_root(root: ExtFs, opts: ImageOptions) -> None:
 
 
 def build_image(base: Path, output: Path, opts: ImageOptions) -> Path:
-    """Write `output` (atomically: temp name + rename); raises NsynthError naming the file and the problem."""
+    """Write `output` (atomically: temp name + rename); raises HardwareError naming the file and the problem."""
     require_tools()
     base, output = Path(base), Path(output)
     if not base.is_file():
-        raise NsynthError(f"{base}: no such image file")
+        raise HardwareError(f"{base}: no such image file")
     _, version = wheel_version(opts.wheelhouse)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
@@ -206,7 +206,7 @@ def build_image(base: Path, output: Path, opts: ImageOptions) -> Path:
             if not base.name.endswith(".xz"):
                 need = base.stat().st_size + 2 * data_size
                 if shutil.disk_usage(output.parent).free < need:
-                    raise NsynthError(f"{output.parent}: not enough free space ({need // MIB} MB needed)")
+                    raise HardwareError(f"{output.parent}: not enough free space ({need // MIB} MB needed)")
             _copy_base(base, partial)
             label_id, (p1, p2) = check_raspios(partial, base)
             _edit_boot(FatFs(partial, p1.offset), opts)
@@ -225,7 +225,7 @@ def build_image(base: Path, output: Path, opts: ImageOptions) -> Path:
     except OSError as e:
         partial.unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
-            raise NsynthError(f"{output.parent}: no space left on the disk while building {output.name}") from None
+            raise HardwareError(f"{output.parent}: no space left on the disk while building {output.name}") from None
         raise
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                         password_hash=args.password_hash, read_only=args.read_only, data_free_mb=args.data_free_mb,
                         debs=args.debs, play_args=args.play_args)
     if args.ssh_key and not args.ssh_key.is_file():
-        raise NsynthError(f"{args.ssh_key}: no such SSH public key file")
+        raise HardwareError(f"{args.ssh_key}: no such SSH public key file")
     with tempfile.TemporaryDirectory(prefix="nsynth-wheelhouse-") as tmp:
         if not args.wheelhouse:
             print("fetching aarch64 wheels for the device (pip download) ...")

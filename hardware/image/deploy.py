@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from device.errors import NsynthError
+from hardware.errors import HardwareError
 from hardware.image.bank_import import find_banks, verify_bank
 from hardware.image.build import fetch_wheelhouse, units_dir, wheel_version
 
@@ -66,13 +66,13 @@ def _last_error(text: str) -> str:
 def deploy(host: str, wheelhouse: Path, banks: Path | None = None, *, ssh: list[str] | None = None,
            remote_root: str = "/", systemctl: str | None = None, settle: float | None = None,
            verify=None, name: str | None = None, env: dict[str, str] | None = None, echo=print) -> str:
-    """Deploy to `host`; returns the installed release name; raises NsynthError (device on its old version).
+    """Deploy to `host`; returns the installed release name; raises HardwareError (device on its old version).
     `env` adds variables for the target-side script (e.g. NSYNTH_PYTHON, NSYNTH_RESERVE_KB)."""
     _, version = wheel_version(wheelhouse)
     name = name or f"{version}-{time.strftime('%Y%m%d%H%M%S')}"
     bank_dirs = find_banks(banks) if banks else []
     if banks and not bank_dirs:
-        raise NsynthError(f"{banks}: no banks (folders with manifest.json) found")
+        raise HardwareError(f"{banks}: no banks (folders with manifest.json) found")
     for bank in bank_dirs:
         verify_bank(bank, verify)
     ssh = ssh or ssh_command(host)
@@ -84,14 +84,14 @@ def deploy(host: str, wheelhouse: Path, banks: Path | None = None, *, ssh: list[
 
     r = subprocess.run([*ssh, "true"], capture_output=True, text=True)
     if r.returncode != 0:
-        raise NsynthError(f"{host}: cannot connect over SSH: {_last_error(r.stderr)}")
+        raise HardwareError(f"{host}: cannot connect over SSH: {_last_error(r.stderr)}")
 
     upload = (f'{sudo}sh -c \'[ -d "$1" ] || {{ echo "error: $1 does not exist: not an NSynth device" >&2; exit 1; }}; '
               f'rm -rf "$1/incoming"; mkdir -p "$2" && tar -x -C "$2"\' - {shlex.quote(home)} {shlex.quote(stage)}')
     r = subprocess.run([*ssh, upload], input=_stage_tar(wheelhouse, bank_dirs), capture_output=True)
     if r.returncode != 0:
         subprocess.run([*ssh, f"{sudo}rm -rf {shlex.quote(stage)}"], capture_output=True)
-        raise NsynthError(f"{host}: upload failed (nothing was changed): "
+        raise HardwareError(f"{host}: upload failed (nothing was changed): "
                           f"{_last_error(r.stderr.decode(errors='replace'))}")
     echo(f"uploaded {name} to {host}:{stage}")
 
@@ -108,10 +108,10 @@ def deploy(host: str, wheelhouse: Path, banks: Path | None = None, *, ssh: list[
     for line in r.stdout.splitlines():
         echo(f"{host}: {line}")
     if r.returncode == 255:
-        raise NsynthError(f"{host}: connection lost during the update; it carries on on the device and rolls "
+        raise HardwareError(f"{host}: connection lost during the update; it carries on on the device and rolls "
                           f"back by itself if {name} does not come up (log: {log})")
     if r.returncode != 0:
-        raise NsynthError(f"{host}: {_last_error(r.stdout + r.stderr)}")
+        raise HardwareError(f"{host}: {_last_error(r.stdout + r.stderr)}")
     return name
 
 

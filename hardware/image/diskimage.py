@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.errors import NsynthError
+from hardware.errors import HardwareError
 
 SECTOR = 512
 TOOLS = {"sfdisk": "fdisk", "mcopy": "mtools", "mdir": "mtools", "debugfs": "e2fsprogs", "mkfs.ext4": "e2fsprogs",
@@ -20,13 +20,13 @@ TOOLS = {"sfdisk": "fdisk", "mcopy": "mtools", "mdir": "mtools", "debugfs": "e2f
 def require_tools() -> None:
     missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
     if missing:
-        raise NsynthError(f"missing tools: apt-get install {' '.join(missing)}")
+        raise HardwareError(f"missing tools: apt-get install {' '.join(missing)}")
 
 
 def _run(cmd: list[str], what: str, data: bytes | None = None, env: dict | None = None) -> bytes:
     r = subprocess.run(cmd, input=data, capture_output=True, env=env)
     if r.returncode != 0:
-        raise NsynthError(f"{what}: {r.stderr.decode(errors='replace').strip() or f'exit status {r.returncode}'}")
+        raise HardwareError(f"{what}: {r.stderr.decode(errors='replace').strip() or f'exit status {r.returncode}'}")
     return r.stdout
 
 
@@ -47,13 +47,13 @@ class Partition:
 
 
 def read_partitions(image: Path) -> tuple[str, list[Partition]]:
-    """(disk identifier, partitions) of an MBR image; raises NsynthError when there is no partition table."""
+    """(disk identifier, partitions) of an MBR image; raises HardwareError when there is no partition table."""
     r = subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True)
     if r.returncode != 0 or not r.stdout.strip():
-        raise NsynthError(f"{image}: no partition table found ({r.stderr.strip() or 'empty'})")
+        raise HardwareError(f"{image}: no partition table found ({r.stderr.strip() or 'empty'})")
     table = json.loads(r.stdout)["partitiontable"]
     if table.get("label") != "dos":
-        raise NsynthError(f"{image}: partition table is {table.get('label')!r}, expected an MBR (dos) table")
+        raise HardwareError(f"{image}: partition table is {table.get('label')!r}, expected an MBR (dos) table")
     parts = [Partition(i + 1, p["start"], p["size"], p["type"].lower()) for i, p in enumerate(table["partitions"])]
     return table["id"], parts
 
@@ -105,7 +105,7 @@ class ExtFs:
         # debugfs exits 0 even when a command fails: its errors are the stderr lines besides the version banner
         errors = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("debugfs ")]
         if r.returncode != 0 or errors:
-            raise NsynthError(f"{self.image}: root filesystem: {'; '.join(errors) or r.returncode}")
+            raise HardwareError(f"{self.image}: root filesystem: {'; '.join(errors) or r.returncode}")
         return r.stdout
 
     def exists(self, path: str) -> bool:
@@ -152,10 +152,10 @@ class ExtFs:
 
 
 def check_ext4(image: Path, what: str) -> None:
-    """e2fsck -fn on a filesystem image file; raises NsynthError when it reports damage."""
+    """e2fsck -fn on a filesystem image file; raises HardwareError when it reports damage."""
     r = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
     if r.returncode != 0:
-        raise NsynthError(f"{what}: filesystem check failed: {(r.stdout + r.stderr).strip()[-400:]}")
+        raise HardwareError(f"{what}: filesystem check failed: {(r.stdout + r.stderr).strip()[-400:]}")
 
 
 def make_ext4(image: Path, source: Path, size_bytes: int, label: str) -> None:

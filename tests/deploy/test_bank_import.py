@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from device.cli import main
-from device.errors import NsynthError
+from hardware.errors import HardwareError
 from hardware.image import bank_import
 from hardware.image.bank_import import import_banks, install_bank, write_status
 
@@ -83,7 +83,7 @@ def test_banks_are_made_readable_and_links_refused(tmp_path, verify):
     assert ((banks / "private/samples.i16").stat().st_mode & 0o777) == 0o644
     evil = make_bank(tmp_path / "stick2", "evil", 4)
     (evil / "extra").symlink_to("/etc/passwd")
-    with pytest.raises(NsynthError, match="evil: extra is a link or special file"):
+    with pytest.raises(HardwareError, match="evil: extra is a link or special file"):
         install_bank(evil, banks, verify)
     assert not (banks / "evil").exists()
 
@@ -143,5 +143,5 @@ def test_import_from_a_usb_filesystem_mounted_read_only(tmp_path, verify, monkey
     assert report.source == str(image) and report.installed == ["choir"] and list(report.refused) == ["torn"]
     assert (tmp_path / "banks/choir/samples.i16").read_bytes() == b"\1\0" * 4
     assert not list(run.iterdir()) and str(run) not in Path("/proc/mounts").read_text()  # unmounted, removed
-    with pytest.raises(NsynthError, match="cannot mount"):
+    with pytest.raises(HardwareError, match="cannot mount"):
         bank_import.import_from_device(str(tmp_path / "stick"), tmp_path / "banks", verify)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from device.cli import main
-from device.errors import NsynthError
+from hardware.errors import HardwareError
 from hardware.image.deploy import deploy, ssh_command
 from tests.deploy.test_bank_import import VERIFY_SCRIPT, make_bank
 
@@ -207,7 +207,7 @@ def test_deploy_installs_switches_and_rolls_back_a_version_that_does_not_come_up
     assert (root / "systemctl.log").read_text().splitlines()[-2:] == ["restart nsynth.service", "is-active --quiet nsynth.service"]
     assert any("ok: 1.0.0-a is running" in l for l in lines)
 
-    with pytest.raises(NsynthError) as e:
+    with pytest.raises(HardwareError) as e:
         run_deploy(sshd, target, wheelhouse(tmp_path, "2.0.0", behaviour="crash"), name="2.0.0-b")
     assert "deploy of 2.0.0-b failed; the device is back on 1.0.0-a" in str(e.value)
     assert current(root) == "venvs/1.0.0-a" and not (home / "venvs/2.0.0-b").exists()
@@ -224,11 +224,11 @@ def test_install_failure_or_full_disk_leaves_the_running_version(sshd, target, t
     root, _ = target
     run_deploy(sshd, target, wheelhouse(tmp_path, "1.0.0"), name="1.0.0-a")
     restarts = (root / "systemctl.log").read_text().count("restart")
-    with pytest.raises(NsynthError, match="installing 5.0.0-x failed; still on 1.0.0-a"):
+    with pytest.raises(HardwareError, match="installing 5.0.0-x failed; still on 1.0.0-a"):
         run_deploy(sshd, target, wheelhouse(tmp_path, "5.0.0", requires="nsynth-missing-dependency>=1"),
                    name="5.0.0-x")
     assert current(root) == "venvs/1.0.0-a" and not (root / "var/lib/nsynth/venvs/5.0.0-x").exists()
-    with pytest.raises(NsynthError, match=r"not enough space on the device .* MB free, .* MB needed; still on "
+    with pytest.raises(HardwareError, match=r"not enough space on the device .* MB free, .* MB needed; still on "
                                           r"1.0.0-a"):
         run_deploy(sshd, target, wheelhouse(tmp_path, "6.0.0"), name="6.0.0-y",
                    env={"NSYNTH_RESERVE_KB": str(1 << 40)})
@@ -239,23 +239,23 @@ def test_install_failure_or_full_disk_leaves_the_running_version(sshd, target, t
 def test_bad_bank_is_refused_before_connecting(sshd, target, tmp_path, verify):
     banks = tmp_path / "banks"
     make_bank(banks, "broken", 99)
-    with pytest.raises(NsynthError, match="broken: bank verify failed"):
+    with pytest.raises(HardwareError, match="broken: bank verify failed"):
         run_deploy(sshd, target, wheelhouse(tmp_path, "1.0.0"), banks=banks, verify=verify)
     assert not (target[0] / "var/lib/nsynth/venvs").exists()
 
 
 def test_not_an_nsynth_device(sshd, tmp_path):
-    with pytest.raises(NsynthError, match="does not exist: not an NSynth device"):
+    with pytest.raises(HardwareError, match="does not exist: not an NSynth device"):
         deploy("127.0.0.1", wheelhouse(tmp_path, "1.0.0"), ssh=ssh_for(sshd), remote_root=str(tmp_path / "empty"))
 
 
 def test_refusing_ssh_hosts(sshd, tmp_path):
     wh = wheelhouse(tmp_path, "1.0.0")
     closed = ssh_command("127.0.0.1", _free_port(), sshd["key"], ["StrictHostKeyChecking=no"])
-    with pytest.raises(NsynthError, match="127.0.0.1: cannot connect over SSH: .*Connection refused"):
+    with pytest.raises(HardwareError, match="127.0.0.1: cannot connect over SSH: .*Connection refused"):
         deploy("127.0.0.1", wh, ssh=closed)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
-    with pytest.raises(NsynthError, match="cannot connect over SSH: .*Permission denied"):
+    with pytest.raises(HardwareError, match="cannot connect over SSH: .*Permission denied"):
         deploy("127.0.0.1", wh, ssh=ssh_for(sshd, tmp_path / "stranger"))
 
 

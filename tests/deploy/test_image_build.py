@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from device.cli import main
-from device.errors import NsynthError
+from hardware.errors import HardwareError
 from hardware.image.bootconfig import BEGIN, patch_cmdline, patch_config_txt
 from hardware.image.build import ImageOptions, build_image
 from tests.deploy.imagetools import LABEL_ID, debugfs, extract, make_base, make_wheelhouse, mtype, run
@@ -84,10 +84,10 @@ def test_not_a_raspberry_pi_os_image(tmp_path):
     wh = make_wheelhouse(tmp_path)
     junk = tmp_path / "junk.img"
     junk.write_bytes(b"\0" * (1 << 20))
-    with pytest.raises(NsynthError, match="junk.img: not a Raspberry Pi OS image: no partition table"):
+    with pytest.raises(HardwareError, match="junk.img: not a Raspberry Pi OS image: no partition table"):
         build_image(junk, tmp_path / "o.img", ImageOptions(wheelhouse=wh))
     debian = make_base(tmp_path, rpi=False)
-    with pytest.raises(NsynthError, match="not a Raspberry Pi OS image: no /etc/rpi-issue"):
+    with pytest.raises(HardwareError, match="not a Raspberry Pi OS image: no /etc/rpi-issue"):
         build_image(debian, tmp_path / "o.img", ImageOptions(wheelhouse=wh))
     assert not list(tmp_path.glob("*o.img*"))
 
@@ -95,7 +95,7 @@ def test_not_a_raspberry_pi_os_image(tmp_path):
 def test_already_customised_image_is_refused(tmp_path):
     wh = make_wheelhouse(tmp_path)
     once = build_image(make_base(tmp_path), tmp_path / "once.img", ImageOptions(wheelhouse=wh, data_free_mb=1))
-    with pytest.raises(NsynthError, match="expected 2 partitions"):
+    with pytest.raises(HardwareError, match="expected 2 partitions"):
         build_image(once, tmp_path / "twice.img", ImageOptions(wheelhouse=wh))
 
 
@@ -103,12 +103,12 @@ def test_bad_bank_or_wheelhouse_refuses_the_build(tmp_path, verify):
     base = make_base(tmp_path)
     banks = tmp_path / "banks"
     make_bank(banks, "broken", 10)
-    with pytest.raises(NsynthError, match="broken: bank verify failed"):
+    with pytest.raises(HardwareError, match="broken: bank verify failed"):
         build_image(base, tmp_path / "o.img", ImageOptions(wheelhouse=make_wheelhouse(tmp_path), banks=banks,
                                                            verify=verify))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(NsynthError, match="no nsynth_super-"):
+    with pytest.raises(HardwareError, match="no nsynth_super-"):
         build_image(base, tmp_path / "o.img", ImageOptions(wheelhouse=empty))
     assert not list(tmp_path.glob("*o.img*"))
 
