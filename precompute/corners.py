@@ -193,7 +193,8 @@ def _sf2_source(match: re.Match, pitches: Sequence[int], velocities: Sequence[in
     path = Path(match["path"]) if match["path"] else DEFAULT_SOUNDFONT
     bank, program = int(match["bank"] or 0), int(match["program"])
     with NoteRenderer(path) as renderer:
-        if not renderer.has_preset(bank, program):
+        preset = renderer.preset_name(bank, program)
+        if not preset:
             raise NsynthError(f"{path}: no preset bank {bank} program {program}")
         sources: dict[Key, Loader] = {}
         for pitch in pitches:
@@ -206,7 +207,7 @@ def _sf2_source(match: re.Match, pitches: Sequence[int], velocities: Sequence[in
                 sources[pitch, velocity] = lambda a=audio, w=what: to_mono_rate(a, SAMPLE_RATE, sample_rate, w)
     if not sources:
         raise NsynthError(f"{path}: bank {bank} program {program} sounds none of the requested notes")
-    return f"{path.stem}-{bank:03d}-{program:03d}", sources
+    return f"{preset} ({path.stem} {bank}:{program})", sources
 
 
 def _nsynth_source(spec: str, sample_rate: int) -> tuple[str, dict[Key, Loader]]:

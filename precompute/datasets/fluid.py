@@ -81,7 +81,11 @@ class NoteRenderer:
         self._samples(_BLOCK)
 
     def has_preset(self, bank: int, program: int) -> bool:
-        return bool(self._synth.sfpreset_name(self._sfid, bank, program))
+        return bool(self.preset_name(bank, program))
+
+    def preset_name(self, bank: int, program: int) -> str:
+        """The preset's name in the SoundFont ('' when it has none there)."""
+        return (self._synth.sfpreset_name(self._sfid, bank, program) or "").strip()
 
     def _samples(self, n: int) -> np.ndarray:
         buf = np.zeros(2 * n, dtype=np.float32)

@@ -86,7 +86,7 @@ def test_sf2_corner_matches_renderer_and_fills_silent_notes():
     r = NoteRenderer()
     np.testing.assert_array_equal(c.audio[1, 0], r.render(0, 68, 60, 100))
     assert c.fill_report == [Fill(21, 100, 60, 100, -39, 1.0)]
-    assert c.name == "TimGM6mb-000-068"
+    assert c.name == "Oboe (Orch) (TimGM6mb 0:68)"
     default = load_corner("sf2:68", pitches=[21, 60], velocities=[100])
     np.testing.assert_array_equal(default.audio, c.audio)
 
@@ -192,7 +192,7 @@ def test_check_command(folder, dataset, capsys):
     out = capsys.readouterr().out
     assert "bell: 2 pitches x 2 velocities, 64000 samples at 16000 Hz" in out and "2 notes filled" in out
     assert "  pitch 69 velocity 64 <- pitch 69 velocity 127 (+0 semitones, gain 0.254)" in out
-    assert "TimGM6mb-000-000: 2 pitches x 2 velocities" in out and "0 notes filled" in out
+    assert "Piano 1 (TimGM6mb 0:0): 2 pitches x 2 velocities" in out and "0 notes filled" in out
     (folder / "bell_60.wav").write_bytes(b"")
     assert main(["corners", "check", str(folder), "--pitches", "60"]) == 1
     assert "bell_60.wav: not a readable audio file" in capsys.readouterr().err
