@@ -124,23 +124,6 @@ class Decoder(nn.Module):
         logits = self._stack(x, lambda c: cond[..., c], taps)
         return logits[:, 0], new_state
 
-    def step_inplace(self, x: torch.Tensor, cond: torch.Tensor, state: list[torch.Tensor], t: torch.Tensor):
-        """The same step with rings written in place at slot t % period (no allocation of new state).
-        t: 0-dim int64 tensor on the state's device (graph-capturable). -> logits [B, Q]."""
-        periods = self.periods
-
-        def taps(k: int, h: torch.Tensor):
-            ring, p = state[k], periods[k]
-            old = (t % p).reshape(1)  # slot of input t - 2d (oldest), overwritten by h below
-            mid = ((t + p // 2) % p).reshape(1)  # slot of input t - d
-            p2 = ring.index_select(0, old).transpose(0, 1)
-            p1 = ring.index_select(0, mid).transpose(0, 1)
-            ring.index_copy_(0, old, h.transpose(0, 1))
-            return p2, p1
-
-        cond = cond.unsqueeze(1)
-        return self._stack(x, lambda c: cond[..., c], taps)[:, 0]
-
 
 class WaveNetAutoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
