@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="length of each note that is reconstructed")
     ap.add_argument("--max-notes", type=int, default=48)
     ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small matmuls: 1 is fastest)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +68,8 @@ def main() -> None:
         for i in range(0, len(notes), args.batch):
             codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
             emb = model.encode(codes)
-            out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))),
+            out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=args.temperature == 0,
+                           temperature=args.temperature or 1.0,
                            progress=ETA(f"decode notes {i}-{i + len(codes)}"))
             recon.append(mulaw_decode(out).numpy())
     recon = np.concatenate(recon)
@@ -87,7 +89,7 @@ def main() -> None:
         print(f"{r['note']:<34}{r['cents']:>9.1f}{r['input_cents']:>9.1f}{r['model']:>8.3f}{r['noise']:>8.3f}"
               f"{r['sine']:>8.3f}")
     summary = {
-        "model": str(args.model), "notes": len(rows), "seconds": length / sr,
+        "model": str(args.model), "notes": len(rows), "seconds": length / sr, "temperature": args.temperature,
         "pitch_accuracy": float(np.mean([abs(r["cents"]) <= 50 for r in rows])),
         "input_pitch_accuracy": float(np.mean([abs(r["input_cents"]) <= 50 for r in rows])),
         "spectral_distance": float(np.mean([r["model"] for r in rows])),
