@@ -19,6 +19,13 @@ if [ -n "$missing" ] && command -v apt-get >/dev/null; then
 fi
 
 PY="${PYTHON:-python3}"
+# A system Python that refuses global installs (PEP 668, e.g. Debian's own python3): use a venv in .venv.
+if "$PY" -c 'import os, sys, sysconfig; sys.exit(sys.prefix != sys.base_prefix or not os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED")))'; then
+    dpkg -s python3-venv >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
+    [ -x .venv/bin/python ] || "$PY" -m venv .venv
+    PY=.venv/bin/python
+    echo "install.sh: installing into .venv (this Python is externally managed): run '. .venv/bin/activate' first" >&2
+fi
 # torch==2.13.0 is the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 extras="precompute,device"
