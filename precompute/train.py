@@ -104,10 +104,11 @@ def _save_state(run: Path, model, opt, scaler, gen: torch.Generator, step: int, 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str | None = None,
           tc: TrainConfig | None = None, device: str | None = None, threads: int | None = None,
-          stop_after: int | None = None, log=print) -> dict:
+          stop_after: int | None = None, steps: int | None = None, log=print) -> dict:
     """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts). Returns the history.
 
-    A new RUN needs preset_name; an existing RUN resumes from its train_state.pt at the saved step.
+    A new RUN needs preset_name; an existing RUN resumes from its train_state.pt at the saved step, with its saved
+    settings; `steps` there sets a new total (the schedule is rescaled to it) and is saved in RUN/config.json.
     stop_after: return after this many steps of this call (tests, time-boxed runs)."""
     run = Path(run)
     data = Path(data)
@@ -118,10 +119,15 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     if resume:
         cfg, doc = read_config(run)
         tc = TrainConfig(**{k: v for k, v in doc["train"].items() if k in TrainConfig.__dataclass_fields__})
+        if steps is not None and steps != tc.steps:
+            tc.steps = steps
+            write_config(run, cfg, {**doc["train"], "steps": steps})
     else:
         if preset_name is None:
             raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
         cfg, tc = preset(preset_name), tc or TrainConfig()
+        if steps is not None:
+            tc.steps = steps
         run.mkdir(parents=True, exist_ok=True)
         write_config(run, cfg, {**asdict(tc), "data": str(data)})
     for split in ("train", "valid"):
@@ -197,7 +203,8 @@ def configure(parser) -> None:
     parser.add_argument("data", help="dataset folder with train/ and valid/ (NSynth json/wav layout)")
     parser.add_argument("--run", required=True, help="run folder (created, or resumed if it holds a training state)")
     parser.add_argument("--preset", help="model preset for a new run (tiny, compact, small, nsynth)")
-    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"total steps (new run: default {TrainConfig.steps}; resuming: a new total)")
     parser.add_argument("--batch", type=int, default=TrainConfig.batch)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (paper: 2e-4)")
     parser.add_argument("--crop", type=int, default=TrainConfig.crop)
@@ -209,7 +216,8 @@ def configure(parser) -> None:
 
 
 def _main(args) -> int:
-    tc = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, crop=args.crop,
+    tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop,
                      checkpoint_every=args.checkpoint_every, valid_every=args.checkpoint_every, seed=args.seed)
-    train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads)
+    train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
+          steps=args.steps)
     return 0

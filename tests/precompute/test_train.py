@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -71,6 +72,10 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     assert b["step"] == steps
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    # a finished run trains on when given a new total
+    hist = train(data, run, steps=steps + 3, log=lambda *_: None)
+    assert hist["train"][-1][0] == steps + 3
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == steps + 3
 
 
 def test_new_run_needs_a_preset(data, tmp_path):
