@@ -45,31 +45,17 @@ def _listing(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names) if names else "none"
 
 
-class UsbMidiInput:
-    """A USB MIDI input by name (or the first port found), re-opened when the device comes back after an unplug.
-    A missing port is an error, unless `wait`: then the port is opened when it appears.
+class _ReaderThread:
+    """An input read by `_run` on its own daemon thread until `stop()`; subclasses set `thread_name`."""
 
-    `lister` and `opener` default to mido's (python-rtmidi backend); tests inject fakes with the same interface.
-    """
+    thread_name = "midi-in"
 
-    def __init__(self, name: str | None, on_message: OnMessage, *, lister: Callable[[], list[str]] | None = None,
-                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5,
-                 wait: bool = False):
-        self.name, self.on_message, self.poll_s = name, on_message, poll_s
-        self._lister = lister or mido.get_input_names
-        self._opener = opener or mido.open_input
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.port_name: str | None = None
-        self.opens = 0
-        names = input_names(self._lister)
-        self.port_name = pick_port(name, names)
-        if self.port_name is None and not wait:
-            what = f"MIDI input {name!r} not found" if name else "no MIDI input ports"
-            raise NsynthError(f"{what}; MIDI inputs that exist: {_listing(names)}")
 
-    def start(self) -> "UsbMidiInput":
-        self._thread = threading.Thread(target=self._run, name="usb-midi", daemon=True)
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 
@@ -77,6 +63,34 @@ class UsbMidiInput:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class UsbMidiInput(_ReaderThread):
+    """A USB MIDI input by name (or the first port found), re-opened when the device comes back after an unplug.
+    A missing port is an error, unless `wait`: then the port is opened when it appears.
+
+    `lister` and `opener` default to mido's (python-rtmidi backend); tests inject fakes with the same interface.
+    """
+
+    thread_name = "usb-midi"
+
+    def __init__(self, name: str | None, on_message: OnMessage, *, lister: Callable[[], list[str]] | None = None,
+                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5,
+                 wait: bool = False):
+        super().__init__()
+        self.name, self.on_message, self.poll_s = name, on_message, poll_s
+        self._lister = lister or mido.get_input_names
+        self._opener = opener or mido.open_input
+        self.port_name: str | None = None
+        self.opens = 0
+        names = input_names(self._lister)
+        self.port_name = pick_port(name, names)
+        if self.port_name is None and not wait:
+            what = f"MIDI input {name!r} not found" if name else "no MIDI input ports"
+            raise NsynthError(f"{what}; MIDI inputs that exist: {_listing(names)}")
 
     def _run(self) -> None:
         port = None
@@ -109,16 +123,18 @@ class UsbMidiInput:
             port.close()
 
 
-class UartMidiInput:
+class UartMidiInput(_ReaderThread):
     """DIN MIDI from a serial device at 31,250 baud (the Pi's /dev/ttyAMA0 with the midi-uart0 overlay).
     A sender that uses active sensing (0xFE) and then falls silent for 300 ms gets its notes released."""
 
     SENSING_TIMEOUT_S = 0.3
+    thread_name = "uart-midi"
 
     def __init__(self, device: str, on_message: OnMessage, *, serial_factory: Callable | None = None,
                  baudrate: int = 31250, retry_s: float = 1.0):
         import serial  # pyserial; imported here so USB-only setups need not have it
 
+        super().__init__()
         self.device, self.on_message, self.retry_s = device, on_message, retry_s
         factory = serial_factory or serial.Serial
         try:
@@ -130,18 +146,9 @@ class UartMidiInput:
             raise NsynthError(f"cannot open MIDI UART {device}: {e}; serial ports that exist: "
                               f"{_listing(ports)}") from None
         self._parser = MidiByteParser()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "UartMidiInput":
-        self._thread = threading.Thread(target=self._run, name="uart-midi", daemon=True)
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        super().stop()
         self._serial.close()
 
     def _run(self) -> None:
@@ -167,24 +174,15 @@ class UartMidiInput:
                 self.on_message(msg)
 
 
-class PortInput:
+class PortInput(_ReaderThread):
     """An already-open mido input port (any `mido.ports.BaseInput`), read on its own thread."""
 
+    thread_name = "midi-port"
+
     def __init__(self, port: mido.ports.BaseInput, on_message: OnMessage):
+        super().__init__()
         self.port, self.on_message = port, on_message
         self.port_name = getattr(port, "name", None)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "PortInput":
-        self._thread = threading.Thread(target=self._run, name="midi-port", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
 
     def _run(self) -> None:
         while not self._stop.is_set():
