@@ -29,13 +29,15 @@ def draw_timbre_map(cells: np.ndarray, corners: Sequence[str], path: str | os.Pa
                     sample_rate: int = 16000) -> Path:
     """cells int16 [N (y), N (x), L] -> PNG at `path` (atomically): cell [y][x] drawn with y = 0 at the bottom,
     the four corner cells labelled with their corner names (order BL, BR, TL, TR)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = cells.shape[0]
-    fig, axes = plt.subplots(n, n, figsize=(1.2 * n, 1.2 * n + 0.5), squeeze=False)
+    fig, axes = plt.subplots(n, n, figsize=(max(1.2 * n, 4.5), max(1.2 * n, 4.5) + 0.5), squeeze=False)
     labels = {(0, 0): corners[0], (0, n - 1): corners[1], (n - 1, 0): corners[2], (n - 1, n - 1): corners[3]}
     for y in range(n):
         for x in range(n):
@@ -45,7 +47,7 @@ def draw_timbre_map(cells: np.ndarray, corners: Sequence[str], path: str | os.Pa
             ax.set_xticks([])
             ax.set_yticks([])
             if (y, x) in labels:
-                ax.set_title(labels[y, x], fontsize=7)
+                ax.set_title(textwrap.fill(labels[y, x], 20), fontsize=7)  # long preset names wrap
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
