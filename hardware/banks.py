@@ -3,11 +3,11 @@ verified": the old bank keeps playing until the loader hands back a verified one
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
 from hardware.errors import HardwareError
+from hardware.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 B = TypeVar("B")
@@ -40,49 +40,26 @@ class BankSwitcher(Generic[B]):
                  on_error: Callable[[tuple[str, ...], Exception], None] | None = None):
         self.loader, self.swap, self.on_error = loader, swap, on_error
         self.current: tuple[str, ...] | None = None
-        self._pending: tuple[str, ...] | None = None
-        self._cv = threading.Condition()
-        self._busy = False
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="bank-switcher", daemon=True)
-        self._thread.start()
+        self._mailbox: Mailbox[tuple[str, ...]] = Mailbox(self._switch, "bank-switcher")
 
     def request(self, names: tuple[str, ...]) -> None:
-        with self._cv:
-            self._pending = tuple(names)
-            self._cv.notify()
+        self._mailbox.post(tuple(names))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending or loading (tests, shutdown)."""
-        with self._cv:
-            return self._cv.wait_for(lambda: self._pending is None and not self._busy, timeout)
+        return self._mailbox.wait_idle(timeout)
 
     def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        self._thread.join()
+        self._mailbox.close()
 
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: self._pending is not None or self._closed)
-                if self._closed:
-                    return
-                names, self._pending, self._busy = self._pending, None, True
-            try:
-                if names != self.current:
-                    bank = self.loader(names)
-                    with self._cv:
-                        superseded = self._pending is not None
-                    if not superseded:
-                        self.swap(bank)
-                        self.current = names
-            except Exception as e:  # the old bank keeps playing; a broken bank never stops the instrument
-                log.warning("bank %s not switched to: %s", bank_name(names), e)
-                if self.on_error:
-                    self.on_error(names, e)
-            finally:
-                with self._cv:
-                    self._busy = False
-                    self._cv.notify_all()
+    def _switch(self, names: tuple[str, ...]) -> None:
+        try:
+            if names != self.current:
+                bank = self.loader(names)
+                if not self._mailbox.newer_waiting():  # superseded: load the newest request instead
+                    self.swap(bank)
+                    self.current = names
+        except Exception as e:  # the old bank keeps playing; a broken bank never stops the instrument
+            log.warning("bank %s not switched to: %s", bank_name(names), e)
+            if self.on_error:
+                self.on_error(names, e)

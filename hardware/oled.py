@@ -9,9 +9,9 @@ Python, holding the GIL for milliseconds per frame, time the audio callback may 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from hardware.mailbox import Mailbox
 from hardware.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -49,51 +49,31 @@ class Display:
         self.sent = 0
         self._failures = 0
         self._log = RateLimitedLog(log)
-        self._cv = threading.Condition()
-        self._pending = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="oled", daemon=True)
-        self._thread.start()
+        self._mailbox = Mailbox(self._send, "oled")
 
     def show(self, image) -> None:
-        with self._cv:
-            self._pending = image
-            self._cv.notify()
+        self._mailbox.post(image)
 
     def flush(self, timeout: float = 2.0) -> bool:
         """Wait until the newest picture has been sent (tests)."""
-        with self._cv:
-            return self._cv.wait_for(lambda: self._pending is None, timeout)
+        return self._mailbox.wait_idle(timeout)
 
     def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        self._thread.join()
+        self._mailbox.close()
 
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: self._pending is not None or self._closed)
-                if self._closed:
-                    return
-                image = self._pending
-            if not self.failed:
-                try:
-                    self.device.display(image)
-                    self.sent += 1
-                    self._failures = 0
-                except Exception as e:  # an I2C error must never reach the instrument
-                    self._failures += 1
-                    self._log.warning(f"OLED: picture not sent ({e})")
-                    if self._failures >= self.max_failures:
-                        self.failed = True
-                        log.warning("OLED: giving up after %d failures in a row; playing on without it",
-                                    self._failures)
-            with self._cv:
-                if self._pending is image:
-                    self._pending = None
-                self._cv.notify_all()
+    def _send(self, image) -> None:
+        if self.failed:
+            return
+        try:
+            self.device.display(image)
+            self.sent += 1
+            self._failures = 0
+        except Exception as e:  # an I2C error must never reach the instrument
+            self._failures += 1
+            self._log.warning(f"OLED: picture not sent ({e})")
+            if self._failures >= self.max_failures:
+                self.failed = True
+                log.warning("OLED: giving up after %d failures in a row; playing on without it", self._failures)
 
 
 def reset_panel(gpio, pin: int = RESET_PIN, hold: float = 0.001, settle: float = 0.01) -> None:
