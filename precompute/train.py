@@ -3,8 +3,6 @@ clipping, AMP on CUDA, atomic checkpoints that resume at the same step with the 
 from __future__ import annotations
 
 import io
-import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -134,11 +132,10 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         if not (data / split).is_dir():
             raise NsynthError(f"{data}: no {split}/ folder (make one with `nsynth dataset soundfont`)")
     train_codes, valid_codes = load_codes(data / "train"), load_codes(data / "valid")
-    log(f"train: {train_codes.shape[0]} notes, valid: {valid_codes.shape[0]} notes, preset {cfg.preset}, "
-        f"{sum(p.numel() for p in WaveNetAutoencoder(cfg).parameters()):,} parameters, device {device}")
-
     torch.manual_seed(tc.seed)
     model = WaveNetAutoencoder(cfg).to(device)
+    log(f"train: {train_codes.shape[0]} notes, valid: {valid_codes.shape[0]} notes, preset {cfg.preset}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}")
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)

@@ -9,7 +9,6 @@ tensor bytes. Protobuf wire format is parsed by hand (varints), so nothing here 
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
