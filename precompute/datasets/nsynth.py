@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from device.errors import NsynthError
+from device.fsutil import atomic_write_bytes
 
 SAMPLE_RATE = 16000
 NOTE_LENGTH = 64000
@@ -78,16 +78,7 @@ def read_examples_json(root: str | os.PathLike) -> dict[str, dict]:
 
 def write_examples_json(root: str | os.PathLike, examples: dict[str, dict]) -> None:
     """Write examples.json atomically (temp file + rename), keys sorted."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".examples.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(dict(sorted(examples.items())), f, indent=1)
-        os.replace(tmp, root / EXAMPLES_JSON)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(root) / EXAMPLES_JSON, json.dumps(dict(sorted(examples.items())), indent=1).encode())
 
 
 def _note_from_record(root: Path, key: str, rec: dict) -> Note:

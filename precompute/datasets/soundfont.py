@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 from tqdm import tqdm
 
 from device.errors import NsynthError
+from device.fsutil import atomic_write_bytes
 from precompute.datasets import gm
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT, GAIN, HOLD, NoteRenderer
 from precompute.datasets.nsynth import (AUDIO_DIR, EXAMPLES_JSON, PITCHES, VELOCITIES, example_entry, note_str,
@@ -93,9 +94,7 @@ def _load_render_json(out: Path, settings: dict) -> set[str]:
 
 
 def _write_render_json(out: Path, settings: dict, silent: set[str]) -> None:
-    tmp = out / f".{RENDER_JSON}.tmp"
-    tmp.write_text(json.dumps({"settings": settings, "silent": sorted(silent)}, indent=1))
-    os.replace(tmp, out / RENDER_JSON)
+    atomic_write_bytes(out / RENDER_JSON, json.dumps({"settings": settings, "silent": sorted(silent)}, indent=1).encode())
 
 
 _worker: NoteRenderer | None = None
