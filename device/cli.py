@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model info": ("precompute.commands:configure_model_info", "print a run folder's config and parameter count"),
     "dataset soundfont": ("precompute.datasets.soundfont:configure",
                           "render an NSynth-style dataset (train/, valid/) from a SoundFont with FluidSynth"),
+    "dataset pack": ("precompute.datasets.pack:configure",
+                     "pack a dataset's notes as mu-law codes into one compressed file (training on another box)"),
     "corners check": ("precompute.corners:configure_check",
                       "load corner instruments (WAV folder, sf2:, nsynth:) and report what was filled"),
     "render": ("precompute.render.render:configure",

@@ -20,6 +20,8 @@ from precompute.mulaw import codes_to_target, mulaw_encode
 from precompute.run import read_config, save_weights, write_config
 
 STATE = "train_state.pt"
+PROBE = (5, 25)  # with a time budget: the steps of this call between which the step rate is measured
+BUDGET_USE = 0.9  # fraction of the remaining budget planned for steps (validation and checkpoints take the rest)
 CURVES = "loss.png"
 # The paper's schedule (200k steps): lr multipliers after these fractions of the run.
 SCHEDULE = [(0.0, 1.0), (90 / 200, 1.33 / 2), (120 / 200, 0.6 / 2), (150 / 200, 0.4 / 2), (180 / 200, 0.2 / 2)]
@@ -45,16 +47,36 @@ def learning_rate(tc: TrainConfig, step: int) -> float:
 
 def load_codes(root: str | os.PathLike) -> torch.Tensor:
     """An NSynth-layout folder -> mu-law codes int8 [N, 64000] (held in memory: 64 kB a note)."""
-    from precompute.datasets.nsynth import load_examples, read_note
+    from precompute.datasets.nsynth import load_examples
+    from precompute.datasets.pack import note_codes
 
     notes = load_examples(root)
     if not notes:
         raise NsynthError(f"{root}: no notes")
-    first = read_note(notes[0])
+    first = note_codes(notes[0])
     codes = torch.empty(len(notes), len(first), dtype=torch.int8)
     for i, note in enumerate(notes):  # one note at a time: a float copy of a big dataset does not fit in memory
-        codes[i] = mulaw_encode(torch.from_numpy(first if i == 0 else read_note(note))).to(torch.int8)
+        codes[i] = first if i == 0 else note_codes(note)
     return codes
+
+
+def load_splits(data: Path, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """DATA, a folder with train/ and valid/ or a pack (`nsynth dataset pack`) -> (train, valid) codes int8
+    [notes, samples], each note at least `crop` samples long."""
+    if data.is_file():
+        from precompute.datasets.pack import read_pack
+
+        header, splits = read_pack(data)
+        if header["samples"] < crop:
+            raise NsynthError(f"{data}: notes of {header['samples']} samples are shorter than the {crop}-sample crop")
+        empty = [s for s, c in splits.items() if not len(c)]
+        if empty:
+            raise NsynthError(f"{data}: no {' or '.join(empty)} notes in the pack")
+        return splits["train"], splits["valid"]
+    for split in ("train", "valid"):
+        if not (data / split).is_dir():
+            raise NsynthError(f"{data}: no {split}/ folder (make one with `nsynth dataset soundfont`)")
+    return load_codes(data / "train"), load_codes(data / "valid")
 
 
 def random_crops(codes: torch.Tensor, n: int, crop: int, gen: torch.Generator) -> torch.Tensor:
@@ -102,12 +124,17 @@ def _save_state(run: Path, model, opt, scaler, gen: torch.Generator, step: int, 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str | None = None,
           tc: TrainConfig | None = None, device: str | None = None, threads: int | None = None,
-          stop_after: int | None = None, steps: int | None = None, log=print) -> dict:
+          stop_after: int | None = None, steps: int | None = None, minutes: float | None = None,
+          log=print) -> dict:
     """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts). Returns the history.
 
     A new RUN needs preset_name; an existing RUN resumes from its train_state.pt at the saved step, with its saved
     settings; `steps` there sets a new total (the schedule is rescaled to it) and is saved in RUN/config.json.
-    stop_after: return after this many steps of this call (tests, time-boxed runs)."""
+    stop_after: return after this many steps of this call (tests).
+    minutes: wall-clock budget of this call, loading included (a GPU lease, a night): once the step rate is
+    measured (PROBE) the total is set, like `steps`, so that the schedule ends within it; the call returns at the
+    budget's end in any case, with a checkpoint."""
+    started = time.monotonic()
     run = Path(run)
     data = Path(data)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -116,10 +143,11 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     resume = (run / STATE).is_file()
     if resume:
         cfg, doc = read_config(run)
-        tc = TrainConfig(**{k: v for k, v in doc["train"].items() if k in TrainConfig.__dataclass_fields__})
+        saved = doc["train"]
+        tc = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
         if steps is not None and steps != tc.steps:
             tc.steps = steps
-            write_config(run, cfg, {**doc["train"], "steps": steps})
+            write_config(run, cfg, {**saved, "steps": steps})
     else:
         if preset_name is None:
             raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
@@ -127,11 +155,9 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         if steps is not None:
             tc.steps = steps
         run.mkdir(parents=True, exist_ok=True)
-        write_config(run, cfg, {**asdict(tc), "data": str(data)})
-    for split in ("train", "valid"):
-        if not (data / split).is_dir():
-            raise NsynthError(f"{data}: no {split}/ folder (make one with `nsynth dataset soundfont`)")
-    train_codes, valid_codes = load_codes(data / "train"), load_codes(data / "valid")
+        saved = {**asdict(tc), "data": str(data)}
+        write_config(run, cfg, saved)
+    train_codes, valid_codes = load_splits(data, tc.crop)
     torch.manual_seed(tc.seed)
     model = WaveNetAutoencoder(cfg).to(device)
     log(f"train: {train_codes.shape[0]} notes, valid: {valid_codes.shape[0]} notes, preset {cfg.preset}, "
@@ -152,8 +178,10 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         log(f"resumed {run} at step {step}")
     valid_set = random_crops(valid_codes, tc.valid_crops, tc.crop, torch.Generator().manual_seed(1234))
 
+    deadline = None if minutes is None else started + minutes * 60
     t0, done_here, last_print = time.monotonic(), 0, 0.0
-    while step < tc.steps and (stop_after is None or done_here < stop_after):
+    while (step < tc.steps and (stop_after is None or done_here < stop_after)
+           and (deadline is None or time.monotonic() < deadline)):
         model.train()
         for g in opt.param_groups:
             g["lr"] = learning_rate(tc, step)
@@ -168,6 +196,14 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         scaler.update()
         step += 1
         done_here += 1
+        if deadline is not None and done_here in PROBE:
+            if done_here == PROBE[0]:
+                probe_t = time.monotonic()
+            else:
+                rate = (PROBE[1] - PROBE[0]) / (time.monotonic() - probe_t)
+                tc.steps = step + max(1, int(BUDGET_USE * rate * (deadline - time.monotonic())))
+                write_config(run, cfg, {**saved, "steps": tc.steps})
+                log(f"{rate:.2f} steps/s: {tc.steps} steps in all fit the {minutes:g}-minute budget")
         history["train"].append((step, loss.item()))
         if step % tc.valid_every == 0 or step == tc.steps:
             history["valid"].append((step, evaluate(model, valid_set, tc.batch, device)))
@@ -197,11 +233,14 @@ def evaluate(model: WaveNetAutoencoder, crops: torch.Tensor, batch: int, device:
 
 
 def configure(parser) -> None:
-    parser.add_argument("data", help="dataset folder with train/ and valid/ (NSynth json/wav layout)")
+    parser.add_argument("data", help="dataset folder with train/ and valid/ (NSynth json/wav layout), "
+                                     "or a pack made by `nsynth dataset pack`")
     parser.add_argument("--run", required=True, help="run folder (created, or resumed if it holds a training state)")
     parser.add_argument("--preset", help="model preset for a new run (tiny, compact, small, nsynth)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"total steps (new run: default {TrainConfig.steps}; resuming: a new total)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-clock budget: sets the total steps from the measured rate to end within it")
     parser.add_argument("--batch", type=int, default=TrainConfig.batch)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (paper: 2e-4)")
     parser.add_argument("--crop", type=int, default=TrainConfig.crop)
@@ -216,5 +255,5 @@ def _main(args) -> int:
     tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop,
                      checkpoint_every=args.checkpoint_every, valid_every=args.checkpoint_every, seed=args.seed)
     train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
-          steps=args.steps)
+          steps=args.steps, minutes=args.minutes)
     return 0

@@ -82,3 +82,35 @@ def test_new_run_needs_a_preset(data, tmp_path):
         train(data, tmp_path / "r", log=lambda *_: None)
     with pytest.raises(NsynthError, match="no train/ folder"):
         train(tmp_path, tmp_path / "r2", preset_name="tiny", log=lambda *_: None)
+
+
+def test_training_from_a_pack_matches_the_folders(data, tmp_path):
+    from precompute.datasets.pack import write_pack
+
+    packed = tmp_path / "gm.nspack"
+    write_pack(data, packed, progress=False)
+    tc = dict(steps=6, **TC)
+    train(data, tmp_path / "a", preset_name="tiny", tc=TrainConfig(**tc), log=lambda *_: None)
+    train(packed, tmp_path / "b", preset_name="tiny", tc=TrainConfig(**tc), log=lambda *_: None)
+    a = torch.load(tmp_path / "a" / STATE, weights_only=False)
+    b = torch.load(tmp_path / "b" / STATE, weights_only=False)
+    assert a["history"] == b["history"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    short = tmp_path / "short.nspack"
+    write_pack(data, short, samples=512, progress=False)
+    with pytest.raises(NsynthError, match="short.nspack: notes of 512 samples are shorter than the 1024-sample"):
+        train(short, tmp_path / "c", preset_name="tiny", tc=TrainConfig(**tc), log=lambda *_: None)
+
+
+def test_time_budget_sets_the_total_and_ends_within_it(data, tmp_path):
+    lines = []
+    t0 = time.monotonic()
+    hist = train(data, tmp_path / "run", preset_name="tiny", tc=TrainConfig(steps=10 ** 6, **TC), minutes=0.15,
+                 log=lines.append)
+    elapsed = time.monotonic() - t0
+    total = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["steps"]
+    assert 25 < total < 10 ** 6 and any(f"{total} steps in all fit the 0.15-minute budget" in ln for ln in lines)
+    done = torch.load(tmp_path / "run" / STATE, weights_only=False)["step"]
+    assert done == hist["train"][-1][0] and done <= total
+    assert elapsed < 0.15 * 60 + 30  # the budget plus loading and the last checkpoint, with room for a slow machine
