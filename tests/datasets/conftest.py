@@ -19,16 +19,26 @@ def tone_fixture():
     return tone
 
 
-@pytest.fixture
-def dataset(tmp_path):
-    """A small NSynth json/wav root: 3 instruments x pitches 60, 64 x velocities 25, 127."""
+def write_dataset(root, instruments=INSTRUMENTS):
+    """An NSynth json/wav root at `root`: the instruments x pitches 60, 64 x velocities 25, 127."""
     examples = {}
-    for fam, src, idx in INSTRUMENTS:
+    for fam, src, idx in instruments:
         inst = instrument_str(fam, src, idx)
         for pitch in (60, 64):
             for vel in (25, 127):
                 key = note_str(inst, pitch, vel)
                 examples[key] = example_entry(key, inst, fam, src, idx, pitch, vel)
-                write_note(tmp_path / "audio" / f"{key}.wav", tone(pitch, vel))
-    write_examples_json(tmp_path, examples)
-    return tmp_path
+                write_note(root / "audio" / f"{key}.wav", tone(pitch, vel))
+    write_examples_json(root, examples)
+    return root
+
+
+@pytest.fixture(name="write_dataset")
+def write_dataset_fixture():
+    return write_dataset
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A small NSynth json/wav root: 3 instruments x pitches 60, 64 x velocities 25, 127."""
+    return write_dataset(tmp_path)

@@ -8,26 +8,16 @@ import torch
 from device.cli import main as cli
 from device.errors import NsynthError
 from precompute.datasets import pack
-from precompute.datasets.nsynth import example_entry, instrument_str, note_str, write_examples_json, write_note
 from precompute.datasets.pack import MAGIC, read_pack, write_pack
 from precompute.train import load_codes
 
 
 @pytest.fixture
-def splits(tmp_path, tone):
+def splits(tmp_path, write_dataset):
     """train/ (two instruments) and valid/ (one), pitches 60 and 64, velocities 25 and 127."""
     root = tmp_path / "data"
-    for split, insts in (("train", [("keyboard", "acoustic", 1), ("string", "acoustic", 3)]),
-                         ("valid", [("flute", "synthetic", 2)])):
-        examples = {}
-        for fam, src, idx in insts:
-            inst = instrument_str(fam, src, idx)
-            for pitch in (60, 64):
-                for vel in (25, 127):
-                    key = note_str(inst, pitch, vel)
-                    examples[key] = example_entry(key, inst, fam, src, idx, pitch, vel)
-                    write_note(root / split / "audio" / f"{key}.wav", tone(pitch, vel))
-        write_examples_json(root / split, examples)
+    write_dataset(root / "train", [("keyboard", "acoustic", 1), ("string", "acoustic", 3)])
+    write_dataset(root / "valid", [("flute", "synthetic", 2)])
     return root
 
 
