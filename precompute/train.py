@@ -73,10 +73,10 @@ def load_splits(data: Path, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
         if empty:
             raise NsynthError(f"{data}: no {' or '.join(empty)} notes in the pack")
         return splits["train"], splits["valid"]
-    for split in ("train", "valid"):
-        if not (data / split).is_dir():
-            raise NsynthError(f"{data}: no {split}/ folder (make one with `nsynth dataset soundfont`)")
-    return load_codes(data / "train"), load_codes(data / "valid")
+    from precompute.datasets.split import split_dirs
+
+    dirs = split_dirs(data)
+    return load_codes(dirs["train"]), load_codes(dirs["valid"])
 
 
 def random_crops(codes: torch.Tensor, n: int, crop: int, gen: torch.Generator) -> torch.Tensor:

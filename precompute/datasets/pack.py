@@ -26,10 +26,10 @@ import torch
 
 from device.errors import NsynthError
 from device.fsutil import atomic_path
+from precompute.datasets.split import SPLITS, split_dirs
 
 MAGIC = b"NSYNPACK"
 FORMAT_VERSION = 1
-SPLITS = ("train", "valid")
 
 
 def note_codes(note) -> torch.Tensor:
@@ -47,11 +47,8 @@ def write_pack(data: str | os.PathLike, out: str | os.PathLike, *, pitches=None,
     from precompute.datasets.nsynth import NOTE_LENGTH, load_examples
 
     data = Path(data)
-    notes = []
-    for split in SPLITS:
-        if not (data / split).is_dir():
-            raise NsynthError(f"{data}: no {split}/ folder (make one with `nsynth dataset soundfont`)")
-        notes += [(split, n) for n in load_examples(data / split, pitches=pitches, velocities=velocities)]
+    notes = [(split, n) for split, root in split_dirs(data).items()
+             for n in load_examples(root, pitches=pitches, velocities=velocities)]
     if not notes:
         raise NsynthError(f"{data}: no notes match the pitches and velocities asked for")
     samples = NOTE_LENGTH if samples is None else samples
@@ -119,11 +116,12 @@ def _bar(total: int, desc: str, enabled: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from precompute.datasets.nsynth import SAMPLE_RATE
     from precompute.datasets.soundfont import parse_ints
 
     pitches = parse_ints(args.pitches, "pitches") if args.pitches else None
     velocities = parse_ints(args.velocities, "velocities") if args.velocities else None
-    samples = None if args.seconds is None else int(args.seconds * 16000)
+    samples = None if args.seconds is None else int(args.seconds * SAMPLE_RATE)
     header = write_pack(args.data, args.output, pitches=pitches, velocities=velocities, samples=samples,
                         preset=args.level, progress=not args.quiet)
     counts = {s: sum(n["split"] == s for n in header["notes"]) for s in SPLITS}

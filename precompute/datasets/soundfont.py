@@ -28,9 +28,8 @@ from precompute.datasets import gm
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT, GAIN, HOLD, NoteRenderer
 from precompute.datasets.nsynth import (AUDIO_DIR, EXAMPLES_JSON, PITCHES, VELOCITIES, example_entry, note_str,
                                         read_examples_json, write_examples_json, write_note)
-from precompute.datasets.split import valid_instruments
+from precompute.datasets.split import SPLITS, valid_instruments
 
-SPLITS = ("train", "valid")
 RENDER_JSON = "render.json"
 VALID_FRACTION = 0.1
 

@@ -7,9 +7,21 @@ instrument whose hash lies nearest the boundary moved across.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Iterable, Sequence, TypeVar
 
+from device.errors import NsynthError
+
 T = TypeVar("T")
+SPLITS = ("train", "valid")  # the folders of a dataset root
+
+
+def split_dirs(data: Path) -> dict[str, Path]:
+    """A dataset root -> {split: its NSynth-layout folder}; a clear error when one is missing."""
+    for split in SPLITS:
+        if not (data / split).is_dir():
+            raise NsynthError(f"{data}: no {split}/ folder (make one with `nsynth dataset soundfont`)")
+    return {split: data / split for split in SPLITS}
 
 
 def _rank(instrument: str, seed: int) -> float:
