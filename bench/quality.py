@@ -4,7 +4,9 @@ Renders notes of the validation-split GM instruments from the Debian SoundFont (
 same one `nsynth dataset soundfont` uses), encodes and decodes them with the model, and measures:
 pitch accuracy (fraction of reconstructions whose YIN fundamental is within 50 cents of the true pitch) and the
 multi-resolution log-spectral distance to the input, beside two baselines measured in the same run: white noise at
-the note's loudness, and a sine at the note's pitch. The last line is one JSON object.
+the note's loudness, and a sine at the note's pitch. Two more rows frame the scale: silence (what a model that
+has learned nothing but to be quiet would score) and the input through 8-bit mu-law and back (the best any model
+of this kind can score). The last line is one JSON object.
 
     python bench/quality.py [--model models/compact] [--pitches 40,52,64,76] [--seconds 1.0]
 """
@@ -83,7 +85,9 @@ def main() -> None:
                      "input_cents": cents_off(estimate_f0(x, sr), note.pitch),
                      "model": log_spectral_distance(x, y),
                      "noise": log_spectral_distance(x, noise_baseline(x, rng)),
-                     "sine": log_spectral_distance(x, sine_baseline(x, note.pitch, sr))})
+                     "sine": log_spectral_distance(x, sine_baseline(x, note.pitch, sr)),
+                     "silence": log_spectral_distance(x, np.zeros_like(x)),
+                     "mulaw": log_spectral_distance(x, mulaw_decode(mulaw_encode(torch.from_numpy(x))).numpy())})
     print(f"{'note':<34}{'cents':>9}{'input':>9}{'model':>8}{'noise':>8}{'sine':>8}")
     for r in rows:
         print(f"{r['note']:<34}{r['cents']:>9.1f}{r['input_cents']:>9.1f}{r['model']:>8.3f}{r['noise']:>8.3f}"
@@ -95,6 +99,8 @@ def main() -> None:
         "spectral_distance": float(np.mean([r["model"] for r in rows])),
         "noise_baseline_distance": float(np.mean([r["noise"] for r in rows])),
         "sine_baseline_distance": float(np.mean([r["sine"] for r in rows])),
+        "silence_distance": float(np.mean([r["silence"] for r in rows])),
+        "mulaw_roundtrip_distance": float(np.mean([r["mulaw"] for r in rows])),
         "decode_seconds": round(decode_s, 1),
     }
     print(json.dumps(summary))
