@@ -16,7 +16,7 @@ from device.errors import NsynthError
 from device.fsutil import atomic_path
 from precompute.config import preset
 from precompute.model import WaveNetAutoencoder
-from precompute.mulaw import codes_to_target, mulaw_encode
+from precompute.mulaw import codes_to_target
 from precompute.run import read_config, save_weights, write_config
 
 STATE = "train_state.pt"
@@ -126,7 +126,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
           tc: TrainConfig | None = None, device: str | None = None, threads: int | None = None,
           stop_after: int | None = None, steps: int | None = None, minutes: float | None = None,
           log=print) -> dict:
-    """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts). Returns the history.
+    """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts, or a dataset pack).
+    Returns the history.
 
     A new RUN needs preset_name; an existing RUN resumes from its train_state.pt at the saved step, with its saved
     settings; `steps` there sets a new total (the schedule is rescaled to it) and is saved in RUN/config.json.
@@ -255,5 +256,5 @@ def _main(args) -> int:
     tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop,
                      checkpoint_every=args.checkpoint_every, valid_every=args.checkpoint_every, seed=args.seed)
     train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
-          steps=args.steps, minutes=args.minutes)
+          steps=args.steps, minutes=args.minutes, log=lambda line: print(line, flush=True))  # logs are tailed
     return 0
