@@ -71,7 +71,7 @@ def main() -> None:
             codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
             emb = model.encode(codes)
             out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=args.temperature == 0,
-                           temperature=args.temperature or 1.0,
+                           temperature=args.temperature or 1.0, pitch=[n.pitch for n in notes[i: i + len(codes)]],
                            progress=ETA(f"decode notes {i}-{i + len(codes)}"))
             recon.append(mulaw_decode(out).numpy())
     recon = np.concatenate(recon)

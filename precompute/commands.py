@@ -37,8 +37,10 @@ def encode_file(wav: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
 
 
 def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                      greedy: bool = False, temperature: float = 1.0, seed: int = 0, progress: bool = True) -> np.ndarray:
-    """Embeddings .npy [frames, bottleneck] -> float32 audio [frames * hop] at 16 kHz; written as WAV when `out`."""
+                      greedy: bool = False, temperature: float = 1.0, seed: int = 0, pitch: int | None = None,
+                      progress: bool = True) -> np.ndarray:
+    """Embeddings .npy [frames, bottleneck] -> float32 audio [frames * hop] at 16 kHz; written as WAV when `out`.
+    pitch: the note's MIDI pitch, which a model with a sine-excited decoder (harmonics) needs."""
     torch = _torch()
     from precompute.audio import write_audio
     from precompute.generate import ETA, generate
@@ -54,8 +56,12 @@ def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: 
         raise NsynthError(f"{emb_path}: expected embeddings [frames, {model.cfg.bottleneck}], got {list(emb.shape)}")
     if not np.isfinite(emb).all():
         raise NsynthError(f"{emb_path}: embeddings hold NaN or infinite values")
+    if model.cfg.harmonics and pitch is None:
+        raise NsynthError(f"{run}: this model's decoder plays at a given pitch (sine excitation); give the note's "
+                          "MIDI pitch (--pitch)")
     codes = generate(model.decoder, torch.from_numpy(emb.astype(np.float32))[None], greedy=greedy,
-                     temperature=temperature, seeds=[seed], progress=ETA("decode") if progress else None)
+                     temperature=temperature, seeds=[seed], pitch=None if pitch is None else [pitch],
+                     progress=ETA("decode") if progress else None)
     audio = mulaw_decode(codes[0]).numpy()
     if out is not None:
         write_audio(out, audio, model.cfg.sample_rate)
@@ -131,8 +137,10 @@ def configure_decode(p) -> None:
     p.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pitch", type=int, default=None,
+                   help="the note's MIDI pitch (needed by a model with a sine-excited decoder)")
     p.set_defaults(func=lambda a: decode_embeddings(a.embeddings, a.model, a.out, greedy=a.greedy,
-                                                    temperature=a.temperature, seed=a.seed) is None)
+                                                    temperature=a.temperature, seed=a.seed, pitch=a.pitch) is None)
 
 
 def configure_model_new(p) -> None:

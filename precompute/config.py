@@ -25,6 +25,9 @@ class ModelConfig:
     dec_channels: int = 512  # residual width R; the dilated conv makes 2R (gate halves)
     dec_stack: int = 10
     skip_channels: int = 256
+    # Sine excitation (a neural source-filter input, not in the paper): the decoder also sees sin(h * 2pi f0 t)
+    # for h = 1..harmonics at the note's pitch f0 (harmonics above Nyquist are 0). 0: the paper's decoder.
+    harmonics: int = 0
 
     def dilations(self, which: str = "dec") -> list[int]:
         layers, stack = (self.dec_layers, self.dec_stack) if which == "dec" else (self.enc_layers, self.enc_stack)
@@ -36,7 +39,11 @@ class ModelConfig:
         return 1 + (self.kernel - 1) * (1 + sum(self.dilations("dec")))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; `harmonics` only when set, so a paper decoder's config (and hash) is as it always was."""
+        d = asdict(self)
+        if not d["harmonics"]:
+            del d["harmonics"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
@@ -48,6 +55,8 @@ class ModelConfig:
             cfg = cls(**d)
         except TypeError as e:
             raise NsynthError(f"{source}: bad model config: {e}") from None
+        if cfg.harmonics < 0:
+            raise NsynthError(f"{source}: harmonics must be >= 0, got {cfg.harmonics}")
         if cfg.kernel != 3:
             raise NsynthError(f"{source}: only kernel 3 is supported, got {cfg.kernel}")
         return cfg
@@ -62,9 +71,9 @@ PRESETS: dict[str, ModelConfig] = {
     # Benchmarks and the CPU-trainable middle ground.
     "small": ModelConfig(preset="small", enc_layers=20, enc_channels=64, dec_layers=20, dec_channels=128,
                          skip_channels=128),
-    # The bundled model: learns on 2 CPU cores in hours.
+    # The bundled model: learns on 2 CPU cores in hours; the sine excitation gives it the note's pitch.
     "compact": ModelConfig(preset="compact", enc_layers=10, enc_channels=32, enc_stack=10, dec_layers=20,
-                           dec_channels=48, dec_stack=10, skip_channels=64),
+                           dec_channels=48, dec_stack=10, skip_channels=64, harmonics=8),
     # Tests.
     "tiny": ModelConfig(preset="tiny", enc_layers=4, enc_channels=16, enc_stack=4, dec_layers=6, dec_channels=16,
                         dec_stack=3, skip_channels=16),

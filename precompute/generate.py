@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from precompute.config import ModelConfig
 from precompute.model import Decoder
 from precompute.stepper import Stepper, auto_batch, split_batch
 
@@ -66,14 +67,16 @@ def capture_chunk(stepper: Stepper) -> Callable[[], None]:
     return graph.replay
 
 
-def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, greedy: bool,
-            temperature: float, dtype: torch.dtype, graph: bool, progress: Callable[[int], None]) -> None:
-    """Decode one batch: emb [B, F, E] -> class indices written into out [B, length]."""
+def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, pitch: torch.Tensor | None,
+            greedy: bool, temperature: float, dtype: torch.dtype, graph: bool, progress: Callable[[int], None]) -> None:
+    """Decode one batch: emb [B, F, E] (pitch [B] with harmonics) -> class indices written into out [B, length]."""
     hop, length = decoder.cfg.hop, out.shape[1]
     chunk = math.gcd(hop, NOISE_CHUNK, CHUNK_STEPS)
     stepper = Stepper(decoder, emb.shape[0], chunk=chunk, greedy=greedy, temperature=temperature, dtype=dtype,
                       device=emb.device)
     frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
+    if pitch is not None:
+        stepper.set_pitch(pitch)
     run = stepper.run_chunk
     if graph:
         stepper.set_frame(frames[0])
@@ -99,12 +102,14 @@ def generate(
     greedy: bool = False,
     temperature: float = 1.0,
     seeds: Sequence[int] | None = None,
+    pitch: torch.Tensor | Sequence[int] | None = None,
     dtype: torch.dtype | None = None,
     cuda_graph: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """emb [B, F, E] -> mu-law codes [B, length] (int64 in [-128, 127]); length defaults to F * hop.
 
+    pitch: the notes' MIDI pitches [B], for a decoder with harmonics (its sine excitation).
     dtype: compute dtype (default fp32 on CPU, bf16 on CUDA); cuda_graph: default on for CUDA.
     progress(done_steps, total_steps) is called every chunk of steps (all parts of the batch counted).
     On CUDA the batch is decoded in parts of as many notes as ~70% of the free memory holds.
@@ -119,16 +124,30 @@ def generate(
         raise ValueError(f"{len(seeds)} seeds for {b} notes")
     if not greedy and temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    pitch = check_pitch(decoder.cfg, pitch, b)
     dev = emb.device
     on_cuda = dev.type == "cuda"
     dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
-    return render_parts(decoder, emb, seeds, length, None, greedy=greedy, temperature=temperature, dtype=dtype,
+    return render_parts(decoder, emb, seeds, length, None, pitch=pitch, greedy=greedy, temperature=temperature, dtype=dtype,
                         graph=on_cuda and cuda_graph is not False, progress=progress)
+
+
+def check_pitch(cfg: ModelConfig, pitch, b: int) -> torch.Tensor | None:
+    """The notes' pitches as int64 [b] for a decoder with harmonics (None for one without); errors otherwise."""
+    if not cfg.harmonics:
+        return None
+    if pitch is None:
+        raise ValueError(f"this model's decoder is excited at the notes' pitches ({cfg.harmonics} "
+                         "harmonics): give their pitches")
+    pitch = torch.as_tensor(pitch, dtype=torch.int64).reshape(-1)
+    if len(pitch) != b:
+        raise ValueError(f"{len(pitch)} pitches for {b} notes")
+    return pitch
 
 
 @torch.no_grad()
 def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], length: int, max_batch: int | None, *,
-                 greedy: bool, temperature: float, dtype: torch.dtype, graph: bool,
+                 pitch: torch.Tensor | None = None, greedy: bool, temperature: float, dtype: torch.dtype, graph: bool,
                  progress: Callable[[int, int], None] | None) -> torch.Tensor:
     """generate() for validated arguments, max_batch notes at a time -> codes [B, length].
     max_batch None: all at once on the CPU; on CUDA as many as ~70% of the memory left free after `out` holds."""
@@ -141,7 +160,7 @@ def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], leng
     parts = split_batch(b, max_batch)
     for i, part in enumerate(parts):
         report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)
-        _render(decoder, emb[part], seeds[part], out[part], greedy=greedy, temperature=temperature, dtype=dtype,
+        _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part], greedy=greedy, temperature=temperature, dtype=dtype,
                 graph=graph, progress=report)
     return out.sub_(decoder.cfg.quant // 2)
 

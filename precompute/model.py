@@ -6,6 +6,7 @@ the past taps come from: shifted copies of the whole sequence, or per-layer ring
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -49,15 +50,31 @@ class Encoder(nn.Module):
         return en[:, : frames * self.hop].reshape(en.shape[0], frames, self.hop, -1).mean(2)
 
 
+def excitation_rates(pitch: torch.Tensor, harmonics: int, sample_rate: int) -> torch.Tensor:
+    """MIDI pitches [B] -> angular rates [B, harmonics] float64, radians per sample of h * f0 for h = 1..harmonics;
+    0 for a harmonic at or above Nyquist (its excitation is silent)."""
+    f0 = 440.0 * 2 ** ((pitch.to(torch.float64) - 69) / 12)
+    w = 2 * math.pi * f0[:, None] * torch.arange(1, harmonics + 1, dtype=torch.float64, device=pitch.device)
+    w = w / sample_rate
+    return torch.where(w < math.pi, w, torch.zeros_like(w))
+
+
+def excitation(rates: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """rates [B, H] (excitation_rates), t [T] or [B, T] sample indices -> sin(rates * t) [B, T, H] float64."""
+    t = t.to(torch.float64)
+    return torch.sin(rates[:, None, :] * (t if t.dim() == 2 else t[None])[..., None])
+
+
 class Decoder(nn.Module):
-    """Causal WaveNet conditioned on embeddings held constant over each hop of samples."""
+    """Causal WaveNet conditioned on embeddings held constant over each hop of samples; with cfg.harmonics, its
+    input at sample t also holds the sine excitation at t (the note's pitch and its harmonics)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         r, s = cfg.dec_channels, cfg.skip_channels
         self.cfg = cfg
         self.dilations = cfg.dilations("dec")
-        self.start = nn.Linear(3, r)  # causal taps t-2, t-1, t
+        self.start = nn.Linear(3 + cfg.harmonics, r)  # causal taps t-2, t-1, t [+ the excitation at t]
         self.skip_start = nn.Linear(r, s)
         self.dilated = nn.ModuleList(nn.Linear(3 * r, 2 * r) for _ in self.dilations)  # taps t-2d, t-d, t
         self.res_skip = nn.ModuleList(nn.Linear(r, r + s) for _ in self.dilations)  # residual and skip 1x1, fused
@@ -79,13 +96,20 @@ class Decoder(nn.Module):
         """emb [B, F, bottleneck] -> per-frame conditioning [B, F, cond_width]."""
         return self.cond(emb)
 
-    def _stack(self, x: torch.Tensor, cond: Callable[[slice], torch.Tensor], taps: Taps) -> torch.Tensor:
+    def _check_exc(self, exc: torch.Tensor | None) -> None:
+        if (exc is None) != (self.cfg.harmonics == 0):
+            raise ValueError(f"a decoder with {self.cfg.harmonics} harmonics takes "
+                             f"{'an excitation' if self.cfg.harmonics else 'no excitation'}")
+
+    def _stack(self, x: torch.Tensor, cond: Callable[[slice], torch.Tensor], taps: Taps,
+               exc: torch.Tensor | None) -> torch.Tensor:
         """x [B, T] decoder input; cond(channel slice) -> that slice of the conditioning, [B, T, n] (or [B, 1, n]);
-        taps(stage, h) -> (h[t-2d], h[t-d]). -> logits [B, T, Q]."""
+        taps(stage, h) -> (h[t-2d], h[t-d]); exc [B, T, harmonics] or None. -> logits [B, T, Q]."""
+        self._check_exc(exc)
         r = self.cfg.dec_channels
         h = x.unsqueeze(-1)
         p2, p1 = taps(0, h)
-        h = self.start(torch.cat([p2, p1, h], -1))
+        h = self.start(torch.cat([p2, p1, h] if exc is None else [p2, p1, h, exc.to(h.dtype)], -1))
         skip = self.skip_start(h)
         for i, (dil, res_skip) in enumerate(zip(self.dilated, self.res_skip)):
             p2, p1 = taps(i + 1, h)
@@ -96,22 +120,32 @@ class Decoder(nn.Module):
         out = torch.relu(self.out1(torch.relu(skip)) + cond(slice(2 * r * len(self.dilated), None)))
         return self.logits(out)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced pass. x [B, T] (input already shifted right by one); emb [B, F, E], F*hop >= T."""
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, exc: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced pass. x [B, T] (input already shifted right by one); emb [B, F, E], F*hop >= T;
+        exc [B, T, harmonics] (see excitation) when cfg.harmonics."""
         frames, hop, t = self.project(emb), self.cfg.hop, x.shape[1]
         periods = self.periods
         return self._stack(x, lambda c: frames[..., c].repeat_interleave(hop, dim=1)[:, :t],
-                           lambda k, h: (shift(h, periods[k]), shift(h, periods[k] // 2)))
+                           lambda k, h: (shift(h, periods[k]), shift(h, periods[k] // 2)), exc)
+
+    def excitation(self, pitch: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor | None:
+        """MIDI pitches [B] and sample indices [T] or [B, T] -> the excitation [B, T, harmonics] (None without
+        harmonics)."""
+        if not self.cfg.harmonics:
+            return None
+        if pitch is None:
+            raise ValueError(f"a decoder with {self.cfg.harmonics} harmonics needs the notes' pitches")
+        return excitation(excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate), t)
 
     # --- cached one-step pass -------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
         """Zeroed rings of past inputs, one per stage: [period, B, width] (time-major, so a read is contiguous)."""
         return [torch.zeros(p, batch, w, device=device, dtype=dtype) for p, w in zip(self.periods, self.widths)]
 
-    def step(self, x: torch.Tensor, cond: torch.Tensor, state: list[torch.Tensor]):
+    def step(self, x: torch.Tensor, cond: torch.Tensor, state: list[torch.Tensor], exc: torch.Tensor | None = None):
         """Functional step (ONNX-exportable). x [B, 1]; cond [B, cond_width] for the current frame;
-        state: rings [period, B, width] holding inputs t-period..t-1 oldest first.
-        -> (logits [B, Q], new state)."""
+        state: rings [period, B, width] holding inputs t-period..t-1 oldest first; exc [B, harmonics] at t
+        when cfg.harmonics. -> (logits [B, Q], new state)."""
         new_state: list[torch.Tensor] = []
 
         def taps(k: int, h: torch.Tensor):
@@ -121,7 +155,7 @@ class Decoder(nn.Module):
             return ring[0:1].transpose(0, 1), ring[d: d + 1].transpose(0, 1)
 
         cond = cond.unsqueeze(1)
-        logits = self._stack(x, lambda c: cond[..., c], taps)
+        logits = self._stack(x, lambda c: cond[..., c], taps, None if exc is None else exc.unsqueeze(1))
         return logits[:, 0], new_state
 
 
@@ -132,11 +166,15 @@ class WaveNetAutoencoder(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, T] mu-law in [-128, 127], T a multiple of hop -> logits [B, T, Q] predicting codes + 128."""
+    def forward(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
+                start: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, T] mu-law in [-128, 127], T a multiple of hop -> logits [B, T, Q] predicting codes + 128.
+        With cfg.harmonics: pitch [B] (MIDI) and start [B], the index in its note of each crop's first sample."""
         x = codes_to_input(codes)
         emb = self.encoder(x)
-        return self.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
+        t = torch.arange(codes.shape[1], device=codes.device)
+        exc = self.decoder.excitation(pitch, t if start is None else start[:, None] + t)
+        return self.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb, exc)
 
     def encode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, T] -> embeddings [B, T // hop, E]."""

@@ -36,6 +36,12 @@ class _Step(nn.Module):
         return (logits, *new_state)
 
 
+class _ExcitedStep(_Step):
+    def forward(self, x, cond, exc, *state):
+        logits, new_state = self.decoder.step(x, cond, list(state), exc)
+        return (logits, *new_state)
+
+
 def state_names(model: WaveNetAutoencoder) -> tuple[list[str], list[str]]:
     n = len(model.decoder.periods)
     return [f"state_in_{i}" for i in range(n)], [f"state_out_{i}" for i in range(n)]
@@ -61,7 +67,8 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 @torch.no_grad()
 def export_onnx(model: WaveNetAutoencoder, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write encoder.onnx, project.onnx, decoder_step.onnx and onnx.json into out_dir."""
+    """Write encoder.onnx, project.onnx, decoder_step.onnx and onnx.json into out_dir. The step's inputs are x, cond,
+    exc (the sine excitation at t [batch, harmonics], only for a decoder with harmonics) and the rings."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
@@ -73,10 +80,14 @@ def export_onnx(model: WaveNetAutoencoder, out_dir: str | os.PathLike) -> dict[s
             {"embeddings": {0: "batch", 1: "frames"}, "cond": {0: "batch", 1: "frames"}}, model, "project")
     s_in, s_out = state_names(model)
     state = dec.init_state(1)
-    dyn = {"x": {0: "batch"}, "cond": {0: "batch"}, "logits": {0: "batch"}}
+    dyn = {"x": {0: "batch"}, "cond": {0: "batch"}, "logits": {0: "batch"}, "exc": {0: "batch"}}
     dyn.update({n: {1: "batch"} for n in s_in + s_out})
-    _export(_Step(dec), (torch.zeros(1, 1), torch.zeros(1, dec.cond.out_features), *state), paths["step"],
-            ["x", "cond", *s_in], ["logits", *s_out], dyn, model, "decoder_step")
+    args, names, step = (torch.zeros(1, 1), torch.zeros(1, dec.cond.out_features)), ["x", "cond"], _Step(dec)
+    if cfg.harmonics:
+        args, names, step = (*args, torch.zeros(1, cfg.harmonics)), [*names, "exc"], _ExcitedStep(dec)
+    else:
+        del dyn["exc"]
+    _export(step, (*args, *state), paths["step"], [*names, *s_in], ["logits", *s_out], dyn, model, "decoder_step")
     manifest = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "config_hash": cfg.hash(),
                 "files": FILES, "state_shapes": [[p, "batch", w] for p, w in zip(dec.periods, dec.widths)]}
     atomic_write_bytes(out / "onnx.json", (json.dumps(manifest, indent=2) + "\n").encode())

@@ -11,6 +11,9 @@ conditioning vector or a single skip bias, and 1/temperature is folded into the 
 torch's tanh is several times slower than its sigmoid, tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded
 into the weights).
 
+With cfg.harmonics, the sine excitation at t is computed in place from the notes' angular rates (set_pitch) and a
+float64 copy of the step counter, the same float64 sin as the teacher-forced pass, and joins the start matmul.
+
 Ring slots are computed on the device from a step counter, so a run of many steps has fixed addresses and CUDA
 can capture it once as a graph and replay it at any position; the CPU runs the same steps eagerly.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from precompute.model import Decoder
+from precompute.model import Decoder, excitation_rates
 
 
 class Stepper:
@@ -29,6 +32,7 @@ class Stepper:
         cfg = decoder.cfg
         r, s, q = cfg.dec_channels, cfg.skip_channels, cfg.quant
         self.r, self.q, self.batch, self.chunk, self.greedy = r, q, batch, chunk, greedy
+        self.cfg = cfg
         self.dilations = list(decoder.dilations)
         n = len(self.dilations)
         dev = torch.device(device)
@@ -48,6 +52,11 @@ class Stepper:
         offs.append(1)  # slot of x at t+1, written once x is sampled
         pers.append(3)
         self.t = torch.zeros((), dtype=torch.int64, device=dev)
+        h = cfg.harmonics
+        self._t64 = torch.zeros((), dtype=torch.float64, device=dev)  # t for the excitation's phase
+        self._rates = torch.zeros(batch, h, dtype=torch.float64, device=dev)
+        self._phase = torch.empty(batch, h, dtype=torch.float64, device=dev)
+        self._exc = torch.empty(batch, h, **kw)
         self._offs = torch.tensor(offs, device=dev)
         self._pers = torch.tensor(pers, device=dev)
         self._tmp = torch.empty_like(self._offs)
@@ -108,7 +117,8 @@ class Stepper:
                 cw[sl], cb[sl] = cw[sl][swap] * scale, (cb[sl] + b + w @ consts[-1].repeat(3))[swap] * scale[:, 0]
             cb[2 * r * n:] += p["out1.bias"]
             cast = lambda x: x.to(**kw).contiguous()  # noqa: E731
-            self._w_start, self._b_start = cast(p["start.weight"].T), cast(p["start.bias"])
+            self._w_start, self._b_start = cast(p["start.weight"][:, :3].T), cast(p["start.bias"])
+            self._w_exc = cast(p["start.weight"][:, 3:].T)
             self._w_dil = [cast(w) for w in w_dil]
             self._w_res = [cast(w) for w in w_res[:-1]]  # the last layer's residual is never read
             self._w_skip, self._b_skip = cast(torch.cat(w_skip)), cast(b_skip)
@@ -125,14 +135,19 @@ class Stepper:
         cfg = decoder.cfg
         r, s, q, n = cfg.dec_channels, cfg.skip_channels, cfg.quant, cfg.dec_layers
         elems = sum(2 * d + 1 for d in decoder.dilations) * r + (n + 1) * r + n * 2 * r + s + 6 * r + 2 * s + q
-        return elems * torch.finfo(dtype).bits // 8 + 8 * q + 16 * 128
+        return elems * torch.finfo(dtype).bits // 8 + 8 * q + 16 * 128 + 24 * cfg.harmonics
 
     def reset(self) -> None:
         """Back to t = 0 with the zero history (as after construction)."""
         self.t.zero_()
+        self._t64.zero_()
         self.x_ring.zero_()
         for ring, init in zip(self.rings, self._ring_init):
             ring.copy_(init)
+
+    def set_pitch(self, pitch: torch.Tensor) -> None:
+        """pitch [B] MIDI: the notes' excitation (decoders with harmonics; set before a CUDA graph is captured)."""
+        self._rates.copy_(excitation_rates(pitch.to(self._rates.device), self.cfg.harmonics, self.cfg.sample_rate))
 
     def set_frame(self, emb_frame: torch.Tensor) -> None:
         """emb_frame [B, E]: conditioning for the following steps (one matmul per frame, not per step)."""
@@ -144,6 +159,11 @@ class Stepper:
         torch.remainder(self._tmp, self._pers, out=self.slots)
         torch.index_select(self.x_ring, 1, self._taps[0], out=self._x0)
         torch.addmm(self._b_start, self._x0, self._w_start, out=self._g_blocks[0])
+        if self.cfg.harmonics:
+            torch.mul(self._rates, self._t64, out=self._phase)
+            self._phase.sin_()
+            self._exc.copy_(self._phase)
+            self._g_blocks[0].addmm_(self._exc, self._w_exc)
         self.rings[0].index_copy_(0, self._now[1], self._g_blocks[0].unsqueeze(0))
         last = len(self.dilations) - 1
         for i, ring in enumerate(self.rings):
@@ -166,6 +186,7 @@ class Stepper:
         torch.addmm(self._b_logits, self._out, self._w_logits, out=self.logits)
         self._sample(k)
         self.t.add_(1)
+        self._t64.add_(1)
 
     def _sample(self, k: int) -> None:
         idx = self._idx

@@ -45,8 +45,32 @@ def learning_rate(tc: TrainConfig, step: int) -> float:
     return tc.lr * [m for f, m in SCHEDULE if frac >= f][-1]
 
 
-def load_codes(root: str | os.PathLike) -> torch.Tensor:
-    """An NSynth-layout folder -> mu-law codes int8 [N, 64000] (held in memory: 64 kB a note)."""
+@dataclass
+class Notes:
+    """Whole notes held in memory: mu-law codes int8 [N, T] (64 kB a note) and MIDI pitches int64 [N]."""
+    codes: torch.Tensor
+    pitch: torch.Tensor
+
+
+@dataclass
+class Crops:
+    """A batch of crops: codes int64 [n, crop], their notes' pitches [n] and their first samples' indices [n]."""
+    codes: torch.Tensor
+    pitch: torch.Tensor
+    start: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: slice) -> "Crops":
+        return Crops(self.codes[i], self.pitch[i], self.start[i])
+
+    def to(self, device) -> "Crops":
+        return Crops(self.codes.to(device), self.pitch.to(device), self.start.to(device))
+
+
+def load_notes(root: str | os.PathLike) -> Notes:
+    """An NSynth-layout folder -> its notes' codes and pitches."""
     from precompute.datasets.nsynth import load_examples
     from precompute.datasets.pack import note_codes
 
@@ -57,12 +81,12 @@ def load_codes(root: str | os.PathLike) -> torch.Tensor:
     codes = torch.empty(len(notes), len(first), dtype=torch.int8)
     for i, note in enumerate(notes):  # one note at a time: a float copy of a big dataset does not fit in memory
         codes[i] = first if i == 0 else note_codes(note)
-    return codes
+    return Notes(codes, torch.tensor([n.pitch for n in notes], dtype=torch.int64))
 
 
-def load_splits(data: Path, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """DATA, a folder with train/ and valid/ or a pack (`nsynth dataset pack`) -> (train, valid) codes int8
-    [notes, samples], each note at least `crop` samples long."""
+def load_splits(data: Path, crop: int) -> tuple[Notes, Notes]:
+    """DATA, a folder with train/ and valid/ or a pack (`nsynth dataset pack`) -> (train, valid) notes, each at
+    least `crop` samples long."""
     if data.is_file():
         from precompute.datasets.pack import read_pack
 
@@ -72,23 +96,26 @@ def load_splits(data: Path, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
         empty = [s for s, c in splits.items() if not len(c)]
         if empty:
             raise NsynthError(f"{data}: no {' or '.join(empty)} notes in the pack")
-        return splits["train"], splits["valid"]
+        pitch = {s: torch.tensor([n["pitch"] for n in header["notes"] if n["split"] == s], dtype=torch.int64)
+                 for s in splits}
+        return Notes(splits["train"], pitch["train"]), Notes(splits["valid"], pitch["valid"])
     from precompute.datasets.split import split_dirs
 
     dirs = split_dirs(data)
-    return load_codes(dirs["train"]), load_codes(dirs["valid"])
+    return load_notes(dirs["train"]), load_notes(dirs["valid"])
 
 
-def random_crops(codes: torch.Tensor, n: int, crop: int, gen: torch.Generator) -> torch.Tensor:
-    """codes [N, T] -> n random crops [n, crop] (int64), drawn from gen."""
-    idx = torch.randint(codes.shape[0], (n,), generator=gen)
-    start = torch.randint(codes.shape[1] - crop + 1, (n,), generator=gen)
-    return torch.stack([codes[i, s: s + crop] for i, s in zip(idx.tolist(), start.tolist())]).long()
+def random_crops(notes: Notes, n: int, crop: int, gen: torch.Generator) -> Crops:
+    """n random crops of `crop` samples, drawn from gen."""
+    idx = torch.randint(notes.codes.shape[0], (n,), generator=gen)
+    start = torch.randint(notes.codes.shape[1] - crop + 1, (n,), generator=gen)
+    codes = torch.stack([notes.codes[i, s: s + crop] for i, s in zip(idx.tolist(), start.tolist())]).long()
+    return Crops(codes, notes.pitch[idx], start)
 
 
-def loss_fn(model: WaveNetAutoencoder, crops: torch.Tensor) -> torch.Tensor:
-    logits = model(crops)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes_to_target(crops).reshape(-1))
+def loss_fn(model: WaveNetAutoencoder, crops: Crops) -> torch.Tensor:
+    logits = model(crops.codes, crops.pitch, crops.start)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes_to_target(crops.codes).reshape(-1))
 
 
 def plot_curves(history: dict, path: Path) -> None:
@@ -125,7 +152,7 @@ def _save_state(run: Path, model, opt, scaler, gen: torch.Generator, step: int, 
 def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str | None = None,
           tc: TrainConfig | None = None, device: str | None = None, threads: int | None = None,
           stop_after: int | None = None, steps: int | None = None, minutes: float | None = None,
-          log=print) -> dict:
+          init: str | os.PathLike | None = None, log=print) -> dict:
     """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts, or a dataset pack).
     Returns the history.
 
@@ -134,7 +161,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     stop_after: return after this many steps of this call (tests).
     minutes: wall-clock budget of this call, loading included (a GPU lease, a night): once the step rate is
     measured (PROBE) the total is set, like `steps`, so that the schedule ends within it; the call returns at the
-    budget's end in any case, with a checkpoint."""
+    budget's end in any case, with a checkpoint.
+    init: a new RUN starts from this run's weights (warm_start) instead of a random initialisation."""
     started = time.monotonic()
     run = Path(run)
     data = Path(data)
@@ -157,11 +185,19 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
             tc.steps = steps
         run.mkdir(parents=True, exist_ok=True)
         saved = {**asdict(tc), "data": str(data)}
+        if init is not None:
+            from precompute.run import checkpoint_step
+
+            saved["init"] = {"run": str(init), "step": checkpoint_step(init)}
         write_config(run, cfg, saved)
-    train_codes, valid_codes = load_splits(data, tc.crop)
+    train_notes, valid_notes = load_splits(data, tc.crop)
     torch.manual_seed(tc.seed)
-    model = WaveNetAutoencoder(cfg).to(device)
-    log(f"train: {train_codes.shape[0]} notes, valid: {valid_codes.shape[0]} notes, preset {cfg.preset}, "
+    model = WaveNetAutoencoder(cfg)
+    if init is not None and not resume:
+        warm_start(model, init)
+        log(f"initialised from {init} (step {saved['init']['step']})")
+    model = model.to(device)
+    log(f"train: {len(train_notes.codes)} notes, valid: {len(valid_notes.codes)} notes, preset {cfg.preset}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}")
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     amp = device.startswith("cuda")
@@ -177,7 +213,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         gen.set_state(blob["gen"])
         step, history = blob["step"], blob["history"]
         log(f"resumed {run} at step {step}")
-    valid_set = random_crops(valid_codes, tc.valid_crops, tc.crop, torch.Generator().manual_seed(1234))
+    valid_set = random_crops(valid_notes, tc.valid_crops, tc.crop, torch.Generator().manual_seed(1234))
 
     deadline = None if minutes is None else started + minutes * 60
     t0, done_here, last_print = time.monotonic(), 0, 0.0
@@ -186,7 +222,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         model.train()
         for g in opt.param_groups:
             g["lr"] = learning_rate(tc, step)
-        crops = random_crops(train_codes, tc.batch, tc.crop, gen).to(device)
+        crops = random_crops(train_notes, tc.batch, tc.crop, gen).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model, crops)
         opt.zero_grad(set_to_none=True)
@@ -225,8 +261,25 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     return history
 
 
+def warm_start(model: WaveNetAutoencoder, run: str | os.PathLike) -> None:
+    """Copy RUN's weights into model: a tensor of the same shape whole; one that has grown (new inputs, e.g. the
+    excitation's columns of decoder.start.weight) gets RUN's values in its leading block and zeros elsewhere, so
+    the model starts out computing what RUN's does."""
+    from precompute.run import load_model
+
+    old = load_model(run).state_dict()
+    new = model.state_dict()
+    for name, t in new.items():
+        src = old.get(name)
+        if src is None or src.dim() != t.dim() or any(a > b for a, b in zip(src.shape, t.shape)):
+            raise NsynthError(f"{run}: its weights do not fit this model ({name}: "
+                              f"{None if src is None else tuple(src.shape)} -> {tuple(t.shape)})")
+        t.zero_()
+        t[tuple(slice(0, n) for n in src.shape)] = src
+
+
 @torch.no_grad()
-def evaluate(model: WaveNetAutoencoder, crops: torch.Tensor, batch: int, device: str) -> float:
+def evaluate(model: WaveNetAutoencoder, crops: Crops, batch: int, device: str) -> float:
     model.eval()
     losses = [float(loss_fn(model, crops[i: i + batch].to(device))) * len(crops[i: i + batch])
               for i in range(0, len(crops), batch)]
@@ -238,6 +291,8 @@ def configure(parser) -> None:
                                      "or a pack made by `nsynth dataset pack`")
     parser.add_argument("--run", required=True, help="run folder (created, or resumed if it holds a training state)")
     parser.add_argument("--preset", help="model preset for a new run (tiny, compact, small, nsynth)")
+    parser.add_argument("--init", help="a new run starts from this run's weights (fine-tuning; grown tensors "
+                                       "such as a new excitation input start at zero)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"total steps (new run: default {TrainConfig.steps}; resuming: a new total)")
     parser.add_argument("--minutes", type=float, default=None,
@@ -256,5 +311,5 @@ def _main(args) -> int:
     tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop,
                      checkpoint_every=args.checkpoint_every, valid_every=args.checkpoint_every, seed=args.seed)
     train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
-          steps=args.steps, minutes=args.minutes, log=lambda line: print(line, flush=True))  # logs are tailed
+          steps=args.steps, minutes=args.minutes, init=args.init, log=lambda line: print(line, flush=True))  # logs are tailed
     return 0

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from precompute.config import ModelConfig
-from precompute.generate import _NoteNoise, generate, sample_codes
-from precompute.model import WaveNetAutoencoder
+from precompute.generate import _NoteNoise, check_pitch, generate, sample_codes
+from precompute.model import WaveNetAutoencoder, excitation, excitation_rates
 from precompute.mulaw import codes_to_input, mulaw_encode
 from precompute.onnx_export import FILES, check_onnx_dir
 
@@ -46,6 +46,10 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.hop = model.cfg.hop
+        self.harmonics = model.cfg.harmonics
+
+    def _pitch(self, pitch) -> torch.Tensor | None:
+        return torch.as_tensor(np.asarray(pitch), dtype=torch.int64) if self.harmonics and pitch is not None else None
 
     @torch.no_grad()
     def encode(self, audio: np.ndarray) -> np.ndarray:
@@ -58,10 +62,11 @@ class TorchBackend:
         return np.concatenate(out)
 
     def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
-               progress: Progress | None = None) -> np.ndarray:
-        """embeddings float32 [n, F, E] -> mu-law codes int8 [n, length]."""
+               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
+        """embeddings float32 [n, F, E] (and MIDI pitches [n], used by excited decoders) -> mu-law codes int8
+        [n, length]."""
         codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), length=length, greedy=greedy,
-                         temperature=temperature, seeds=seeds, progress=progress)
+                         temperature=temperature, seeds=seeds, pitch=self._pitch(pitch), progress=progress)
         return codes.cpu().numpy().astype(np.int8)
 
 
@@ -80,21 +85,22 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, files: dict[str, bytes], hop: int, device_id: int = 0):
+    def __init__(self, files: dict[str, bytes], config: dict, device_id: int = 0):
         import onnxruntime as ort
 
-        self.hop = hop
+        self.cfg = ModelConfig.from_dict(config)
+        self.hop = self.cfg.hop
         providers = ort_providers(device_id)
         self.sessions = {k: ort.InferenceSession(blob, providers=providers) for k, blob in files.items()}
         step = self.sessions["step"]
-        self.state_inputs = [(i.name, i.shape) for i in step.get_inputs()[2:]]
+        self.state_inputs = [(i.name, i.shape) for i in step.get_inputs() if i.name.startswith("state_in_")]
         self.providers = step.get_providers()
 
     @staticmethod
-    def read_files(onnx_dir: str | Path) -> tuple[dict[str, bytes], int]:
-        """An export folder's model files (bytes, so they can travel to Ray workers) and its hop."""
+    def read_files(onnx_dir: str | Path) -> tuple[dict[str, bytes], dict]:
+        """An export folder's model files (bytes, so they can travel to Ray workers) and its model config."""
         doc = check_onnx_dir(onnx_dir)
-        return {k: (Path(onnx_dir) / name).read_bytes() for k, name in FILES.items()}, int(doc["config"]["hop"])
+        return {k: (Path(onnx_dir) / name).read_bytes() for k, name in FILES.items()}, doc["config"]
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         x = codes_to_input(mulaw_encode(torch.from_numpy(np.ascontiguousarray(audio)))).numpy()
@@ -102,10 +108,14 @@ class OnnxBackend:
         return np.concatenate([enc.run(None, {"audio": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
 
     def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
-               progress: Progress | None = None) -> np.ndarray:
+               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
         n = emb.shape[0]
         if length > emb.shape[1] * self.hop:
             raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
+        rates = None
+        if self.cfg.harmonics:
+            pitch = check_pitch(self.cfg, None if pitch is None else np.asarray(pitch), n)
+            rates = excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate)
         cond = self.sessions["project"].run(None, {"embeddings": emb})[0]
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]
@@ -113,7 +123,10 @@ class OnnxBackend:
         x = np.zeros((n, 1), np.float32)
         out = np.empty((n, length), np.int8)
         for t in range(length):
-            logits, *rings = step.run(None, {"x": x, "cond": cond[:, t // self.hop], **state})
+            feed = {"x": x, "cond": cond[:, t // self.hop], **state}
+            if rates is not None:
+                feed["exc"] = excitation(rates, torch.tensor([t]))[:, 0].float().numpy()
+            logits, *rings = step.run(None, feed)
             state = dict(zip(state, rings))
             q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.steps(t, 1)[0, :, 0], temperature)
             out[:, t] = q.numpy()

@@ -69,13 +69,13 @@ class Plan:
         u = self.n_cells
         return n // (len(self.velocities) * u), (n // u) % len(self.velocities), n % u
 
-    def shard_inputs(self, i: int) -> tuple[np.ndarray, list[int]]:
-        """-> (embeddings float32 [n, F, E], seeds [n]) of shard i's notes."""
+    def shard_inputs(self, i: int) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """-> (embeddings float32 [n, F, E], seeds [n], MIDI pitches int64 [n]) of shard i's notes."""
         p, v, u = self.note_coords(self.shard_notes(i))
         w = self.weights[u]                                   # [n, 4]
         corners = self.corner_emb[:, p, v].astype(np.float64)  # [4, n, F, E]
         emb = sum(w[:, k, None, None] * corners[k] for k in range(4))
-        return emb.astype(np.float32), [int(s) for s in self.seeds[p, v, u]]
+        return emb.astype(np.float32), [int(s) for s in self.seeds[p, v, u]], np.asarray(self.pitches, np.int64)[p]
 
     def block_notes(self, p_idx: int, v_idx: int) -> range:
         """Note indices of all unique cells at one pitch and velocity."""

@@ -82,8 +82,9 @@ def _worker_backend(payload: tuple):
 
 def render_shard(backend, plan: Plan, i: int, *, greedy: bool, temperature: float, progress=None) -> np.ndarray:
     """Decode shard i of the plan -> codes int8 [notes, length]."""
-    emb, seeds = plan.shard_inputs(i)
-    return backend.decode(emb, seeds, length=plan.length, greedy=greedy, temperature=temperature, progress=progress)
+    emb, seeds, pitch = plan.shard_inputs(i)
+    return backend.decode(emb, seeds, length=plan.length, greedy=greedy, temperature=temperature, pitch=pitch,
+                          progress=progress)
 
 
 def _ray_task(payload: tuple, plan: Plan, i: int, greedy: bool, temperature: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from device.cli import main as cli
 from device.errors import NsynthError
 from precompute.datasets import pack
 from precompute.datasets.pack import MAGIC, read_pack, write_pack
-from precompute.train import load_codes
+from precompute.train import load_notes
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_pack_holds_the_same_codes_as_the_folders(splits, tmp_path):
     assert again == header and header["samples"] == 64000
     for split in ("train", "valid"):
         assert codes[split].dtype == torch.int8
-        assert torch.equal(codes[split], load_codes(splits / split))
+        assert torch.equal(codes[split], load_notes(splits / split).codes)
     assert [n["split"] for n in header["notes"]].count("valid") == 4
 
 
@@ -37,7 +37,7 @@ def test_filters_and_cut(splits, tmp_path):
     _, codes = read_pack(tmp_path / "d.nspack")
     assert {(n["pitch"], n["velocity"]) for n in header["notes"]} == {(64, 127)}
     assert codes["train"].shape == (2, 16000) and codes["valid"].shape == (1, 16000)
-    full = load_codes(splits / "valid")  # its notes sorted by note_str: 060-025, 060-127, 064-025, 064-127
+    full = load_notes(splits / "valid").codes  # its notes sorted by note_str: 060-025, 060-127, 064-025, 064-127
     assert torch.equal(codes["valid"][0], full[3, :16000])
     with pytest.raises(NsynthError, match="no notes match"):
         write_pack(splits, tmp_path / "e.nspack", pitches=[61], progress=False)

@@ -11,9 +11,9 @@ from precompute.mulaw import codes_to_input
 from precompute.stepper import Stepper, auto_batch, split_batch
 
 
-def _model(name, seed=0):
+def _model(name, seed=0, harmonics=0):
     torch.manual_seed(seed)
-    model = WaveNetAutoencoder(preset(name)).eval()
+    model = WaveNetAutoencoder(preset(name, harmonics=harmonics)).eval()
     with torch.no_grad():  # non-zero biases everywhere, so every folded bias is exercised
         for p in model.decoder.parameters():
             if p.ndim == 1:
@@ -21,10 +21,11 @@ def _model(name, seed=0):
     return model
 
 
-def _full_pass(model, codes, emb):
+def _full_pass(model, codes, emb, pitch=None):
     x = codes_to_input(codes)
+    exc = model.decoder.excitation(pitch, torch.arange(codes.shape[1]))
     with torch.no_grad():
-        return model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
+        return model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb, exc)
 
 
 def _run(stepper, emb, steps, noise=None):
@@ -43,17 +44,25 @@ def _run(stepper, emb, steps, noise=None):
     return torch.cat(codes, 1), torch.stack(logits, 1)
 
 
-@pytest.mark.parametrize("name,steps", [("tiny", 3 * 512 + 128), ("small", 640)])
+@pytest.mark.parametrize("name,steps,harmonics", [("tiny", 3 * 512 + 128, 0), ("small", 640, 0),
+                                                   ("tiny", 3 * 512 + 128, 6)])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 @torch.no_grad()
-def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature):
-    """Every step's logits (scaled by 1/temperature) equal the teacher-forced pass over the generated codes."""
-    model = _model(name)
+def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics):
+    """Every step's logits (scaled by 1/temperature) equal the teacher-forced pass over the generated codes
+    (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist)."""
+    model = _model(name, harmonics=harmonics)
+    if harmonics:
+        with torch.no_grad():  # a strong excitation input, so the test fails if its phase or weights are off
+            model.decoder.start.weight[:, 3:].normal_(0, 2.0)
     emb = torch.randn(3, 2 + steps // 512, 16)
+    pitch = torch.tensor([30, 64, 100]) if harmonics else None
     stepper = Stepper(model.decoder, 3, chunk=64, greedy=True, temperature=temperature)
+    if harmonics:
+        stepper.set_pitch(pitch)
     idx, logits = _run(stepper, emb, steps)
     codes = idx - 128
-    full = _full_pass(model, codes, emb[:, : -(-steps // 512)])
+    full = _full_pass(model, codes, emb[:, : -(-steps // 512)], pitch)
     assert (logits * temperature - full).abs().max() <= 1e-4
     assert torch.equal(full.argmax(-1), idx)
     assert len(set(codes.flatten().tolist())) > 3  # not a constant output
@@ -62,6 +71,8 @@ def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature):
     stepper.reset()
     again, _ = _run(stepper, emb, 128)
     assert torch.equal(again, idx[:, :128])
+    if harmonics:  # the excitation matters: another pitch gives other logits
+        assert (_full_pass(model, codes, emb[:, : -(-steps // 512)], pitch + 1) - full).abs().max() > 0.1
 
 
 @torch.no_grad()
@@ -110,6 +121,22 @@ def test_notes_do_not_depend_on_how_the_batch_is_split():
     assert torch.equal(whole, parts)
     assert seen[-1] == (3 * 600, 3 * 600) and all(n == 1800 for _, n in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+@torch.no_grad()
+def test_excited_decoders_take_the_notes_pitches():
+    model = _model("tiny", harmonics=3)
+    emb = torch.randn(3, 2, 16)
+    with pytest.raises(ValueError, match="give their pitches"):
+        generate(model.decoder, emb, greedy=True, length=100)
+    with pytest.raises(ValueError, match="2 pitches for 3 notes"):
+        generate(model.decoder, emb, greedy=True, length=100, pitch=[60, 61])
+    whole = generate(model.decoder, emb, seeds=[1, 2, 3], length=700, pitch=[40, 60, 80])
+    alone = generate(model.decoder, emb[1:2], seeds=[2], length=700, pitch=[60])
+    assert torch.equal(whole[1], alone[0])
+    kw = dict(greedy=False, temperature=1.0, dtype=torch.float32, graph=False, progress=None)
+    parts = render_parts(model.decoder, emb, [1, 2, 3], 700, 2, pitch=torch.tensor([40, 60, 80]), **kw)
+    assert torch.equal(whole, parts)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from precompute.config import PRESETS, preset
+from precompute.config import PRESETS, ModelConfig, preset
 from precompute.generate import generate
 from precompute.model import WaveNetAutoencoder, shift
 from precompute.mulaw import codes_to_input, mulaw_decode, mulaw_encode
@@ -39,23 +40,50 @@ def _teacher_forced(model, batch, length):
     return xin, emb
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
+@pytest.mark.parametrize("name,harmonics", [("tiny", 0), ("small", 0), ("tiny", 5)])
 @pytest.mark.parametrize("batch", [1, 5])
 @torch.no_grad()
-def test_cached_step_reproduces_the_full_pass(name, batch):
-    model = WaveNetAutoencoder(preset(name)).eval()
+def test_cached_step_reproduces_the_full_pass(name, harmonics, batch):
+    model = WaveNetAutoencoder(preset(name, harmonics=harmonics)).eval()
     length = 3 * 512 + 77  # crosses three frame boundaries
     xin, emb = _teacher_forced(model, batch, length)
-    full = model.decoder(xin, emb)
     dec = model.decoder
+    exc = dec.excitation(torch.arange(batch) * 9 + 50, torch.arange(length))
+    full = dec(xin, emb, exc)
     cond = dec.project(emb)
     state = dec.init_state(batch)
     steps = []
     for i in range(length):
-        logits, state = dec.step(xin[:, i:i + 1], cond[:, i // 512], state)
+        logits, state = dec.step(xin[:, i:i + 1], cond[:, i // 512], state, None if exc is None else exc[:, i])
         steps.append(logits)
     # (the packed fast stepper of generate() is held to the same full pass in test_generate_speed.py)
     assert (torch.stack(steps, 1) - full).abs().max() <= 1e-4
+
+
+def test_the_excitation_is_the_notes_harmonics_below_nyquist():
+    dec = WaveNetAutoencoder(preset("tiny", harmonics=4)).decoder
+    exc = dec.excitation(torch.tensor([69, 105]), torch.arange(16000)).numpy()  # A4 = 440 Hz; 105 = 3520 Hz
+    spectrum = np.abs(np.fft.rfft(exc, axis=1))  # 1 Hz bins
+    assert [int(np.argmax(spectrum[0, :, h])) for h in range(4)] == [440, 880, 1320, 1760]
+    assert int(np.argmax(spectrum[1, :, 1])) == 7040 and not np.abs(exc[1, :, 2:]).any()  # 3rd, 4th >= Nyquist
+    # the full model takes each crop's pitch and its offset in the note
+    codes = torch.randint(-128, 128, (2, 1024))
+    model = WaveNetAutoencoder(preset("tiny", harmonics=4)).eval()
+    with torch.no_grad():
+        model.decoder.start.weight.normal_()
+        a = model(codes, torch.tensor([60, 60]), torch.tensor([0, 0]))
+        b = model(codes, torch.tensor([60, 60]), torch.tensor([0, 333]))
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="needs the notes' pitches"):
+        model(codes)
+    with pytest.raises(ValueError, match="takes an excitation"):
+        model.decoder(torch.zeros(1, 512), torch.zeros(1, 1, 16))
+
+
+def test_a_paper_decoder_config_is_unchanged_by_the_excitation_field():
+    cfg = preset("nsynth")
+    assert "harmonics" not in cfg.to_dict() and preset("compact").to_dict()["harmonics"] == 8
+    assert ModelConfig.from_dict(cfg.to_dict()).hash() == cfg.hash()
 
 
 @torch.no_grad()

@@ -13,10 +13,12 @@ from precompute.model import WaveNetAutoencoder
 from precompute.onnx_export import check_onnx_dir, export_onnx, state_names
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 4], ids=["paper", "excited"])
+def exported(tmp_path_factory, request):
     torch.manual_seed(0)
-    model = WaveNetAutoencoder(preset("tiny")).eval()
+    model = WaveNetAutoencoder(preset("tiny", harmonics=request.param)).eval()
+    with torch.no_grad():
+        model.decoder.start.weight.normal_()  # the excitation's weights count
     out = tmp_path_factory.mktemp("onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,10 +59,17 @@ def test_onnxruntime_matches_torch(exported):
     s_in, s_out = state_names(model)
     state_t = model.decoder.init_state(batch)
     state_o = [s.numpy() for s in state_t]
+    exc = model.decoder.excitation(torch.tensor([40, 60, 100]), torch.arange(40))
+    extra = ["exc"] if exc is not None else []
+    assert [i.name for i in step.get_inputs()] == ["x", "cond", *extra, *s_in]
     for t in range(40):
         xt = x[:, t:t + 1]
-        logits_t, state_t = model.decoder.step(xt, cond[:, 0], state_t)
-        outs = step.run(None, {"x": xt.numpy(), "cond": cond[:, 0].numpy(), **dict(zip(s_in, state_o))})
+        exc_t = None if exc is None else exc[:, t].float()
+        logits_t, state_t = model.decoder.step(xt, cond[:, 0], state_t, exc_t)
+        feed = {"x": xt.numpy(), "cond": cond[:, 0].numpy(), **dict(zip(s_in, state_o))}
+        if exc_t is not None:
+            feed["exc"] = exc_t.numpy()
+        outs = step.run(None, feed)
         logits_o, state_o = outs[0], outs[1:]
         assert np.abs(logits_o - logits_t.numpy()).max() <= 1e-4
     assert [o.name for o in step.get_outputs()] == ["logits", *s_out]

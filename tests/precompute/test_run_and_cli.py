@@ -109,3 +109,17 @@ def test_nsynth_console_script_runs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "device.cli", "model", "info", str(tmp_path / "none")],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "no such run folder" in out.stderr
+
+
+def test_an_excited_model_decodes_at_the_pitch_given(tmp_path):
+    run = tmp_path / "excited"
+    new_run(run, preset("tiny", harmonics=3))
+    np.save(tmp_path / "emb.npy", np.zeros((2, 16), np.float32))
+    with pytest.raises(NsynthError, match="give the note's MIDI pitch"):
+        decode_embeddings(tmp_path / "emb.npy", run, tmp_path / "o.wav")
+    assert not (tmp_path / "o.wav").exists()
+    args = ["decode", str(tmp_path / "emb.npy"), "--model", str(run), "-o", str(tmp_path / "o.wav"), "--seed", "1"]
+    assert main([*args, "--pitch", "60"]) == 0
+    a60 = sf.read(tmp_path / "o.wav")[0]
+    assert main([*args, "--pitch", "72"]) == 0
+    assert len(a60) == 1024 and not np.array_equal(a60, sf.read(tmp_path / "o.wav")[0])

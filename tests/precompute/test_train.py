@@ -10,10 +10,10 @@ import torch
 from device.errors import NsynthError
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT
 from precompute.datasets.soundfont import render_soundfont_dataset
-from precompute.config import preset
+from precompute.config import PRESETS, preset
 from precompute.model import WaveNetAutoencoder
-from precompute.run import load_model
-from precompute.train import STATE, TrainConfig, evaluate, learning_rate, load_codes, random_crops, train
+from precompute.run import load_model, new_run, read_config
+from precompute.train import STATE, TrainConfig, evaluate, learning_rate, load_notes, random_crops, train, warm_start
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_schedule_follows_the_paper_scaled():
 def test_loss_falls(data, tmp_path):
     tc = TrainConfig(steps=40, **{**TC, "batch": 4})
     hist = train(data, tmp_path / "run", preset_name="tiny", tc=tc, log=lambda *_: None)
-    crops = random_crops(load_codes(data / "train"), 16, 1024, torch.Generator().manual_seed(5))
+    crops = random_crops(load_notes(data / "train"), 16, 1024, torch.Generator().manual_seed(5))
     torch.manual_seed(tc.seed)  # train() initialises the model from this seed
     before = evaluate(WaveNetAutoencoder(preset("tiny")), crops, 8, "cpu")
     after = evaluate(load_model(tmp_path / "run"), crops, 8, "cpu")
@@ -84,8 +84,12 @@ def test_new_run_needs_a_preset(data, tmp_path):
         train(tmp_path, tmp_path / "r2", preset_name="tiny", log=lambda *_: None)
 
 
-def test_training_from_a_pack_matches_the_folders(data, tmp_path):
+@pytest.mark.parametrize("harmonics", [0, 3], ids=["paper", "excited"])
+def test_training_from_a_pack_matches_the_folders(data, tmp_path, monkeypatch, harmonics):
+    """Same notes, same pitches (the excited decoder reads them), same crops: the same weights."""
     from precompute.datasets.pack import write_pack
+
+    monkeypatch.setitem(PRESETS, "tiny", preset("tiny", harmonics=harmonics))
 
     packed = tmp_path / "gm.nspack"
     write_pack(data, packed, progress=False)
@@ -101,6 +105,24 @@ def test_training_from_a_pack_matches_the_folders(data, tmp_path):
     write_pack(data, short, samples=512, progress=False)
     with pytest.raises(NsynthError, match="short.nspack: notes of 512 samples are shorter than the 1024-sample"):
         train(short, tmp_path / "c", preset_name="tiny", tc=TrainConfig(**tc), log=lambda *_: None)
+
+
+def test_warm_start_grows_a_model_that_computes_the_same(data, tmp_path):
+    old = new_run(tmp_path / "old", preset("tiny"), seed=3).eval()
+    grown = WaveNetAutoencoder(preset("tiny", harmonics=4)).eval()
+    warm_start(grown, tmp_path / "old")
+    codes = torch.randint(-128, 128, (2, 1024))
+    with torch.no_grad():
+        assert torch.equal(old(codes), grown(codes, torch.tensor([30, 90])))
+    assert not grown.decoder.start.weight[:, 3:].any()
+    with pytest.raises(NsynthError, match=r"old: its weights do not fit this model \(encoder.dilated.4.weight: None"):
+        warm_start(WaveNetAutoencoder(preset("small")), tmp_path / "old")
+    # a run started from it (learning rate 0: the weights stay put) records where it came from
+    train(data, tmp_path / "new", preset_name="tiny", tc=TrainConfig(steps=2, **{**TC, "lr": 0.0}),
+          init=tmp_path / "old", log=lambda *_: None)
+    assert read_config(tmp_path / "new")[1]["train"]["init"] == {"run": str(tmp_path / "old"), "step": 0}
+    for k, v in old.state_dict().items():
+        assert torch.equal(load_model(tmp_path / "new").state_dict()[k], v), k
 
 
 def test_time_budget_sets_the_total_and_ends_within_it(data, tmp_path):

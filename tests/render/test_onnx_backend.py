@@ -3,21 +3,28 @@ import shutil
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 from device.bank import open_bank
 from precompute.render.backends import ort_providers
 from precompute.render.job import Job
 from precompute.render.render import render_bank
-from precompute.run import load_model, save_weights
+from precompute.config import preset
+from precompute.run import load_model, new_run, save_weights
 
 from render_setup import SMALL
 
 
-def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path):
+@pytest.mark.parametrize("harmonics", [0, 4], ids=["paper", "excited"])
+def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics):
+    """Both backends, with the paper's decoder and with a sine-excited one (each note at its own pitch)."""
     root, corners, run = setup
     sharp = tmp_path / "sharp"  # the tiny model's weights x3: varied (not constant) greedy output
-    shutil.copytree(run, sharp)
+    if harmonics:
+        new_run(sharp, preset("tiny", harmonics=harmonics))
+    else:
+        shutil.copytree(run, sharp)
     model = load_model(sharp)
     with torch.no_grad():
         for p in model.decoder.parameters():

@@ -15,7 +15,7 @@ def test_corner_cells_are_the_corners_exactly(setup, reference):
         u = plan.cell_index[y * n, x * n]
         for p in range(len(plan.pitches)):
             note = plan.block_notes(p, 0)[u]
-            emb, _ = plan.shard_inputs(note // plan.shard_size)
+            emb, *_ = plan.shard_inputs(note // plan.shard_size)
             assert np.array_equal(emb[note % plan.shard_size], plan.corner_emb[k, p, 0])
     assert len(set(plan.seeds.ravel().tolist())) == plan.n_notes  # every distinct note its own seed
 
