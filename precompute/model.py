@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from precompute.config import ModelConfig
-from precompute.mulaw import codes_to_input
+from precompute.mulaw import codes_to_input, mulaw_decode
 
 Taps = Callable[[int, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -59,10 +59,21 @@ def excitation_rates(pitch: torch.Tensor, harmonics: int, sample_rate: int) -> t
     return torch.where(w < math.pi, w, torch.zeros_like(w))
 
 
-def excitation(rates: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """rates [B, H] (excitation_rates), t [T] or [B, T] sample indices -> sin(rates * t) [B, T, H] float64."""
+def excitation(rates: torch.Tensor, t: torch.Tensor, phase: torch.Tensor | None = None) -> torch.Tensor:
+    """rates [B, H] (excitation_rates), t [T] or [B, T] sample indices, phase [B, H] (default 0)
+    -> sin(rates * t + phase) [B, T, H] float64."""
     t = t.to(torch.float64)
-    return torch.sin(rates[:, None, :] * (t if t.dim() == 2 else t[None])[..., None])
+    arg = rates[:, None, :] * (t if t.dim() == 2 else t[None])[..., None]
+    return torch.sin(arg if phase is None else arg + phase[:, None, :])
+
+
+def aligned_phase(audio: torch.Tensor, rates: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """audio [B, T] at sample indices t [B, T] -> phases [B, H] that put each excitation harmonic in phase with
+    that harmonic of the audio (its DFT phase there, plus pi/2 since the excitation is a sine); 0 where silent."""
+    arg = rates[:, None, :] * t.to(torch.float64)[..., None]
+    x = audio.to(torch.float64)[..., None]
+    phase = torch.atan2(-(x * torch.sin(arg)).sum(1), (x * torch.cos(arg)).sum(1)) + math.pi / 2
+    return torch.where(rates > 0, phase, torch.zeros_like(phase))
 
 
 class Decoder(nn.Module):
@@ -128,14 +139,19 @@ class Decoder(nn.Module):
         return self._stack(x, lambda c: frames[..., c].repeat_interleave(hop, dim=1)[:, :t],
                            lambda k, h: (shift(h, periods[k]), shift(h, periods[k] // 2)), exc)
 
-    def excitation(self, pitch: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor | None:
+    def excitation(self, pitch: torch.Tensor | None, t: torch.Tensor,
+                   align: torch.Tensor | None = None) -> torch.Tensor | None:
         """MIDI pitches [B] and sample indices [T] or [B, T] -> the excitation [B, T, harmonics] (None without
-        harmonics)."""
+        harmonics): from phase 0 (generation), or in phase with the audio `align` [B, T] (teacher forcing)."""
         if not self.cfg.harmonics:
             return None
         if pitch is None:
             raise ValueError(f"a decoder with {self.cfg.harmonics} harmonics needs the notes' pitches")
-        return excitation(excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate), t)
+        rates = excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate)
+        if align is None:
+            return excitation(rates, t)
+        t = t if t.dim() == 2 else t[None].expand(len(pitch), -1)
+        return excitation(rates, t, aligned_phase(align, rates, t))
 
     # --- cached one-step pass -------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
@@ -167,14 +183,18 @@ class WaveNetAutoencoder(nn.Module):
         self.decoder = Decoder(cfg)
 
     def forward(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
-                start: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, T] mu-law in [-128, 127], T a multiple of hop -> logits [B, T, Q] predicting codes + 128.
-        With cfg.harmonics: pitch [B] (MIDI) and start [B], the index in its note of each crop's first sample."""
+        With cfg.harmonics: pitch [B] (MIDI); the excitation is put in phase with each harmonic of the codes (a
+        generated note instead starts its excitation at phase 0 and follows it). noise [B, T]: added to the
+        decoder's past-sample input only (training with injected noise, as FFTNet: the decoder learns not to
+        trust its own past samples blindly, since in generation they are its own noisy draws)."""
         x = codes_to_input(codes)
         emb = self.encoder(x)
-        t = torch.arange(codes.shape[1], device=codes.device)
-        exc = self.decoder.excitation(pitch, t if start is None else start[:, None] + t)
-        return self.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb, exc)
+        exc = self.decoder.excitation(pitch, torch.arange(codes.shape[1], device=codes.device),
+                                      align=mulaw_decode(codes))
+        past = shift(x.unsqueeze(-1), 1).squeeze(-1)
+        return self.decoder(past if noise is None else past + noise, emb, exc)
 
     def encode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, T] -> embeddings [B, T // hop, E]."""

@@ -23,6 +23,7 @@ STATE = "train_state.pt"
 PROBE = (5, 25)  # with a time budget: the steps of this call between which the step rate is measured
 BUDGET_USE = 0.9  # fraction of the remaining budget planned for steps (validation and checkpoints take the rest)
 CURVES = "loss.png"
+INIT_WARMUP = 100  # --warmup default of a warm-started run
 # The paper's schedule (200k steps): lr multipliers after these fractions of the run.
 SCHEDULE = [(0.0, 1.0), (90 / 200, 1.33 / 2), (120 / 200, 0.6 / 2), (150 / 200, 0.4 / 2), (180 / 200, 0.2 / 2)]
 
@@ -38,11 +39,14 @@ class TrainConfig:
     valid_every: int = 200
     valid_crops: int = 32
     seed: int = 0
+    warmup: int = 0  # steps of linear ramp-up (a warm start's fresh Adam moments would jolt its trained weights)
+    input_noise: float = 0.0  # std of the Gaussian noise injected into the decoder's past samples ([-1, 1] scale)
 
 
 def learning_rate(tc: TrainConfig, step: int) -> float:
     frac = step / max(tc.steps, 1)
-    return tc.lr * [m for f, m in SCHEDULE if frac >= f][-1]
+    ramp = min(1.0, (step + 1) / tc.warmup) if tc.warmup else 1.0
+    return tc.lr * ramp * [m for f, m in SCHEDULE if frac >= f][-1]
 
 
 @dataclass
@@ -54,19 +58,20 @@ class Notes:
 
 @dataclass
 class Crops:
-    """A batch of crops: codes int64 [n, crop], their notes' pitches [n] and their first samples' indices [n]."""
+    """A batch of crops: codes int64 [n, crop], their notes' pitches [n], and the noise [n, crop] injected into the
+    decoder's input (None: none)."""
     codes: torch.Tensor
     pitch: torch.Tensor
-    start: torch.Tensor
+    noise: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def __getitem__(self, i: slice) -> "Crops":
-        return Crops(self.codes[i], self.pitch[i], self.start[i])
+        return Crops(self.codes[i], self.pitch[i], None if self.noise is None else self.noise[i])
 
     def to(self, device) -> "Crops":
-        return Crops(self.codes.to(device), self.pitch.to(device), self.start.to(device))
+        return Crops(self.codes.to(device), self.pitch.to(device), None if self.noise is None else self.noise.to(device))
 
 
 def load_notes(root: str | os.PathLike) -> Notes:
@@ -105,16 +110,17 @@ def load_splits(data: Path, crop: int) -> tuple[Notes, Notes]:
     return load_notes(dirs["train"]), load_notes(dirs["valid"])
 
 
-def random_crops(notes: Notes, n: int, crop: int, gen: torch.Generator) -> Crops:
-    """n random crops of `crop` samples, drawn from gen."""
+def random_crops(notes: Notes, n: int, crop: int, gen: torch.Generator, input_noise: float = 0.0) -> Crops:
+    """n random crops of `crop` samples (with input noise of that std, when > 0), drawn from gen."""
     idx = torch.randint(notes.codes.shape[0], (n,), generator=gen)
     start = torch.randint(notes.codes.shape[1] - crop + 1, (n,), generator=gen)
     codes = torch.stack([notes.codes[i, s: s + crop] for i, s in zip(idx.tolist(), start.tolist())]).long()
-    return Crops(codes, notes.pitch[idx], start)
+    noise = torch.randn(n, crop, generator=gen) * input_noise if input_noise > 0 else None
+    return Crops(codes, notes.pitch[idx], noise)
 
 
 def loss_fn(model: WaveNetAutoencoder, crops: Crops) -> torch.Tensor:
-    logits = model(crops.codes, crops.pitch, crops.start)
+    logits = model(crops.codes, crops.pitch, crops.noise)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes_to_target(crops.codes).reshape(-1))
 
 
@@ -222,7 +228,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         model.train()
         for g in opt.param_groups:
             g["lr"] = learning_rate(tc, step)
-        crops = random_crops(train_notes, tc.batch, tc.crop, gen).to(device)
+        crops = random_crops(train_notes, tc.batch, tc.crop, gen, tc.input_noise).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model, crops)
         opt.zero_grad(set_to_none=True)
@@ -293,6 +299,10 @@ def configure(parser) -> None:
     parser.add_argument("--preset", help="model preset for a new run (tiny, compact, small, nsynth)")
     parser.add_argument("--init", help="a new run starts from this run's weights (fine-tuning; grown tensors "
                                        "such as a new excitation input start at zero)")
+    parser.add_argument("--input-noise", type=float, default=0.0,
+                        help="std of Gaussian noise injected into the decoder's past samples (FFTNet; 0: none)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"steps of learning-rate ramp-up (default 0; {INIT_WARMUP} with --init)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"total steps (new run: default {TrainConfig.steps}; resuming: a new total)")
     parser.add_argument("--minutes", type=float, default=None,
@@ -308,8 +318,10 @@ def configure(parser) -> None:
 
 
 def _main(args) -> int:
-    tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop,
-                     checkpoint_every=args.checkpoint_every, valid_every=args.checkpoint_every, seed=args.seed)
+    warmup = args.warmup if args.warmup is not None else (INIT_WARMUP if args.init else 0)
+    tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop, checkpoint_every=args.checkpoint_every,
+                     valid_every=args.checkpoint_every, seed=args.seed, warmup=warmup,
+                     input_noise=args.input_noise)
     train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
           steps=args.steps, minutes=args.minutes, init=args.init, log=lambda line: print(line, flush=True))  # logs are tailed
     return 0

@@ -66,13 +66,13 @@ def test_the_excitation_is_the_notes_harmonics_below_nyquist():
     spectrum = np.abs(np.fft.rfft(exc, axis=1))  # 1 Hz bins
     assert [int(np.argmax(spectrum[0, :, h])) for h in range(4)] == [440, 880, 1320, 1760]
     assert int(np.argmax(spectrum[1, :, 1])) == 7040 and not np.abs(exc[1, :, 2:]).any()  # 3rd, 4th >= Nyquist
-    # the full model takes each crop's pitch and its offset in the note
+    # the full model takes each crop's pitch
     codes = torch.randint(-128, 128, (2, 1024))
     model = WaveNetAutoencoder(preset("tiny", harmonics=4)).eval()
     with torch.no_grad():
         model.decoder.start.weight.normal_()
-        a = model(codes, torch.tensor([60, 60]), torch.tensor([0, 0]))
-        b = model(codes, torch.tensor([60, 60]), torch.tensor([0, 333]))
+        a = model(codes, torch.tensor([60, 60]))
+        b = model(codes, torch.tensor([60, 61]))
     assert torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="needs the notes' pitches"):
         model(codes)
@@ -119,3 +119,15 @@ def test_greedy_generation_follows_the_argmax_of_the_full_pass():
     x = codes_to_input(codes)
     logits = model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
     assert torch.equal(logits.argmax(-1) - 128, codes)
+
+
+def test_the_teacher_forced_excitation_is_in_phase_with_the_note():
+    dec = WaveNetAutoencoder(preset("tiny", harmonics=3)).decoder
+    t = torch.arange(4096) + 1000
+    w = 2 * np.pi * 220 / 16000
+    audio = (0.5 * torch.cos(w * t + 1.0) + 0.2 * torch.cos(2 * w * t - 2.0))[None].float()
+    exc = dec.excitation(torch.tensor([57]), t, align=audio)[0]  # 57 = 220 Hz
+    assert torch.allclose(exc[:, 0], torch.cos(w * t + 1.0).double(), atol=0.02)
+    assert torch.allclose(exc[:, 1], torch.cos(2 * w * t - 2.0).double(), atol=0.02)  # DFT leakage
+    free = dec.excitation(torch.tensor([57]), t)[0]  # generation: from phase 0
+    assert torch.allclose(free[:, 0], torch.sin(w * t.double()), atol=1e-9)

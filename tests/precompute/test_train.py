@@ -13,7 +13,8 @@ from precompute.datasets.soundfont import render_soundfont_dataset
 from precompute.config import PRESETS, preset
 from precompute.model import WaveNetAutoencoder
 from precompute.run import load_model, new_run, read_config
-from precompute.train import STATE, TrainConfig, evaluate, learning_rate, load_notes, random_crops, train, warm_start
+from precompute.train import (STATE, Notes, TrainConfig, evaluate, learning_rate, load_notes, loss_fn, random_crops,
+                              train, warm_start)
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +49,13 @@ def test_loss_falls(data, tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     steps = 24
-    ref = tmp_path / "ref"
-    train(data, ref, preset_name="tiny", tc=TrainConfig(steps=steps, **TC), log=lambda *_: None)
+    ref = tmp_path / "ref"  # with injected input noise: it is drawn from the saved generator too
+    train(data, ref, preset_name="tiny", tc=TrainConfig(steps=steps, input_noise=0.05, **TC), log=lambda *_: None)
 
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "device.cli", "train", str(data), "--run", str(run), "--preset", "tiny",
            "--steps", str(steps), "--batch", "2", "--crop", "1024", "--lr", "3e-3", "--checkpoint-every", "5",
-           "--threads", "1"]
+           "--threads", "1", "--input-noise", "0.05"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (run / STATE).exists() and time.time() < deadline:
@@ -136,3 +137,24 @@ def test_time_budget_sets_the_total_and_ends_within_it(data, tmp_path):
     done = torch.load(tmp_path / "run" / STATE, weights_only=False)["step"]
     assert done == hist["train"][-1][0] and done <= total
     assert elapsed < 0.15 * 60 + 30  # the budget plus loading and the last checkpoint, with room for a slow machine
+
+
+def test_injected_noise_reaches_only_the_decoders_input():
+    model = WaveNetAutoencoder(preset("tiny", harmonics=2)).eval()
+    notes = Notes(torch.randint(-128, 128, (3, 3000), dtype=torch.int8), torch.tensor([40, 60, 80]))
+    crops = random_crops(notes, 4, 1024, torch.Generator().manual_seed(0), input_noise=0.1)
+    assert crops.noise.shape == (4, 1024) and 0.09 < float(crops.noise.std()) < 0.11
+    assert random_crops(notes, 4, 1024, torch.Generator().manual_seed(0)).noise is None
+    with torch.no_grad():
+        clean = model(crops.codes, crops.pitch)
+        assert torch.equal(model(crops.codes, crops.pitch, torch.zeros(4, 1024)), clean)
+        noisy = model(crops.codes, crops.pitch, crops.noise)
+    assert (noisy - clean).abs().max() > 1e-3
+    assert float(loss_fn(model, crops[:2])) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(noisy[:2].reshape(-1, 256), (crops.codes[:2] + 128).reshape(-1))))
+
+
+def test_warmup_ramps_the_learning_rate():
+    tc = TrainConfig(steps=1000, lr=1e-3, warmup=100)
+    assert learning_rate(tc, 0) == pytest.approx(1e-5) and learning_rate(tc, 49) == pytest.approx(5e-4)
+    assert learning_rate(tc, 99) == learning_rate(tc, 400) == 1e-3
