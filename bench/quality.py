@@ -31,7 +31,7 @@ from precompute.generate import ETA, generate  # noqa: E402
 from precompute.mulaw import mulaw_decode, mulaw_encode  # noqa: E402
 from precompute.quality import (cents_off, estimate_f0, log_spectral_distance, noise_baseline,  # noqa: E402
                                 sine_baseline)
-from precompute.run import load_model  # noqa: E402
+from precompute.run import load_model, resolve_sampling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,12 +45,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="length of each note that is reconstructed")
     ap.add_argument("--max-notes", type=int, default=48)
     ap.add_argument("--batch", type=int, default=48)
-    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="sampling temperature (0: greedy; default: as the model's config.json recommends)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small matmuls: 1 is fastest)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
+    greedy, temperature = resolve_sampling(args.model, args.temperature == 0 or None,
+                                           args.temperature if args.temperature else None)
     sr, hop = model.cfg.sample_rate, model.cfg.hop
     pitches = [int(p) for p in args.pitches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,8 +73,8 @@ def main() -> None:
         for i in range(0, len(notes), args.batch):
             codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
             emb = model.encode(codes)
-            out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=args.temperature == 0,
-                           temperature=args.temperature or 1.0, pitch=[n.pitch for n in notes[i: i + len(codes)]],
+            out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=greedy,
+                           temperature=temperature, pitch=[n.pitch for n in notes[i: i + len(codes)]],
                            progress=ETA(f"decode notes {i}-{i + len(codes)}"))
             recon.append(mulaw_decode(out).numpy())
     recon = np.concatenate(recon)
@@ -93,7 +96,8 @@ def main() -> None:
         print(f"{r['note']:<34}{r['cents']:>9.1f}{r['input_cents']:>9.1f}{r['model']:>8.3f}{r['noise']:>8.3f}"
               f"{r['sine']:>8.3f}")
     summary = {
-        "model": str(args.model), "notes": len(rows), "seconds": length / sr, "temperature": args.temperature,
+        "model": str(args.model), "notes": len(rows), "seconds": length / sr,
+        "temperature": 0.0 if greedy else temperature,
         "pitch_accuracy": float(np.mean([abs(r["cents"]) <= 50 for r in rows])),
         "input_pitch_accuracy": float(np.mean([abs(r["input_cents"]) <= 50 for r in rows])),
         "spectral_distance": float(np.mean([r["model"] for r in rows])),

@@ -37,17 +37,19 @@ def encode_file(wav: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
 
 
 def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                      greedy: bool = False, temperature: float = 1.0, seed: int = 0, pitch: int | None = None,
-                      progress: bool = True) -> np.ndarray:
+                      greedy: bool | None = None, temperature: float | None = None, seed: int = 0,
+                      pitch: int | None = None, progress: bool = True) -> np.ndarray:
     """Embeddings .npy [frames, bottleneck] -> float32 audio [frames * hop] at 16 kHz; written as WAV when `out`.
-    pitch: the note's MIDI pitch, which a model with a sine-excited decoder (harmonics) needs."""
+    pitch: the note's MIDI pitch, which a model with a sine-excited decoder (harmonics) needs; greedy and
+    temperature both None: decoded as the model's config recommends (run.resolve_sampling)."""
     torch = _torch()
     from precompute.audio import write_audio
     from precompute.generate import ETA, generate
     from precompute.mulaw import mulaw_decode
-    from precompute.run import load_model
+    from precompute.run import load_model, resolve_sampling
 
     model = load_model(run)
+    greedy, temperature = resolve_sampling(run, greedy, temperature)
     try:
         emb = np.load(emb_path)
     except Exception as e:
@@ -102,7 +104,8 @@ def demo_phrase(path: str | os.PathLike, bpm: float = 120.0) -> Path:
 def demo(out: str | os.PathLike, run: str | os.PathLike | None = None, work: str | os.PathLike | None = None,
          quiet: bool = False) -> Path:
     """The built-in default: render a small bank (four SoundFont corners, 3x3 grid, 7 pitches, 1 s notes) with
-    the bundled model, then play a phrase through the device engine while sweeping XY across the grid."""
+    the bundled model (decoded as its config recommends), then play a phrase through the device engine while
+    sweeping XY across the grid."""
     from device.offline import render_midi
     from precompute.render.render import render_bank
 
@@ -134,8 +137,9 @@ def configure_decode(p) -> None:
     p.add_argument("embeddings")
     p.add_argument("--model", required=True, help="run folder")
     p.add_argument("-o", "--out", required=True, help="output 16 kHz WAV")
-    p.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--greedy", action="store_true", default=None, help="argmax instead of sampling")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sample at this temperature (neither flag: as the model's config.json recommends)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pitch", type=int, default=None,
                    help="the note's MIDI pitch (needed by a model with a sine-excited decoder)")

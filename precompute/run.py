@@ -19,8 +19,38 @@ WEIGHTS = "model.pt"
 
 
 def write_config(run: Path, cfg: ModelConfig, train: dict | None = None) -> None:
+    """Write RUN/config.json (a "sampling" section already there is kept)."""
     doc = {"format_version": FORMAT_VERSION, "model": cfg.to_dict(), "config_hash": cfg.hash(), "train": train or {}}
+    old = run / CONFIG
+    if old.is_file():
+        try:
+            sampling = json.loads(old.read_text()).get("sampling")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            sampling = None
+        if sampling is not None:
+            doc["sampling"] = sampling
     atomic_write_bytes(run / CONFIG, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def resolve_sampling(run: str | os.PathLike, greedy: bool | None, temperature: float | None) -> tuple[bool, float]:
+    """How to decode with RUN -> (greedy, temperature). An explicit choice wins (a temperature means sampling);
+    with neither, RUN/config.json's "sampling" section ({"greedy": true} or {"temperature": T}: how the model is
+    best decoded), else sampling at temperature 1."""
+    if greedy:
+        return True, 1.0
+    if temperature is not None:
+        return False, float(temperature)
+    if greedy is False:
+        return False, 1.0
+    _, doc = read_config(run)
+    sampling = doc.get("sampling") or {}
+    greedy, temperature = (sampling.get("greedy", False), sampling.get("temperature", 1.0)) \
+        if isinstance(sampling, dict) else (None, None)
+    if not isinstance(greedy, bool) or isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature > 0:
+        raise NsynthError(f"{Path(run) / CONFIG}: bad \"sampling\" section {sampling!r} "
+                          "(expected {\"greedy\": true|false} or {\"temperature\": T > 0})")
+    return greedy, float(temperature)
 
 
 def read_config(run: str | os.PathLike) -> tuple[ModelConfig, dict]:

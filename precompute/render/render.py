@@ -30,7 +30,7 @@ from precompute.render.job import Job
 from precompute.render.plan import Plan, note_seed, request_key
 from precompute.render.post import rms
 from precompute.render.scale import Dist, connect_ray, render_ray, render_shard
-from precompute.run import WEIGHTS, load_model
+from precompute.run import WEIGHTS, load_model, resolve_sampling
 
 DEFAULT_PITCHES = list(range(21, 109))
 DEFAULT_VELOCITIES = [25, 50, 75, 100, 127]
@@ -119,17 +119,19 @@ def _device(device: str | None, dist: Dist) -> torch.device:
 def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.PathLike, *, grid: int = 9,
                 pitches: Sequence[int] = DEFAULT_PITCHES, velocities: Sequence[int] = DEFAULT_VELOCITIES,
                 length: float = 4.0, interpolation: str = "bilinear", batch: int | None = None,
-                device: str | None = None, greedy: bool = False, temperature: float = 1.0, seed: int = 0,
+                device: str | None = None, greedy: bool | None = None, temperature: float | None = None, seed: int = 0,
                 backend: str = "torch", job: str | os.PathLike | None = None, keep_job: bool = False,
                 ray: str | None = None, threads: int | None = None, quiet: bool = False) -> BankInfo | None:
     """Render (or finish rendering) a bank at `out`. Corners in the order bottom-left, bottom-right, top-left,
-    top-right. Under torchrun every rank calls this; rank 0 returns the BankInfo, the others None."""
+    top-right. Under torchrun every rank calls this; rank 0 returns the BankInfo, the others None.
+    greedy / temperature: None (neither given) decodes as the model's config recommends (run.resolve_sampling)."""
     if len(corners) != 4:
         raise NsynthError(f"a bank needs 4 corners (bottom-left, bottom-right, top-left, top-right), got {len(corners)}")
     if interpolation not in MODES:
         raise NsynthError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(MODES)}")
     if backend not in BACKENDS:
         raise NsynthError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    greedy, temperature = resolve_sampling(model, greedy, temperature)
     if not length > 0 or not temperature > 0 or (batch is not None and batch < 1) or grid < 2:
         raise NsynthError(f"bad settings: length {length} s, temperature {temperature}, batch {batch}, grid {grid}")
     if threads is not None:
@@ -263,8 +265,10 @@ def configure(parser) -> None:
     parser.add_argument("--batch", default="auto", help="notes decoded at once (= shard size): a number, or auto "
                                                         "(from free GPU memory; 32 on CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--greedy", action="store_true", default=None, help="argmax instead of sampling")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sample at this temperature (neither flag: as the model's config.json recommends, "
+                             "else sampling at 1)")
     parser.add_argument("--seed", type=int, default=0, help="mixed into every note's seed")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--job", default=None, help="job folder (default: BANK.job beside the bank)")

@@ -123,3 +123,26 @@ def test_an_excited_model_decodes_at_the_pitch_given(tmp_path):
     a60 = sf.read(tmp_path / "o.wav")[0]
     assert main([*args, "--pitch", "72"]) == 0
     assert len(a60) == 1024 and not np.array_equal(a60, sf.read(tmp_path / "o.wav")[0])
+
+
+def test_a_run_recommends_how_it_is_decoded(tmp_path):
+    from precompute.run import resolve_sampling, write_config
+
+    run = tmp_path / "r"
+    new_run(run, preset("tiny", harmonics=2))
+    assert resolve_sampling(run, None, None) == (False, 1.0)  # no recommendation: sampling at 1
+    doc = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**doc, "sampling": {"greedy": True}}))
+    assert resolve_sampling(run, None, None) == (True, 1.0)
+    assert resolve_sampling(run, None, 0.7) == (False, 0.7) and resolve_sampling(run, False, None) == (False, 1.0)
+    write_config(run, preset("tiny", harmonics=2), {"steps": 5})  # training rewrites the config: the advice stays
+    assert json.loads((run / "config.json").read_text())["sampling"] == {"greedy": True}
+    # `nsynth decode` follows it: greedy, so the seed changes nothing
+    np.save(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32))
+    a = decode_embeddings(tmp_path / "emb.npy", run, seed=1, pitch=60, progress=False)
+    b = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, progress=False)
+    c = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, temperature=1.0, progress=False)
+    assert np.array_equal(a, b) and not np.array_equal(b, c)
+    (run / "config.json").write_text(json.dumps({**doc, "sampling": {"temperature": "hot"}}))
+    with pytest.raises(NsynthError, match=r"r/config.json: bad \"sampling\" section"):
+        resolve_sampling(run, None, None)
