@@ -175,7 +175,9 @@ def configure_model_info(p) -> None:
         n_dec = sum(t.numel() for t in m.decoder.parameters())
         n_enc = sum(t.numel() for t in m.encoder.parameters())
         print(f"{a.run}: preset {m.cfg.preset}, step {checkpoint_step(a.run)}, decoder {n_dec:,} + encoder "
-              f"{n_enc:,} parameters, receptive field {m.cfg.receptive_field} samples, config {m.cfg.hash()}")
+              f"{n_enc:,} parameters, receptive field {m.cfg.receptive_field} samples, config {m.cfg.hash()}"
+              + (f", sine excitation of {m.cfg.harmonics} harmonics (decoding needs the pitch)"
+                 if m.cfg.harmonics else ""))
         return 0
 
     p.set_defaults(func=run)
