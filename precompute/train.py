@@ -158,7 +158,7 @@ def _save_state(run: Path, model, opt, scaler, gen: torch.Generator, step: int, 
 def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str | None = None,
           tc: TrainConfig | None = None, device: str | None = None, threads: int | None = None,
           stop_after: int | None = None, steps: int | None = None, minutes: float | None = None,
-          init: str | os.PathLike | None = None, log=print) -> dict:
+          init: str | os.PathLike | None = None, harmonics: int | None = None, log=print) -> dict:
     """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts, or a dataset pack).
     Returns the history.
 
@@ -168,7 +168,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     minutes: wall-clock budget of this call, loading included (a GPU lease, a night): once the step rate is
     measured (PROBE) the total is set, like `steps`, so that the schedule ends within it; the call returns at the
     budget's end in any case, with a checkpoint.
-    init: a new RUN starts from this run's weights (warm_start) instead of a random initialisation."""
+    init: a new RUN starts from this run's weights (warm_start) instead of a random initialisation.
+    harmonics: a new RUN's sine excitation, instead of its preset's (0: the paper's decoder)."""
     started = time.monotonic()
     run = Path(run)
     data = Path(data)
@@ -186,7 +187,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     else:
         if preset_name is None:
             raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
-        cfg, tc = preset(preset_name), tc or TrainConfig()
+        cfg = preset(preset_name, **({} if harmonics is None else {"harmonics": harmonics}))
+        tc = tc or TrainConfig()
         if steps is not None:
             tc.steps = steps
         run.mkdir(parents=True, exist_ok=True)
@@ -297,6 +299,8 @@ def configure(parser) -> None:
                                      "or a pack made by `nsynth dataset pack`")
     parser.add_argument("--run", required=True, help="run folder (created, or resumed if it holds a training state)")
     parser.add_argument("--preset", help="model preset for a new run (tiny, compact, small, nsynth)")
+    parser.add_argument("--harmonics", type=int, default=None,
+                        help="a new run's sine excitation harmonics instead of the preset's (0: the paper's decoder)")
     parser.add_argument("--init", help="a new run starts from this run's weights (fine-tuning; grown tensors "
                                        "such as a new excitation input start at zero)")
     parser.add_argument("--input-noise", type=float, default=0.0,
@@ -323,5 +327,5 @@ def _main(args) -> int:
                      valid_every=args.checkpoint_every, seed=args.seed, warmup=warmup,
                      input_noise=args.input_noise)
     train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
-          steps=args.steps, minutes=args.minutes, init=args.init, log=lambda line: print(line, flush=True))  # logs are tailed
+          steps=args.steps, minutes=args.minutes, init=args.init, harmonics=args.harmonics, log=lambda line: print(line, flush=True))  # logs are tailed
     return 0

@@ -118,11 +118,12 @@ def test_warm_start_grows_a_model_that_computes_the_same(data, tmp_path):
     assert not grown.decoder.start.weight[:, 3:].any()
     with pytest.raises(NsynthError, match=r"old: its weights do not fit this model \(encoder.dilated.4.weight: None"):
         warm_start(WaveNetAutoencoder(preset("small")), tmp_path / "old")
-    # a run started from it (learning rate 0: the weights stay put) records where it came from
+    # a run started from it, with the excitation (learning rate 0: the weights stay put), records where it came from
     train(data, tmp_path / "new", preset_name="tiny", tc=TrainConfig(steps=2, **{**TC, "lr": 0.0}),
-          init=tmp_path / "old", log=lambda *_: None)
-    assert read_config(tmp_path / "new")[1]["train"]["init"] == {"run": str(tmp_path / "old"), "step": 0}
-    for k, v in old.state_dict().items():
+          init=tmp_path / "old", harmonics=4, log=lambda *_: None)
+    cfg, doc = read_config(tmp_path / "new")
+    assert doc["train"]["init"] == {"run": str(tmp_path / "old"), "step": 0} and cfg.harmonics == 4
+    for k, v in grown.state_dict().items():
         assert torch.equal(load_model(tmp_path / "new").state_dict()[k], v), k
 
 
