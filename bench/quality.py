@@ -47,13 +47,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--temperature", type=float, default=None,
                     help="sampling temperature (0: greedy; default: as the model's config.json recommends)")
+    ap.add_argument("--quantile", type=float, default=None,
+                    help="deterministic decoding: each sample the Q-quantile of its prediction (0.5: the median)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small matmuls: 1 is fastest)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
-    greedy, temperature = resolve_sampling(args.model, args.temperature == 0 or None,
-                                           args.temperature if args.temperature else None)
+    greedy, temperature, quantile = resolve_sampling(args.model, args.temperature == 0 or None,
+                                                     args.temperature if args.temperature else None, args.quantile)
     sr, hop = model.cfg.sample_rate, model.cfg.hop
     pitches = [int(p) for p in args.pitches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +76,7 @@ def main() -> None:
             codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
             emb = model.encode(codes)
             out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=greedy,
-                           temperature=temperature, pitch=[n.pitch for n in notes[i: i + len(codes)]],
+                           temperature=temperature, quantile=quantile, pitch=[n.pitch for n in notes[i: i + len(codes)]],
                            progress=ETA(f"decode notes {i}-{i + len(codes)}"))
             recon.append(mulaw_decode(out).numpy())
     recon = np.concatenate(recon)
@@ -97,7 +99,7 @@ def main() -> None:
               f"{r['sine']:>8.3f}")
     summary = {
         "model": str(args.model), "notes": len(rows), "seconds": length / sr,
-        "temperature": 0.0 if greedy else temperature,
+        "temperature": 0.0 if greedy else temperature, "quantile": quantile,
         "pitch_accuracy": float(np.mean([abs(r["cents"]) <= 50 for r in rows])),
         "input_pitch_accuracy": float(np.mean([abs(r["input_cents"]) <= 50 for r in rows])),
         "spectral_distance": float(np.mean([r["model"] for r in rows])),

@@ -37,11 +37,11 @@ def encode_file(wav: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
 
 
 def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                      greedy: bool | None = None, temperature: float | None = None, seed: int = 0,
-                      pitch: int | None = None, progress: bool = True) -> np.ndarray:
+                      greedy: bool | None = None, temperature: float | None = None, quantile: float | None = None,
+                      seed: int = 0, pitch: int | None = None, progress: bool = True) -> np.ndarray:
     """Embeddings .npy [frames, bottleneck] -> float32 audio [frames * hop] at 16 kHz; written as WAV when `out`.
-    pitch: the note's MIDI pitch, which a model with a sine-excited decoder (harmonics) needs; greedy and
-    temperature both None: decoded as the model's config recommends (run.resolve_sampling)."""
+    pitch: the note's MIDI pitch, which a model with a sine-excited decoder (harmonics) needs; greedy, temperature
+    and quantile all None: decoded as the model's config recommends (run.resolve_sampling)."""
     torch = _torch()
     from precompute.audio import write_audio
     from precompute.generate import ETA, generate
@@ -49,7 +49,7 @@ def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: 
     from precompute.run import load_model, resolve_sampling
 
     model = load_model(run)
-    greedy, temperature = resolve_sampling(run, greedy, temperature)
+    greedy, temperature, quantile = resolve_sampling(run, greedy, temperature, quantile)
     try:
         emb = np.load(emb_path)
     except Exception as e:
@@ -62,7 +62,8 @@ def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: 
         raise NsynthError(f"{run}: this model's decoder plays at a given pitch (sine excitation); give the note's "
                           "MIDI pitch (--pitch)")
     codes = generate(model.decoder, torch.from_numpy(emb.astype(np.float32))[None], greedy=greedy,
-                     temperature=temperature, seeds=[seed], pitch=None if pitch is None else [pitch],
+                     temperature=temperature, quantile=quantile, seeds=[seed],
+                     pitch=None if pitch is None else [pitch],
                      progress=ETA("decode") if progress else None)
     audio = mulaw_decode(codes[0]).numpy()
     if out is not None:
@@ -139,12 +140,15 @@ def configure_decode(p) -> None:
     p.add_argument("-o", "--out", required=True, help="output 16 kHz WAV")
     p.add_argument("--greedy", action="store_true", default=None, help="argmax instead of sampling")
     p.add_argument("--temperature", type=float, default=None,
-                   help="sample at this temperature (neither flag: as the model's config.json recommends)")
+                   help="sample at this temperature (no sampling flag: as the model's config.json recommends)")
+    p.add_argument("--quantile", type=float, default=None,
+                   help="decode deterministically: each sample the Q-quantile of its prediction (0.5: the median)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pitch", type=int, default=None,
                    help="the note's MIDI pitch (needed by a model with a sine-excited decoder)")
     p.set_defaults(func=lambda a: decode_embeddings(a.embeddings, a.model, a.out, greedy=a.greedy,
-                                                    temperature=a.temperature, seed=a.seed, pitch=a.pitch) is None)
+                                                    temperature=a.temperature, quantile=a.quantile, seed=a.seed,
+                                                    pitch=a.pitch) is None)
 
 
 def configure_model_new(p) -> None:

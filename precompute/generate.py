@@ -22,16 +22,22 @@ CHUNK_STEPS = 128  # steps per captured graph (its gcd with the hop and NOISE_CH
 
 
 class _NoteNoise:
-    """Per-note uniform streams: note b's u[t] depends only on (seeds[b], t)."""
+    """Per-note uniform streams: note b's u[t] depends only on (seeds[b], t). quantile: every u is that constant
+    instead (deterministic decoding: each sample the quantile of its predicted distribution; 0.5: the median)."""
 
-    def __init__(self, seeds: Sequence[int], device: torch.device):
+    def __init__(self, seeds: Sequence[int], device: torch.device, quantile: float | None = None):
         self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.device = device
         self.block = None
         self.start = -NOISE_CHUNK
+        self.quantile = quantile
+        if quantile is not None:
+            self.block = torch.full((NOISE_CHUNK, len(self.gens), 1), float(quantile), device=device)
 
     def steps(self, t: int, n: int) -> torch.Tensor:
         """Uniforms for steps t..t+n-1 (within one NOISE_CHUNK block) -> [n, B, 1] on the device."""
+        if self.quantile is not None:
+            return self.block[:n]
         if t >= self.start + NOISE_CHUNK:
             self.start = t - t % NOISE_CHUNK
             block = torch.stack([torch.rand(NOISE_CHUNK, generator=g) for g in self.gens], 1).unsqueeze(-1)
@@ -68,7 +74,8 @@ def capture_chunk(stepper: Stepper) -> Callable[[], None]:
 
 
 def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, pitch: torch.Tensor | None,
-            greedy: bool, temperature: float, dtype: torch.dtype, graph: bool, progress: Callable[[int], None]) -> None:
+            greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool,
+            progress: Callable[[int], None]) -> None:
     """Decode one batch: emb [B, F, E] (pitch [B] with harmonics) -> class indices written into out [B, length]."""
     hop, length = decoder.cfg.hop, out.shape[1]
     chunk = math.gcd(hop, NOISE_CHUNK, CHUNK_STEPS)
@@ -81,7 +88,7 @@ def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torc
     if graph:
         stepper.set_frame(frames[0])
         run = capture_chunk(stepper)
-    noise = None if greedy else _NoteNoise(seeds, emb.device)
+    noise = None if greedy else _NoteNoise(seeds, emb.device, quantile)
     for t in range(0, length, chunk):
         if t % hop == 0:
             stepper.set_frame(frames[t // hop])
@@ -101,6 +108,7 @@ def generate(
     length: int | None = None,
     greedy: bool = False,
     temperature: float = 1.0,
+    quantile: float | None = None,
     seeds: Sequence[int] | None = None,
     pitch: torch.Tensor | Sequence[int] | None = None,
     dtype: torch.dtype | None = None,
@@ -110,6 +118,8 @@ def generate(
     """emb [B, F, E] -> mu-law codes [B, length] (int64 in [-128, 127]); length defaults to F * hop.
 
     pitch: the notes' MIDI pitches [B], for a decoder with harmonics (its sine excitation).
+    quantile: decode deterministically, each sample the quantile of its (tempered) predicted distribution
+    (0.5: the median) instead of a draw from it; greedy takes the mode.
     dtype: compute dtype (default fp32 on CPU, bf16 on CUDA); cuda_graph: default on for CUDA.
     progress(done_steps, total_steps) is called every chunk of steps (all parts of the batch counted).
     On CUDA the batch is decoded in parts of as many notes as ~70% of the free memory holds.
@@ -124,11 +134,14 @@ def generate(
         raise ValueError(f"{len(seeds)} seeds for {b} notes")
     if not greedy and temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if quantile is not None and not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     pitch = check_pitch(decoder.cfg, pitch, b)
     dev = emb.device
     on_cuda = dev.type == "cuda"
     dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
-    return render_parts(decoder, emb, seeds, length, None, pitch=pitch, greedy=greedy, temperature=temperature, dtype=dtype,
+    return render_parts(decoder, emb, seeds, length, None, pitch=pitch, greedy=greedy, temperature=temperature,
+                        quantile=quantile, dtype=dtype,
                         graph=on_cuda and cuda_graph is not False, progress=progress)
 
 
@@ -147,7 +160,8 @@ def check_pitch(cfg: ModelConfig, pitch, b: int) -> torch.Tensor | None:
 
 @torch.no_grad()
 def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], length: int, max_batch: int | None, *,
-                 pitch: torch.Tensor | None = None, greedy: bool, temperature: float, dtype: torch.dtype, graph: bool,
+                 pitch: torch.Tensor | None = None, greedy: bool, temperature: float,
+                 quantile: float | None = None, dtype: torch.dtype, graph: bool,
                  progress: Callable[[int, int], None] | None) -> torch.Tensor:
     """generate() for validated arguments, max_batch notes at a time -> codes [B, length].
     max_batch None: all at once on the CPU; on CUDA as many as ~70% of the memory left free after `out` holds."""
@@ -160,7 +174,8 @@ def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], leng
     parts = split_batch(b, max_batch)
     for i, part in enumerate(parts):
         report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)
-        _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part], greedy=greedy, temperature=temperature, dtype=dtype,
+        _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part],
+                greedy=greedy, temperature=temperature, quantile=quantile, dtype=dtype,
                 graph=graph, progress=report)
     return out.sub_(decoder.cfg.quant // 2)
 

@@ -62,11 +62,13 @@ class TorchBackend:
         return np.concatenate(out)
 
     def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
-               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
+               quantile: float | None = None, pitch: np.ndarray | None = None,
+               progress: Progress | None = None) -> np.ndarray:
         """embeddings float32 [n, F, E] (and MIDI pitches [n], used by excited decoders) -> mu-law codes int8
         [n, length]."""
         codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), length=length, greedy=greedy,
-                         temperature=temperature, seeds=seeds, pitch=self._pitch(pitch), progress=progress)
+                         temperature=temperature, quantile=quantile, seeds=seeds, pitch=self._pitch(pitch),
+                         progress=progress)
         return codes.cpu().numpy().astype(np.int8)
 
 
@@ -108,7 +110,8 @@ class OnnxBackend:
         return np.concatenate([enc.run(None, {"audio": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
 
     def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
-               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
+               quantile: float | None = None, pitch: np.ndarray | None = None,
+               progress: Progress | None = None) -> np.ndarray:
         n = emb.shape[0]
         if length > emb.shape[1] * self.hop:
             raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
@@ -119,7 +122,7 @@ class OnnxBackend:
         cond = self.sessions["project"].run(None, {"embeddings": emb})[0]
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]
-        noise = None if greedy else _NoteNoise(seeds, torch.device("cpu"))
+        noise = None if greedy else _NoteNoise(seeds, torch.device("cpu"), quantile)
         x = np.zeros((n, 1), np.float32)
         out = np.empty((n, length), np.int8)
         for t in range(length):

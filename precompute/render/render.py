@@ -61,9 +61,10 @@ def corner_id(corner: Corner) -> str:
 
 
 def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder, *, grid: int, length: int,
-                 interpolation: str, greedy: bool, temperature: float, seed: int, backend: str) -> dict:
+                 interpolation: str, greedy: bool, temperature: float, seed: int, backend: str,
+                 quantile: float | None = None) -> dict:
     """What decides every sample of the bank (its hash names the plan; a job folder holds one)."""
-    return {"corners": [{"name": c.name, "audio_sha256": corner_id(c), "filled": len(c.fill_report)} for c in corners],
+    return ({"quantile": quantile} if quantile is not None else {}) | {"corners": [{"name": c.name, "audio_sha256": corner_id(c), "filled": len(c.fill_report)} for c in corners],
             "model": {"name": run.resolve().name, "config_hash": model.cfg.hash(),
                       "weights_sha256": hashlib.sha256((run / WEIGHTS).read_bytes()).hexdigest()},
             "grid": grid, "pitches": corners[0].pitches, "velocities": corners[0].velocities, "length": length,
@@ -119,21 +120,24 @@ def _device(device: str | None, dist: Dist) -> torch.device:
 def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.PathLike, *, grid: int = 9,
                 pitches: Sequence[int] = DEFAULT_PITCHES, velocities: Sequence[int] = DEFAULT_VELOCITIES,
                 length: float = 4.0, interpolation: str = "bilinear", batch: int | None = None,
-                device: str | None = None, greedy: bool | None = None, temperature: float | None = None, seed: int = 0,
+                device: str | None = None, greedy: bool | None = None, temperature: float | None = None,
+                quantile: float | None = None, seed: int = 0,
                 backend: str = "torch", job: str | os.PathLike | None = None, keep_job: bool = False,
                 ray: str | None = None, threads: int | None = None, quiet: bool = False) -> BankInfo | None:
     """Render (or finish rendering) a bank at `out`. Corners in the order bottom-left, bottom-right, top-left,
     top-right. Under torchrun every rank calls this; rank 0 returns the BankInfo, the others None.
-    greedy / temperature: None (neither given) decodes as the model's config recommends (run.resolve_sampling)."""
+    greedy / temperature / quantile: all None decodes as the model's config recommends (run.resolve_sampling)."""
     if len(corners) != 4:
         raise NsynthError(f"a bank needs 4 corners (bottom-left, bottom-right, top-left, top-right), got {len(corners)}")
     if interpolation not in MODES:
         raise NsynthError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(MODES)}")
     if backend not in BACKENDS:
         raise NsynthError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    greedy, temperature = resolve_sampling(model, greedy, temperature)
-    if not length > 0 or not temperature > 0 or (batch is not None and batch < 1) or grid < 2:
-        raise NsynthError(f"bad settings: length {length} s, temperature {temperature}, batch {batch}, grid {grid}")
+    greedy, temperature, quantile = resolve_sampling(model, greedy, temperature, quantile)
+    if not length > 0 or not temperature > 0 or (batch is not None and batch < 1) or grid < 2 \
+            or (quantile is not None and not 0 < quantile < 1):
+        raise NsynthError(f"bad settings: length {length} s, temperature {temperature}, quantile {quantile}, "
+                          f"batch {batch}, grid {grid}")
     if threads is not None:
         torch.set_num_threads(threads)
     out, run = Path(out), Path(model)
@@ -153,7 +157,8 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                                   sample_rate=net.cfg.sample_rate)
             check_corner_set(loaded, length=samples, sample_rate=net.cfg.sample_rate)
             request = make_request(loaded, run, net, grid=grid, length=samples, interpolation=interpolation,
-                                   greedy=greedy, temperature=temperature, seed=seed, backend=backend)
+                                   greedy=greedy, temperature=temperature, seed=seed, backend=backend,
+                                   quantile=quantile)
             stack.enter_context(job.lock())
             plan = job.load_plan()
             if plan is None:
@@ -174,17 +179,19 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             payload = _ray_payload(backend, net, job, plan)
             _say(_summary(plan, None, f"Ray tasks at {ray}"), quiet)
             render_ray(job, plan, payload, gpus=bool(ray_gpus), greedy=greedy, temperature=temperature,
-                       progress=None if quiet else ETA("render", unit="notes"))
+                       quantile=quantile, progress=None if quiet else ETA("render", unit="notes"))
         else:
             todo = job.pending(plan, dist.mine(plan.n_shards))
             coder = coder or _backend(backend, net, job, dev)
             where = describe(coder) + (f", rank {dist.rank}/{dist.world}" if dist.world > 1 else "")
             _say(_summary(plan, todo, where), quiet)
-            _render_local(job, plan, coder, todo, greedy=greedy, temperature=temperature, quiet=quiet)
+            _render_local(job, plan, coder, todo, greedy=greedy, temperature=temperature, quantile=quantile,
+                          quiet=quiet)
         dist.barrier()
         if dist.rank != 0:
             return None
-        extra = {"interpolation": interpolation, "greedy": greedy, "temperature": temperature, "seed": seed,
+        extra = {"interpolation": interpolation, "greedy": greedy, "temperature": temperature, "quantile": quantile,
+                 "seed": seed,
                  "backend": backend, "unique_cells": plan.n_cells, "plan": plan.key[:16],
                  "corners_filled": {c["name"]: c["filled"] for c in plan.request["corners"]}}
         model_name = f"{plan.request['model']['name']}@{plan.request['model']['weights_sha256'][:12]}"
@@ -214,14 +221,15 @@ def _summary(plan: Plan, todo: list[int] | None, where: str) -> str:
 
 
 def _render_local(job: Job, plan: Plan, backend, todo: list[int], *, greedy: bool, temperature: float,
-                  quiet: bool) -> None:
+                  quantile: float | None, quiet: bool) -> None:
     total = sum(len(plan.shard_notes(i)) for i in todo)
     eta = None if quiet else ETA("render", unit="notes")
     done = 0
     for i in todo:
         n = len(plan.shard_notes(i))
         progress = None if eta is None else (lambda s, t, d=done, n=n: eta(d + n * s // t, total))
-        job.write_shard(plan, i, render_shard(backend, plan, i, greedy=greedy, temperature=temperature, progress=progress))
+        job.write_shard(plan, i, render_shard(backend, plan, i, greedy=greedy, temperature=temperature,
+                                              quantile=quantile, progress=progress))
         done += n
 
 
@@ -267,8 +275,11 @@ def configure(parser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--greedy", action="store_true", default=None, help="argmax instead of sampling")
     parser.add_argument("--temperature", type=float, default=None,
-                        help="sample at this temperature (neither flag: as the model's config.json recommends, "
+                        help="sample at this temperature (no sampling flag: as the model's config.json recommends, "
                              "else sampling at 1)")
+    parser.add_argument("--quantile", type=float, default=None,
+                        help="decode deterministically: each sample the Q-quantile of its predicted distribution "
+                             "(0.5: the median)")
     parser.add_argument("--seed", type=int, default=0, help="mixed into every note's seed")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--job", default=None, help="job folder (default: BANK.job beside the bank)")
@@ -286,7 +297,8 @@ def configure(parser) -> None:
             raise NsynthError(f"--batch {a.batch!r}: expected a number or auto") from None
         info = render_bank(a.corners, a.model, a.out, grid=a.grid, pitches=pitches, velocities=velocities,
                            length=a.length, interpolation=a.interpolation, batch=batch, device=a.device,
-                           greedy=a.greedy, temperature=a.temperature, seed=a.seed, backend=a.backend, job=a.job,
+                           greedy=a.greedy, temperature=a.temperature, quantile=a.quantile, seed=a.seed,
+                           backend=a.backend, job=a.job,
                            keep_job=a.keep_job, ray=a.ray, threads=a.threads, quiet=a.quiet)
         if info is not None:
             print(a.out)

@@ -80,15 +80,17 @@ def _worker_backend(payload: tuple):
     return _BACKENDS[key]
 
 
-def render_shard(backend, plan: Plan, i: int, *, greedy: bool, temperature: float, progress=None) -> np.ndarray:
+def render_shard(backend, plan: Plan, i: int, *, greedy: bool, temperature: float, quantile: float | None = None,
+                 progress=None) -> np.ndarray:
     """Decode shard i of the plan -> codes int8 [notes, length]."""
     emb, seeds, pitch = plan.shard_inputs(i)
-    return backend.decode(emb, seeds, length=plan.length, greedy=greedy, temperature=temperature, pitch=pitch,
-                          progress=progress)
+    return backend.decode(emb, seeds, length=plan.length, greedy=greedy, temperature=temperature, quantile=quantile,
+                          pitch=pitch, progress=progress)
 
 
-def _ray_task(payload: tuple, plan: Plan, i: int, greedy: bool, temperature: float) -> np.ndarray:
-    return render_shard(_worker_backend(payload), plan, i, greedy=greedy, temperature=temperature)
+def _ray_task(payload: tuple, plan: Plan, i: int, greedy: bool, temperature: float,
+              quantile: float | None) -> np.ndarray:
+    return render_shard(_worker_backend(payload), plan, i, greedy=greedy, temperature=temperature, quantile=quantile)
 
 
 def connect_ray(address: str) -> int:
@@ -102,16 +104,16 @@ def connect_ray(address: str) -> int:
 
 
 def render_ray(job: Job, plan: Plan, payload: tuple, *, gpus: bool, greedy: bool, temperature: float,
-               progress: Callable[[int, int], None] | None = None) -> int:
+               quantile: float | None = None, progress: Callable[[int, int], None] | None = None) -> int:
     """Render the plan's pending shards as Ray tasks (one GPU each if `gpus`, else one CPU); the driver writes
     each result into the job folder as it arrives. payload: (key, "torch", {"config", "state_dict"}) or
-    (key, "onnxruntime", (files, hop)). -> shards rendered."""
+    (key, "onnxruntime", (files, config)). -> shards rendered."""
     import ray
 
     task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_retries=2)(_ray_task)
     todo = job.pending(plan)
     payload_ref, plan_ref = ray.put(payload), ray.put(plan)
-    running = {task.remote(payload_ref, plan_ref, i, greedy, temperature): i for i in todo}
+    running = {task.remote(payload_ref, plan_ref, i, greedy, temperature, quantile): i for i in todo}
     total, done = sum(len(plan.shard_notes(i)) for i in todo), 0
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)

@@ -91,6 +91,22 @@ def test_sampling_is_the_inverse_cdf_of_each_notes_uniforms():
 
 
 @torch.no_grad()
+def test_quantile_decoding_takes_that_quantile_of_every_prediction():
+    """quantile 0.5: every sample is the median of its predicted distribution (the inverse CDF at 0.5)."""
+    model = _model("tiny")
+    emb = torch.randn(3, 2, 16)
+    codes = generate(model.decoder, emb, seeds=[1, 2, 3], quantile=0.5, length=700)
+    cdf = torch.softmax(_full_pass(model, codes, emb), -1).cumsum(-1)
+    expect = (cdf < 0.5 * cdf[..., -1:]).sum(-1).clamp(max=255) - 128
+    assert (expect != codes).float().mean() < 0.002  # only rounding at a bin edge may differ
+    assert torch.equal(codes, generate(model.decoder, emb, seeds=[7, 8, 9], quantile=0.5, length=700))
+    assert not torch.equal(codes, generate(model.decoder, emb, greedy=True, length=700))
+    assert len(set(codes.flatten().tolist())) > 2
+    with pytest.raises(ValueError, match="quantile must be in"):
+        generate(model.decoder, emb, quantile=1.0, length=10)
+
+
+@torch.no_grad()
 def test_fast_path_and_the_textbook_generator_agree_greedily():
     model = _model("tiny", seed=1)
     emb = torch.randn(2, 3, 16)

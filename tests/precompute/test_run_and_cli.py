@@ -130,11 +130,13 @@ def test_a_run_recommends_how_it_is_decoded(tmp_path):
 
     run = tmp_path / "r"
     new_run(run, preset("tiny", harmonics=2))
-    assert resolve_sampling(run, None, None) == (False, 1.0)  # no recommendation: sampling at 1
+    assert resolve_sampling(run, None, None) == (False, 1.0, None)  # no recommendation: sampling at 1
     doc = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**doc, "sampling": {"greedy": True}}))
-    assert resolve_sampling(run, None, None) == (True, 1.0)
-    assert resolve_sampling(run, None, 0.7) == (False, 0.7) and resolve_sampling(run, False, None) == (False, 1.0)
+    assert resolve_sampling(run, None, None) == (True, 1.0, None)
+    assert resolve_sampling(run, None, 0.7) == (False, 0.7, None)
+    assert resolve_sampling(run, False, None) == (False, 1.0, None)
+    assert resolve_sampling(run, None, None, 0.5) == (False, 1.0, 0.5)
     write_config(run, preset("tiny", harmonics=2), {"steps": 5})  # training rewrites the config: the advice stays
     assert json.loads((run / "config.json").read_text())["sampling"] == {"greedy": True}
     # `nsynth decode` follows it: greedy, so the seed changes nothing
@@ -143,6 +145,13 @@ def test_a_run_recommends_how_it_is_decoded(tmp_path):
     b = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, progress=False)
     c = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, temperature=1.0, progress=False)
     assert np.array_equal(a, b) and not np.array_equal(b, c)
-    (run / "config.json").write_text(json.dumps({**doc, "sampling": {"temperature": "hot"}}))
-    with pytest.raises(NsynthError, match=r"r/config.json: bad \"sampling\" section"):
-        resolve_sampling(run, None, None)
+    # the median (quantile 0.5) is deterministic too, and differs from the mode
+    (run / "config.json").write_text(json.dumps({**doc, "sampling": {"quantile": 0.5}}))
+    assert resolve_sampling(run, None, None) == (False, 1.0, 0.5)
+    m1 = decode_embeddings(tmp_path / "emb.npy", run, seed=1, pitch=60, progress=False)
+    m2 = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, progress=False)
+    assert np.array_equal(m1, m2) and not np.array_equal(m1, a)
+    for bad in ({"temperature": "hot"}, {"quantile": 1.5}, {"greedy": 1}, {"top_k": 5}, [0.5]):
+        (run / "config.json").write_text(json.dumps({**doc, "sampling": bad}))
+        with pytest.raises(NsynthError, match=r"r/config.json: bad \"sampling\" section"):
+            resolve_sampling(run, None, None)
