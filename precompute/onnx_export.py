@@ -80,13 +80,12 @@ def export_onnx(model: WaveNetAutoencoder, out_dir: str | os.PathLike) -> dict[s
             {"embeddings": {0: "batch", 1: "frames"}, "cond": {0: "batch", 1: "frames"}}, model, "project")
     s_in, s_out = state_names(model)
     state = dec.init_state(1)
-    dyn = {"x": {0: "batch"}, "cond": {0: "batch"}, "logits": {0: "batch"}, "exc": {0: "batch"}}
+    dyn = {"x": {0: "batch"}, "cond": {0: "batch"}, "logits": {0: "batch"}}
     dyn.update({n: {1: "batch"} for n in s_in + s_out})
     args, names, step = (torch.zeros(1, 1), torch.zeros(1, dec.cond.out_features)), ["x", "cond"], _Step(dec)
     if cfg.harmonics:
         args, names, step = (*args, torch.zeros(1, cfg.harmonics)), [*names, "exc"], _ExcitedStep(dec)
-    else:
-        del dyn["exc"]
+        dyn["exc"] = {0: "batch"}
     _export(step, (*args, *state), paths["step"], [*names, *s_in], ["logits", *s_out], dyn, model, "decoder_step")
     manifest = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "config_hash": cfg.hash(),
                 "files": FILES, "state_shapes": [[p, "batch", w] for p, w in zip(dec.periods, dec.widths)]}

@@ -46,10 +46,6 @@ class TorchBackend:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.hop = model.cfg.hop
-        self.harmonics = model.cfg.harmonics
-
-    def _pitch(self, pitch) -> torch.Tensor | None:
-        return torch.as_tensor(np.asarray(pitch), dtype=torch.int64) if self.harmonics and pitch is not None else None
 
     @torch.no_grad()
     def encode(self, audio: np.ndarray) -> np.ndarray:
@@ -67,7 +63,7 @@ class TorchBackend:
         """embeddings float32 [n, F, E] (and MIDI pitches [n], used by excited decoders) -> mu-law codes int8
         [n, length]."""
         codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), length=length, greedy=greedy,
-                         temperature=temperature, quantile=quantile, seeds=seeds, pitch=self._pitch(pitch),
+                         temperature=temperature, quantile=quantile, seeds=seeds, pitch=pitch,
                          progress=progress)
         return codes.cpu().numpy().astype(np.int8)
 
@@ -115,10 +111,8 @@ class OnnxBackend:
         n = emb.shape[0]
         if length > emb.shape[1] * self.hop:
             raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
-        rates = None
-        if self.cfg.harmonics:
-            pitch = check_pitch(self.cfg, None if pitch is None else np.asarray(pitch), n)
-            rates = excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate)
+        pitch = check_pitch(self.cfg, pitch, n)
+        rates = None if pitch is None else excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate)
         cond = self.sessions["project"].run(None, {"embeddings": emb})[0]
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]

@@ -64,12 +64,16 @@ def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder
                  interpolation: str, greedy: bool, temperature: float, seed: int, backend: str,
                  quantile: float | None = None) -> dict:
     """What decides every sample of the bank (its hash names the plan; a job folder holds one)."""
-    return ({"quantile": quantile} if quantile is not None else {}) | {"corners": [{"name": c.name, "audio_sha256": corner_id(c), "filled": len(c.fill_report)} for c in corners],
-            "model": {"name": run.resolve().name, "config_hash": model.cfg.hash(),
-                      "weights_sha256": hashlib.sha256((run / WEIGHTS).read_bytes()).hexdigest()},
-            "grid": grid, "pitches": corners[0].pitches, "velocities": corners[0].velocities, "length": length,
-            "sample_rate": model.cfg.sample_rate, "interpolation": interpolation, "greedy": greedy,
-            "temperature": temperature, "seed": seed, "backend": backend}
+    request = {"corners": [{"name": c.name, "audio_sha256": corner_id(c), "filled": len(c.fill_report)}
+                           for c in corners],
+               "model": {"name": run.resolve().name, "config_hash": model.cfg.hash(),
+                         "weights_sha256": hashlib.sha256((run / WEIGHTS).read_bytes()).hexdigest()},
+               "grid": grid, "pitches": corners[0].pitches, "velocities": corners[0].velocities, "length": length,
+               "sample_rate": model.cfg.sample_rate, "interpolation": interpolation, "greedy": greedy,
+               "temperature": temperature, "seed": seed, "backend": backend}
+    if quantile is not None:  # only when set: the keys of plans made before quantiles existed stay the same
+        request["quantile"] = quantile
+    return request
 
 
 def make_plan(request: dict, corners: Sequence[Corner], encoder, *, hop: int, shard_size: int) -> Plan:
