@@ -40,7 +40,7 @@ def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: 
                       greedy: bool | None = None, temperature: float | None = None, quantile: float | None = None,
                       seed: int = 0, pitch: int | None = None, progress: bool = True) -> np.ndarray:
     """Embeddings .npy [frames, bottleneck] -> float32 audio [frames * hop] at 16 kHz; written as WAV when `out`.
-    pitch: the note's MIDI pitch, which a model with a sine-excited decoder (harmonics) needs; greedy, temperature
+    pitch: the note's MIDI pitch, which a model with an excited decoder (sines, harmonic source) needs; greedy, temperature
     and quantile all None: decoded as the model's config recommends (run.resolve_sampling)."""
     torch = _torch()
     from precompute.audio import write_audio
@@ -58,8 +58,8 @@ def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: 
         raise NsynthError(f"{emb_path}: expected embeddings [frames, {model.cfg.bottleneck}], got {list(emb.shape)}")
     if not np.isfinite(emb).all():
         raise NsynthError(f"{emb_path}: embeddings hold NaN or infinite values")
-    if model.cfg.harmonics and pitch is None:
-        raise NsynthError(f"{run}: this model's decoder plays at a given pitch (sine excitation); give the note's "
+    if model.cfg.exc_width and pitch is None:
+        raise NsynthError(f"{run}: this model's decoder plays at a given pitch (its excitation); give the note's "
                           "MIDI pitch (--pitch)")
     codes = generate(model.decoder, torch.from_numpy(emb.astype(np.float32))[None], greedy=greedy,
                      temperature=temperature, quantile=quantile, seeds=[seed],
@@ -180,8 +180,9 @@ def configure_model_info(p) -> None:
         n_enc = sum(t.numel() for t in m.encoder.parameters())
         print(f"{a.run}: preset {m.cfg.preset}, step {checkpoint_step(a.run)}, decoder {n_dec:,} + encoder "
               f"{n_enc:,} parameters, receptive field {m.cfg.receptive_field} samples, config {m.cfg.hash()}"
-              + (f", sine excitation of {m.cfg.harmonics} harmonics (decoding needs the pitch)"
-                 if m.cfg.harmonics else ""))
+              + (f", sine excitation of {m.cfg.harmonics} harmonics" if m.cfg.harmonics else "")
+              + (f", harmonic source ({m.cfg.source_bands} bands)" if m.cfg.source_bands else "")
+              + (" (decoding needs the pitch)" if m.cfg.exc_width else ""))
         return 0
 
     p.set_defaults(func=run)

@@ -28,6 +28,15 @@ class ModelConfig:
     # Sine excitation (a neural source-filter input, not in the paper): the decoder also sees sin(h * 2pi f0 t)
     # for h = 1..harmonics at the note's pitch f0 (harmonics above Nyquist are 0). 0: the paper's decoder.
     harmonics: int = 0
+    # Harmonic source (DDSP-like, not in the paper): with source_bands > 0 the decoder's input also holds one more
+    # channel, a sum of every harmonic of f0 below Nyquist (at most source_max) whose amplitudes come from the
+    # embeddings through a small MLP (source_hidden wide): a log-amplitude envelope over source_bands log-spaced
+    # bands plus an offset for each of the first source_partials harmonics. It is trained to the notes' own
+    # harmonic amplitudes, so the embedding must carry the timbre and the decoder is given it as a signal.
+    source_bands: int = 0
+    source_partials: int = 16
+    source_hidden: int = 128
+    source_max: int = 256
 
     def dilations(self, which: str = "dec") -> list[int]:
         layers, stack = (self.dec_layers, self.dec_stack) if which == "dec" else (self.enc_layers, self.enc_stack)
@@ -38,11 +47,19 @@ class ModelConfig:
         """Decoder receptive field in samples (start conv + dilated stack)."""
         return 1 + (self.kernel - 1) * (1 + sum(self.dilations("dec")))
 
+    @property
+    def exc_width(self) -> int:
+        """Channels of the decoder's excitation input (the sines, then the harmonic source); 0: none."""
+        return self.harmonics + (1 if self.source_bands else 0)
+
     def to_dict(self) -> dict:
-        """The fields; `harmonics` only when set, so a paper decoder's config (and hash) is as it always was."""
+        """The fields; `harmonics` and the source's only when set, so an older config (and hash) is as it was."""
         d = asdict(self)
         if not d["harmonics"]:
             del d["harmonics"]
+        if not d["source_bands"]:
+            for k in ("source_bands", "source_partials", "source_hidden", "source_max"):
+                del d[k]
         return d
 
     @classmethod
@@ -55,8 +72,9 @@ class ModelConfig:
             cfg = cls(**d)
         except TypeError as e:
             raise NsynthError(f"{source}: bad model config: {e}") from None
-        if cfg.harmonics < 0:
-            raise NsynthError(f"{source}: harmonics must be >= 0, got {cfg.harmonics}")
+        if min(cfg.harmonics, cfg.source_bands, cfg.source_partials, cfg.source_max) < 0 or cfg.source_bands == 1:
+            raise NsynthError(f"{source}: harmonics {cfg.harmonics}, source_bands {cfg.source_bands} (0 or >= 2), "
+                              f"source_partials {cfg.source_partials}, source_max {cfg.source_max}: bad values")
         if cfg.kernel != 3:
             raise NsynthError(f"{source}: only kernel 3 is supported, got {cfg.kernel}")
         return cfg
@@ -71,9 +89,10 @@ PRESETS: dict[str, ModelConfig] = {
     # Benchmarks and the CPU-trainable middle ground.
     "small": ModelConfig(preset="small", enc_layers=20, enc_channels=64, dec_layers=20, dec_channels=128,
                          skip_channels=128),
-    # The bundled model: learns on 2 CPU cores in hours; the sine excitation gives it the note's pitch.
+    # The bundled model: learns on 2 CPU cores in hours; the sine excitation gives it the note's pitch, the
+    # harmonic source its timbre.
     "compact": ModelConfig(preset="compact", enc_layers=10, enc_channels=32, enc_stack=10, dec_layers=20,
-                           dec_channels=48, dec_stack=10, skip_channels=64, harmonics=8),
+                           dec_channels=48, dec_stack=10, skip_channels=64, harmonics=8, source_bands=48),
     # Tests.
     "tiny": ModelConfig(preset="tiny", enc_layers=4, enc_channels=16, enc_stack=4, dec_layers=6, dec_channels=16,
                         dec_stack=3, skip_channels=16),

@@ -76,14 +76,13 @@ def capture_chunk(stepper: Stepper) -> Callable[[], None]:
 def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, pitch: torch.Tensor | None,
             greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool,
             progress: Callable[[int], None]) -> None:
-    """Decode one batch: emb [B, F, E] (pitch [B] with harmonics) -> class indices written into out [B, length]."""
+    """Decode one batch: emb [B, F, E] (pitch [B] with an excitation) -> class indices written into out [B, length]."""
     hop, length = decoder.cfg.hop, out.shape[1]
     chunk = math.gcd(hop, NOISE_CHUNK, CHUNK_STEPS)
     stepper = Stepper(decoder, emb.shape[0], chunk=chunk, greedy=greedy, temperature=temperature, dtype=dtype,
                       device=emb.device)
     frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
-    if pitch is not None:
-        stepper.set_pitch(pitch)
+    note_exc = decoder.note_excitation(pitch, emb)
     run = stepper.run_chunk
     if graph:
         stepper.set_frame(frames[0])
@@ -94,6 +93,8 @@ def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torc
             stepper.set_frame(frames[t // hop])
         if noise is not None:
             stepper.noise.copy_(noise.steps(t, chunk))
+        if note_exc is not None:
+            stepper.exc.copy_(note_exc.at(torch.arange(t, t + chunk, device=emb.device)).transpose(0, 1))
         run()
         n = min(chunk, length - t)
         out[:, t:t + n].copy_(stepper.codes[:n, :, 0].T)
@@ -117,7 +118,7 @@ def generate(
 ) -> torch.Tensor:
     """emb [B, F, E] -> mu-law codes [B, length] (int64 in [-128, 127]); length defaults to F * hop.
 
-    pitch: the notes' MIDI pitches [B], for a decoder with harmonics (its sine excitation).
+    pitch: the notes' MIDI pitches [B], for a decoder with an excitation (cfg.exc_width).
     quantile: decode deterministically, each sample the quantile of its (tempered) predicted distribution
     (0.5: the median) instead of a draw from it; greedy takes the mode.
     dtype: compute dtype (default fp32 on CPU, bf16 on CUDA); cuda_graph: default on for CUDA.
@@ -146,12 +147,12 @@ def generate(
 
 
 def check_pitch(cfg: ModelConfig, pitch, b: int) -> torch.Tensor | None:
-    """The notes' pitches as int64 [b] for a decoder with harmonics (None for one without); errors otherwise."""
-    if not cfg.harmonics:
+    """The notes' pitches as int64 [b] for a decoder with an excitation (None for one without); errors otherwise."""
+    if not cfg.exc_width:
         return None
     if pitch is None:
-        raise ValueError(f"this model's decoder is excited at the notes' pitches ({cfg.harmonics} "
-                         "harmonics): give their pitches")
+        raise ValueError(f"this model's decoder is excited at the notes' pitches ({cfg.exc_width} "
+                         "excitation channels): give their pitches")
     pitch = torch.as_tensor(pitch, dtype=torch.int64).reshape(-1)
     if len(pitch) != b:
         raise ValueError(f"{len(pitch)} pitches for {b} notes")

@@ -3,6 +3,10 @@
 Every dilated convolution is written as one matmul over its concatenated taps, so the decoder's full
 (teacher-forced) pass and its cached one-step pass run the same `Decoder._stack` code and differ only in where
 the past taps come from: shifted copies of the whole sequence, or per-layer rings of past inputs.
+
+Two optional excitation inputs of the decoder (not in the paper) give it the note's pitch and timbre as signals:
+sines at the note's harmonics (cfg.harmonics), and a harmonic source whose amplitudes come from the embeddings
+(cfg.source_bands; `Source`), trained to the notes' measured harmonic amplitudes (`WaveNetAutoencoder.losses`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from precompute.config import ModelConfig
-from precompute.mulaw import codes_to_input, mulaw_decode
+from precompute.mulaw import codes_to_input, codes_to_target, mulaw_decode
 
 Taps = Callable[[int, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -76,16 +80,130 @@ def aligned_phase(audio: torch.Tensor, rates: torch.Tensor, t: torch.Tensor) -> 
     return torch.where(rates > 0, phase, torch.zeros_like(phase))
 
 
+SOURCE_FMIN = 25.0      # Hz: the lowest envelope band's centre (the highest is at Nyquist)
+SOURCE_FFT = 2048       # Hann window of the harmonic analysis that the source is trained to
+SOURCE_FLOOR = 1e-3     # amplitudes more than 60 dB below a crop's strongest harmonic count as that level
+SOURCE_INIT = math.log(1e-2)  # a new source starts at -40 dB on every harmonic
+
+
+def source_rates(pitch: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """MIDI pitches [B] -> angular rates [B, H] of the source's harmonics, H = min(source_max, the most harmonics
+    below Nyquist of any of these notes); 0 for a note's harmonics at or above Nyquist."""
+    lowest = 440.0 * 2 ** ((float(pitch.min()) - 69) / 12)
+    return excitation_rates(pitch, min(cfg.source_max, max(1, math.ceil(cfg.sample_rate / 2 / lowest))),
+                            cfg.sample_rate)
+
+
+class Source(nn.Module):
+    """Harmonic source amplitudes from the embeddings: emb [B, F, E] -> parameters [B, F, bands + partials]
+    (`harmonic_log_amps` turns them into each harmonic's log-amplitude)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.bottleneck, cfg.source_hidden), nn.ReLU(),
+                                 nn.Linear(cfg.source_hidden, cfg.source_bands + cfg.source_partials))
+        with torch.no_grad():
+            self.net[-1].weight.mul_(0.1)
+            self.net[-1].bias.fill_(0.0)
+            self.net[-1].bias[: cfg.source_bands] = SOURCE_INIT
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.net(emb)
+
+
+def harmonic_log_amps(params: torch.Tensor, rates: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """params [B, F, bands + partials] (Source), rates [B, H] -> natural-log amplitudes [B, F, H]: the envelope,
+    linear in log-frequency between band centres log-spaced from SOURCE_FMIN to Nyquist, at each harmonic's
+    frequency, plus the offsets of the first `partials` harmonics."""
+    k, fmax = cfg.source_bands, cfg.sample_rate / 2
+    hz = (rates * cfg.sample_rate / (2 * math.pi)).clamp(SOURCE_FMIN, fmax)
+    pos = (torch.log(hz / SOURCE_FMIN) / math.log(fmax / SOURCE_FMIN) * (k - 1)).to(params.dtype)  # [B, H]
+    lo = pos.floor().long().clamp(max=k - 2)
+    frac = (pos - lo)[:, None, :]
+    env = params[..., :k]
+    idx = lo[:, None, :].expand(-1, params.shape[1], -1)
+    out = env.gather(2, idx) * (1 - frac) + env.gather(2, idx + 1) * frac
+    p = min(cfg.source_partials, rates.shape[1])
+    return torch.cat([out[..., :p] + params[..., k: k + p], out[..., p:]], -1)
+
+
+def source_signal(log_amps: torch.Tensor, rates: torch.Tensor, t: torch.Tensor, hop: int,
+                  phase: torch.Tensor | None = None) -> torch.Tensor:
+    """log_amps [B, F, H] per frame, rates [B, H], sample indices t [T] or [B, T], phase [B, H] (default 0)
+    -> the source [B, T] float64: sum over h of A_h(t) sin(rates_h t + phase_h), each amplitude linear between
+    frame centres (held beyond the first and last); harmonics with rate 0 are silent."""
+    frames = log_amps.shape[1]
+    t = t.to(torch.float64)
+    pos = ((t - hop / 2) / hop).clamp(0, frames - 1)
+    lo = pos.floor().long().clamp(max=max(frames - 2, 0))
+    hi = (lo + 1).clamp(max=frames - 1)
+    frac = (pos - lo)[..., None]
+    amps = (log_amps.to(torch.float64).exp() * (rates > 0)[:, None, :])
+    if t.dim() == 1:
+        a_lo, a_hi = amps[:, lo], amps[:, hi]
+    else:
+        size = (-1, -1, amps.shape[2])
+        a_lo, a_hi = amps.gather(1, lo[..., None].expand(size)), amps.gather(1, hi[..., None].expand(size))
+    return ((a_lo * (1 - frac) + a_hi * frac) * excitation(rates, t, phase)).sum(-1)
+
+
+def harmonic_analysis(audio: torch.Tensor, rates: torch.Tensor, hop: int) -> tuple[torch.Tensor, slice]:
+    """audio [B, T], rates [B, H] -> (amplitudes [B, F', H] of each harmonic in a SOURCE_FFT Hann window centred
+    on each frame whose window fits inside the audio, those frames as a slice): 2 |DTFT at the harmonic| / sum(w),
+    the amplitude A of a steady A sin at that frequency."""
+    half = SOURCE_FFT // 2
+    first = -(-(half - hop // 2) // hop)
+    last = (audio.shape[1] - half - hop // 2) // hop
+    if last < first:
+        raise ValueError(f"crops of {audio.shape[1]} samples are too short for the source's "
+                         f"{SOURCE_FFT}-sample analysis")
+    starts = torch.arange(first, last + 1) * hop + hop // 2 - half
+    segs = audio[:, starts[:, None] + torch.arange(SOURCE_FFT)]  # [B, F', N]
+    w = torch.hann_window(SOURCE_FFT, periodic=False, dtype=audio.dtype, device=audio.device)
+    arg = rates.to(audio.dtype)[:, None, :] * torch.arange(SOURCE_FFT, dtype=audio.dtype, device=audio.device)[:, None]
+    re = torch.bmm(segs * w, torch.cos(arg))
+    im = torch.bmm(segs * w, torch.sin(arg))
+    return 2 * torch.sqrt(re ** 2 + im ** 2) / w.sum(), slice(first, last + 1)
+
+
+class NoteExcitation:
+    """What the decoder's excitation needs of a batch of notes, computed once per batch: the sines' rates
+    [B, harmonics] and the source's rates [B, H] and log-amplitudes [B, F, H] (None without a source)."""
+
+    def __init__(self, cfg: ModelConfig, pitch: torch.Tensor, source_params: torch.Tensor | None = None):
+        self.cfg = cfg
+        self.rates = excitation_rates(pitch, cfg.harmonics, cfg.sample_rate)
+        self.src_rates = self.log_amps = None
+        if cfg.source_bands:
+            if source_params is None:
+                raise ValueError("a decoder with a harmonic source needs the notes' embeddings")
+            self.src_rates = source_rates(pitch, cfg).to(source_params.device)
+            self.log_amps = harmonic_log_amps(source_params.detach(), self.src_rates, cfg)
+
+    def at(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample indices t [T] or [B, T] -> the excitation [B, T, exc_width] float64: from phase 0 (generation),
+        or each harmonic in phase with the audio `align` [B, T] (teacher forcing)."""
+        if t.dim() == 2 or align is not None:
+            t = t if t.dim() == 2 else t[None].expand(len(self.rates), -1)
+        phase = None if align is None else aligned_phase(align, self.rates, t)
+        parts = [excitation(self.rates, t, phase)]
+        if self.log_amps is not None:
+            src_phase = None if align is None else aligned_phase(align, self.src_rates, t)
+            parts.append(source_signal(self.log_amps, self.src_rates, t, self.cfg.hop, src_phase)[..., None])
+        return torch.cat(parts, -1)
+
+
 class Decoder(nn.Module):
-    """Causal WaveNet conditioned on embeddings held constant over each hop of samples; with cfg.harmonics, its
-    input at sample t also holds the sine excitation at t (the note's pitch and its harmonics)."""
+    """Causal WaveNet conditioned on embeddings held constant over each hop of samples; with cfg.exc_width, its
+    input at sample t also holds the excitation at t (NoteExcitation: sines at the note's harmonics, the
+    harmonic source)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         r, s = cfg.dec_channels, cfg.skip_channels
         self.cfg = cfg
         self.dilations = cfg.dilations("dec")
-        self.start = nn.Linear(3 + cfg.harmonics, r)  # causal taps t-2, t-1, t [+ the excitation at t]
+        self.start = nn.Linear(3 + cfg.exc_width, r)  # causal taps t-2, t-1, t [+ the excitation at t]
         self.skip_start = nn.Linear(r, s)
         self.dilated = nn.ModuleList(nn.Linear(3 * r, 2 * r) for _ in self.dilations)  # taps t-2d, t-d, t
         self.res_skip = nn.ModuleList(nn.Linear(r, r + s) for _ in self.dilations)  # residual and skip 1x1, fused
@@ -93,6 +211,7 @@ class Decoder(nn.Module):
         self.cond = nn.Linear(cfg.bottleneck, len(self.dilations) * 2 * r + s)
         self.out1 = nn.Linear(s, s)
         self.logits = nn.Linear(s, cfg.quant)
+        self.source = Source(cfg) if cfg.source_bands else None
 
     @property
     def periods(self) -> list[int]:
@@ -108,14 +227,14 @@ class Decoder(nn.Module):
         return self.cond(emb)
 
     def _check_exc(self, exc: torch.Tensor | None) -> None:
-        if (exc is None) != (self.cfg.harmonics == 0):
-            raise ValueError(f"a decoder with {self.cfg.harmonics} harmonics takes "
-                             f"{'an excitation' if self.cfg.harmonics else 'no excitation'}")
+        if (exc is None) != (self.cfg.exc_width == 0):
+            raise ValueError(f"a decoder with {self.cfg.exc_width} excitation channels takes "
+                             f"{'an excitation' if self.cfg.exc_width else 'no excitation'}")
 
     def _stack(self, x: torch.Tensor, cond: Callable[[slice], torch.Tensor], taps: Taps,
                exc: torch.Tensor | None) -> torch.Tensor:
         """x [B, T] decoder input; cond(channel slice) -> that slice of the conditioning, [B, T, n] (or [B, 1, n]);
-        taps(stage, h) -> (h[t-2d], h[t-d]); exc [B, T, harmonics] or None. -> logits [B, T, Q]."""
+        taps(stage, h) -> (h[t-2d], h[t-d]); exc [B, T, exc_width] or None. -> logits [B, T, Q]."""
         self._check_exc(exc)
         r = self.cfg.dec_channels
         h = x.unsqueeze(-1)
@@ -133,25 +252,29 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, exc: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced pass. x [B, T] (input already shifted right by one); emb [B, F, E], F*hop >= T;
-        exc [B, T, harmonics] (see excitation) when cfg.harmonics."""
+        exc [B, T, exc_width] (see excitation) when cfg.exc_width."""
         frames, hop, t = self.project(emb), self.cfg.hop, x.shape[1]
         periods = self.periods
         return self._stack(x, lambda c: frames[..., c].repeat_interleave(hop, dim=1)[:, :t],
                            lambda k, h: (shift(h, periods[k]), shift(h, periods[k] // 2)), exc)
 
-    def excitation(self, pitch: torch.Tensor | None, t: torch.Tensor,
-                   align: torch.Tensor | None = None) -> torch.Tensor | None:
-        """MIDI pitches [B] and sample indices [T] or [B, T] -> the excitation [B, T, harmonics] (None without
-        harmonics): from phase 0 (generation), or in phase with the audio `align` [B, T] (teacher forcing)."""
-        if not self.cfg.harmonics:
+    def note_excitation(self, pitch: torch.Tensor | None, emb: torch.Tensor | None = None
+                        ) -> NoteExcitation | None:
+        """MIDI pitches [B] (and embeddings [B, F, E], for a source) -> their NoteExcitation; None without one."""
+        if not self.cfg.exc_width:
             return None
         if pitch is None:
-            raise ValueError(f"a decoder with {self.cfg.harmonics} harmonics needs the notes' pitches")
-        rates = excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate)
-        if align is None:
-            return excitation(rates, t)
-        t = t if t.dim() == 2 else t[None].expand(len(pitch), -1)
-        return excitation(rates, t, aligned_phase(align, rates, t))
+            raise ValueError(f"a decoder with {self.cfg.exc_width} excitation channels needs the notes' pitches")
+        pitch = torch.as_tensor(pitch).to(self.start.weight.device)
+        return NoteExcitation(self.cfg, pitch, None if self.source is None or emb is None else self.source(emb))
+
+    def excitation(self, pitch: torch.Tensor | None, t: torch.Tensor, align: torch.Tensor | None = None,
+                   emb: torch.Tensor | None = None) -> torch.Tensor | None:
+        """MIDI pitches [B] and sample indices [T] or [B, T] (and the embeddings [B, F, E] for a source) -> the
+        excitation [B, T, exc_width] (None without one): from phase 0 (generation), or in phase with the audio
+        `align` [B, T] (teacher forcing)."""
+        note = self.note_excitation(pitch, emb)
+        return None if note is None else note.at(t, align)
 
     # --- cached one-step pass -------------------------------------------------------------------------------
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> list[torch.Tensor]:
@@ -160,8 +283,8 @@ class Decoder(nn.Module):
 
     def step(self, x: torch.Tensor, cond: torch.Tensor, state: list[torch.Tensor], exc: torch.Tensor | None = None):
         """Functional step (ONNX-exportable). x [B, 1]; cond [B, cond_width] for the current frame;
-        state: rings [period, B, width] holding inputs t-period..t-1 oldest first; exc [B, harmonics] at t
-        when cfg.harmonics. -> (logits [B, Q], new state)."""
+        state: rings [period, B, width] holding inputs t-period..t-1 oldest first; exc [B, exc_width] at t
+        when cfg.exc_width. -> (logits [B, Q], new state)."""
         new_state: list[torch.Tensor] = []
 
         def taps(k: int, h: torch.Tensor):
@@ -185,16 +308,37 @@ class WaveNetAutoencoder(nn.Module):
     def forward(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, T] mu-law in [-128, 127], T a multiple of hop -> logits [B, T, Q] predicting codes + 128.
-        With cfg.harmonics: pitch [B] (MIDI); the excitation is put in phase with each harmonic of the codes (a
-        generated note instead starts its excitation at phase 0 and follows it). noise [B, T]: added to the
-        decoder's past-sample input only (training with injected noise, as FFTNet: the decoder learns not to
-        trust its own past samples blindly, since in generation they are its own noisy draws)."""
+        With an excitation: pitch [B] (MIDI); it is put in phase with each harmonic of the codes (a generated note
+        instead starts its excitation at phase 0 and follows it). noise [B, T]: added to the decoder's past-sample
+        input only (training with injected noise, as FFTNet: the decoder learns not to trust its own past samples
+        blindly, since in generation they are its own noisy draws)."""
+        return self._teacher_forced(codes, pitch, noise)[0]
+
+    def _teacher_forced(self, codes, pitch, noise):
         x = codes_to_input(codes)
         emb = self.encoder(x)
-        exc = self.decoder.excitation(pitch, torch.arange(codes.shape[1], device=codes.device),
-                                      align=mulaw_decode(codes))
+        audio = mulaw_decode(codes)
+        exc = self.decoder.excitation(pitch, torch.arange(codes.shape[1], device=codes.device), align=audio, emb=emb)
         past = shift(x.unsqueeze(-1), 1).squeeze(-1)
-        return self.decoder(past if noise is None else past + noise, emb, exc)
+        return self.decoder(past if noise is None else past + noise, emb, exc), emb, audio
+
+    def losses(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
+               noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Training losses of a batch of crops (forward's arguments): "ce", the decoder's cross-entropy (nats per
+        sample), and with a source "source": the mean |log-amplitude error| of the source's harmonics against
+        the crop's own (harmonic_analysis; both floored SOURCE_FLOOR below the crop's strongest harmonic)."""
+        logits, emb, audio = self._teacher_forced(codes, pitch, noise)
+        out = {"ce": F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                     codes_to_target(codes).reshape(-1))}
+        if self.decoder.source is not None:
+            rates = source_rates(pitch, self.cfg).to(audio.device)
+            measured, frames = harmonic_analysis(audio.float(), rates, self.cfg.hop)
+            predicted = harmonic_log_amps(self.decoder.source(emb[:, frames]), rates, self.cfg)
+            floor = torch.log(measured.amax((1, 2), keepdim=True).clamp_min(1e-4) * SOURCE_FLOOR)
+            error = (torch.logaddexp(predicted, floor) - torch.logaddexp(measured.clamp_min(1e-12).log(), floor)).abs()
+            live = (rates > 0)[:, None, :].expand_as(error)
+            out["source"] = error[live].mean()
+        return out
 
     def encode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, T] -> embeddings [B, T // hop, E]."""

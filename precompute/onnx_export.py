@@ -23,7 +23,9 @@ class _Project(nn.Module):
         self.decoder = decoder
 
     def forward(self, emb):
-        return self.decoder.project(emb)
+        if self.decoder.source is None:
+            return self.decoder.project(emb)
+        return self.decoder.project(emb), self.decoder.source(emb)
 
 
 class _Step(nn.Module):
@@ -67,8 +69,9 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 @torch.no_grad()
 def export_onnx(model: WaveNetAutoencoder, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write encoder.onnx, project.onnx, decoder_step.onnx and onnx.json into out_dir. The step's inputs are x, cond,
-    exc (the sine excitation at t [batch, harmonics], only for a decoder with harmonics) and the rings."""
+    """Write encoder.onnx, project.onnx, decoder_step.onnx and onnx.json into out_dir. project.onnx maps embeddings
+    to cond (and, for a decoder with a harmonic source, to its parameters "source"). The step's inputs are x,
+    cond, exc (the excitation at t [batch, exc_width], only for a decoder with one) and the rings."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
@@ -76,15 +79,17 @@ def export_onnx(model: WaveNetAutoencoder, out_dir: str | os.PathLike) -> dict[s
     paths = {k: out / v for k, v in FILES.items()}
     _export(model.encoder, (torch.zeros(1, cfg.hop * 2),), paths["encoder"], ["audio"], ["embeddings"],
             {"audio": {0: "batch", 1: "samples"}, "embeddings": {0: "batch", 1: "frames"}}, model, "encoder")
-    _export(_Project(dec), (torch.zeros(1, 2, cfg.bottleneck),), paths["project"], ["embeddings"], ["cond"],
-            {"embeddings": {0: "batch", 1: "frames"}, "cond": {0: "batch", 1: "frames"}}, model, "project")
+    project_out = ["cond"] + (["source"] if dec.source is not None else [])
+    _export(_Project(dec), (torch.zeros(1, 2, cfg.bottleneck),), paths["project"], ["embeddings"], project_out,
+            {"embeddings": {0: "batch", 1: "frames"}, **{k: {0: "batch", 1: "frames"} for k in project_out}},
+            model, "project")
     s_in, s_out = state_names(model)
     state = dec.init_state(1)
     dyn = {"x": {0: "batch"}, "cond": {0: "batch"}, "logits": {0: "batch"}}
     dyn.update({n: {1: "batch"} for n in s_in + s_out})
     args, names, step = (torch.zeros(1, 1), torch.zeros(1, dec.cond.out_features)), ["x", "cond"], _Step(dec)
-    if cfg.harmonics:
-        args, names, step = (*args, torch.zeros(1, cfg.harmonics)), [*names, "exc"], _ExcitedStep(dec)
+    if cfg.exc_width:
+        args, names, step = (*args, torch.zeros(1, cfg.exc_width)), [*names, "exc"], _ExcitedStep(dec)
         dyn["exc"] = {0: "batch"}
     _export(step, (*args, *state), paths["step"], [*names, *s_in], ["logits", *s_out], dyn, model, "decoder_step")
     manifest = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "config_hash": cfg.hash(),

@@ -11,8 +11,9 @@ conditioning vector or a single skip bias, and 1/temperature is folded into the 
 torch's tanh is several times slower than its sigmoid, tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded
 into the weights).
 
-With cfg.harmonics, the sine excitation at t is computed in place from the notes' angular rates (set_pitch) and a
-float64 copy of the step counter, the same float64 sin as the teacher-forced pass, and joins the start matmul.
+With an excitation (cfg.exc_width), its values for a chunk's steps are written into `exc` [chunk, B, exc_width]
+before the chunk runs (as the uniforms into `noise`), computed by the same NoteExcitation as the teacher-forced
+pass; step k's row joins the start matmul.
 
 Ring slots are computed on the device from a step counter, so a run of many steps has fixed addresses and CUDA
 can capture it once as a graph and replay it at any position; the CPU runs the same steps eagerly.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from precompute.model import Decoder, excitation_rates
+from precompute.model import Decoder
 
 
 class Stepper:
@@ -52,11 +53,6 @@ class Stepper:
         offs.append(1)  # slot of x at t+1, written once x is sampled
         pers.append(3)
         self.t = torch.zeros((), dtype=torch.int64, device=dev)
-        h = cfg.harmonics
-        self._t64 = torch.zeros((), dtype=torch.float64, device=dev)  # t for the excitation's phase
-        self._rates = torch.zeros(batch, h, dtype=torch.float64, device=dev)
-        self._phase = torch.empty(batch, h, dtype=torch.float64, device=dev)
-        self._exc = torch.empty(batch, h, **kw)
         self._offs = torch.tensor(offs, device=dev)
         self._pers = torch.tensor(pers, device=dev)
         self._tmp = torch.empty_like(self._offs)
@@ -88,6 +84,7 @@ class Stepper:
         self._x_new = torch.empty(batch, 1, **kw)
         self.noise = torch.zeros(chunk, batch, 1, device=dev, dtype=torch.float32)  # uniforms per step, note
         self.codes = torch.zeros(chunk, batch, 1, device=dev, dtype=torch.int64)  # class index per step, note
+        self.exc = torch.zeros(chunk, batch, cfg.exc_width, **kw)  # the excitation per step, note
         self.reset()
 
     def _pack(self, dec: Decoder, temperature: float, kw: dict) -> None:
@@ -135,35 +132,27 @@ class Stepper:
         cfg = decoder.cfg
         r, s, q, n = cfg.dec_channels, cfg.skip_channels, cfg.quant, cfg.dec_layers
         elems = sum(2 * d + 1 for d in decoder.dilations) * r + (n + 1) * r + n * 2 * r + s + 6 * r + 2 * s + q
-        return elems * torch.finfo(dtype).bits // 8 + 8 * q + 16 * 128 + 24 * cfg.harmonics
+        return (elems + 128 * cfg.exc_width) * torch.finfo(dtype).bits // 8 + 8 * q + 16 * 128  # 128: a chunk
 
     def reset(self) -> None:
         """Back to t = 0 with the zero history (as after construction)."""
         self.t.zero_()
-        self._t64.zero_()
         self.x_ring.zero_()
         for ring, init in zip(self.rings, self._ring_init):
             ring.copy_(init)
-
-    def set_pitch(self, pitch: torch.Tensor) -> None:
-        """pitch [B] MIDI: the notes' excitation (decoders with harmonics; set before a CUDA graph is captured)."""
-        self._rates.copy_(excitation_rates(pitch.to(self._rates.device), self.cfg.harmonics, self.cfg.sample_rate))
 
     def set_frame(self, emb_frame: torch.Tensor) -> None:
         """emb_frame [B, E]: conditioning for the following steps (one matmul per frame, not per step)."""
         torch.addmm(self._b_cond, emb_frame.to(self._w_cond.dtype), self._w_cond, out=self.cond)
 
     def step(self, k: int) -> None:
-        """One step at the device counter t; sample k of the chunk reads noise[k] and writes codes[k]."""
+        """One step at the device counter t; sample k of the chunk reads noise[k] and exc[k], writes codes[k]."""
         torch.add(self._offs, self.t, out=self._tmp)
         torch.remainder(self._tmp, self._pers, out=self.slots)
         torch.index_select(self.x_ring, 1, self._taps[0], out=self._x0)
         torch.addmm(self._b_start, self._x0, self._w_start, out=self._g_blocks[0])
-        if self.cfg.harmonics:
-            torch.mul(self._rates, self._t64, out=self._phase)
-            self._phase.sin_()
-            self._exc.copy_(self._phase)
-            self._g_blocks[0].addmm_(self._exc, self._w_exc)
+        if self.cfg.exc_width:
+            self._g_blocks[0].addmm_(self.exc[k], self._w_exc)
         self.rings[0].index_copy_(0, self._now[1], self._g_blocks[0].unsqueeze(0))
         last = len(self.dilations) - 1
         for i, ring in enumerate(self.rings):
@@ -186,7 +175,6 @@ class Stepper:
         torch.addmm(self._b_logits, self._out, self._w_logits, out=self.logits)
         self._sample(k)
         self.t.add_(1)
-        self._t64.add_(1)
 
     def _sample(self, k: int) -> None:
         idx = self._idx

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from device.errors import NsynthError
 from device.fsutil import atomic_path
 from precompute.config import preset
 from precompute.model import WaveNetAutoencoder
-from precompute.mulaw import codes_to_target
 from precompute.run import read_config, save_weights, write_config
 
 STATE = "train_state.pt"
@@ -119,9 +117,12 @@ def random_crops(notes: Notes, n: int, crop: int, gen: torch.Generator, input_no
     return Crops(codes, notes.pitch[idx], noise)
 
 
-def loss_fn(model: WaveNetAutoencoder, crops: Crops) -> torch.Tensor:
-    logits = model(crops.codes, crops.pitch, crops.noise)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes_to_target(crops.codes).reshape(-1))
+def loss_fn(model: WaveNetAutoencoder, crops: Crops) -> dict[str, torch.Tensor]:
+    """The model's losses of a batch (WaveNetAutoencoder.losses); "total" is what is minimised: the decoder's
+    cross-entropy plus the harmonic source's log-amplitude error, when it has a source."""
+    losses = model.losses(crops.codes, crops.pitch, crops.noise)
+    losses["total"] = sum(losses.values())
+    return losses
 
 
 def plot_curves(history: dict, path: Path) -> None:
@@ -131,14 +132,13 @@ def plot_curves(history: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    if history["train"]:
-        s, l = zip(*history["train"])
-        ax.plot(s, l, label="train", alpha=0.8)
-    if history["valid"]:
-        s, l = zip(*history["valid"])
-        ax.plot(s, l, "o-", label="valid")
+    for key, label, style in (("train", "train", "-"), ("valid", "valid", "o-"),
+                              ("source", "source (train)", "-"), ("valid_source", "source (valid)", "o-")):
+        if history.get(key):
+            s, l = zip(*history[key])
+            ax.plot(s, l, style, label=label, alpha=0.8 if style == "-" else 1.0)
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats / sample)")
+    ax.set_ylabel("cross-entropy (nats / sample); source: |log-amplitude error|")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -232,9 +232,9 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
             g["lr"] = learning_rate(tc, step)
         crops = random_crops(train_notes, tc.batch, tc.crop, gen, tc.input_noise).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            loss = loss_fn(model, crops)
+            losses = loss_fn(model, crops)
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(losses["total"]).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
         scaler.step(opt)
@@ -249,9 +249,12 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
                 tc.steps = step + max(1, int(BUDGET_USE * rate * (deadline - time.monotonic())))
                 write_config(run, cfg, {**saved, "steps": tc.steps})
                 log(f"{rate:.2f} steps/s: {tc.steps} steps in all fit the {minutes:g}-minute budget")
-        history["train"].append((step, loss.item()))
+        history["train"].append((step, losses["ce"].item()))
+        if "source" in losses:
+            history.setdefault("source", []).append((step, losses["source"].item()))
         if step % tc.valid_every == 0 or step == tc.steps:
-            history["valid"].append((step, evaluate(model, valid_set, tc.batch, device)))
+            for key, value in evaluate(model, valid_set, tc.batch, device).items():
+                history.setdefault({"ce": "valid", "source": "valid_source"}[key], []).append((step, value))
         if step % tc.checkpoint_every == 0 or step == tc.steps:
             _save_state(run, model, opt, scaler, gen, step, history)
             plot_curves(history, run / CURVES)
@@ -261,6 +264,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
             rate = done_here / (now - t0)
             recent = np.mean([l for _, l in history["train"][-50:]])
             val = f", valid {history['valid'][-1][1]:.3f}" if history["valid"] else ""
+            if history.get("source"):
+                val += f", source {np.mean([l for _, l in history['source'][-50:]]):.3f}"
             log(f"step {step}/{tc.steps} loss {recent:.3f}{val} lr {learning_rate(tc, step - 1):.2e} "
                 f"({rate:.2f} steps/s, ETA {(tc.steps - step) / max(rate, 1e-9) / 60:.1f} min)")
     if done_here and step % tc.checkpoint_every:
@@ -271,14 +276,18 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
 
 def warm_start(model: WaveNetAutoencoder, run: str | os.PathLike) -> None:
     """Copy RUN's weights into model: a tensor of the same shape whole; one that has grown (new inputs, e.g. the
-    excitation's columns of decoder.start.weight) gets RUN's values in its leading block and zeros elsewhere, so
-    the model starts out computing what RUN's does."""
+    excitation's columns of decoder.start.weight) gets RUN's values in its leading block and zeros elsewhere; a
+    module RUN does not have at all (e.g. decoder.source) keeps its fresh initialisation. So the model starts out
+    computing what RUN's does."""
     from precompute.run import load_model
 
     old = load_model(run).state_dict()
     new = model.state_dict()
+    old_modules = {".".join(k.split(".")[:2]) for k in old}
     for name, t in new.items():
         src = old.get(name)
+        if src is None and ".".join(name.split(".")[:2]) not in old_modules:
+            continue
         if src is None or src.dim() != t.dim() or any(a > b for a, b in zip(src.shape, t.shape)):
             raise NsynthError(f"{run}: its weights do not fit this model ({name}: "
                               f"{None if src is None else tuple(src.shape)} -> {tuple(t.shape)})")
@@ -287,11 +296,15 @@ def warm_start(model: WaveNetAutoencoder, run: str | os.PathLike) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: WaveNetAutoencoder, crops: Crops, batch: int, device: str) -> float:
+def evaluate(model: WaveNetAutoencoder, crops: Crops, batch: int, device: str) -> dict[str, float]:
+    """Mean losses over the validation crops: "ce" (and "source", for a model with a harmonic source)."""
     model.eval()
-    losses = [float(loss_fn(model, crops[i: i + batch].to(device))) * len(crops[i: i + batch])
-              for i in range(0, len(crops), batch)]
-    return sum(losses) / len(crops)
+    sums: dict[str, float] = {}
+    for i in range(0, len(crops), batch):
+        part = crops[i: i + batch]
+        for key, value in model.losses(part.codes.to(device), part.pitch.to(device)).items():
+            sums[key] = sums.get(key, 0.0) + float(value) * len(part)
+    return {key: value / len(crops) for key, value in sums.items()}
 
 
 def configure(parser) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from precompute.config import ModelConfig
 from precompute.generate import _NoteNoise, check_pitch, generate, sample_codes
-from precompute.model import WaveNetAutoencoder, excitation, excitation_rates
+from precompute.model import NoteExcitation, WaveNetAutoencoder
 from precompute.mulaw import codes_to_input, mulaw_encode
 from precompute.onnx_export import FILES, check_onnx_dir
 
@@ -21,6 +21,7 @@ Progress = Callable[[int, int], None]
 CPU_BATCH = 32             # --batch auto on CPU
 MAX_BATCH = 4096
 ENCODE_BATCH = {"cpu": 8, "cuda": 16}  # notes encoded at once (full-length activations)
+EXC_BLOCK = 128            # steps whose excitation is computed at once
 ORT_PREFERENCE = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CPUExecutionProvider")
 
 
@@ -60,7 +61,7 @@ class TorchBackend:
     def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
                quantile: float | None = None, pitch: np.ndarray | None = None,
                progress: Progress | None = None) -> np.ndarray:
-        """embeddings float32 [n, F, E] (and MIDI pitches [n], used by excited decoders) -> mu-law codes int8
+        """embeddings float32 [n, F, E] (and MIDI pitches [n], which excited decoders need) -> mu-law codes int8
         [n, length]."""
         codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), length=length, greedy=greedy,
                          temperature=temperature, quantile=quantile, seeds=seeds, pitch=pitch,
@@ -112,8 +113,8 @@ class OnnxBackend:
         if length > emb.shape[1] * self.hop:
             raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
         pitch = check_pitch(self.cfg, pitch, n)
-        rates = None if pitch is None else excitation_rates(pitch, self.cfg.harmonics, self.cfg.sample_rate)
-        cond = self.sessions["project"].run(None, {"embeddings": emb})[0]
+        cond, *source = self.sessions["project"].run(None, {"embeddings": emb})
+        note_exc = None if pitch is None else NoteExcitation(self.cfg, pitch, torch.from_numpy(source[0]) if source else None)
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]
         noise = None if greedy else _NoteNoise(seeds, torch.device("cpu"), quantile)
@@ -121,8 +122,10 @@ class OnnxBackend:
         out = np.empty((n, length), np.int8)
         for t in range(length):
             feed = {"x": x, "cond": cond[:, t // self.hop], **state}
-            if rates is not None:
-                feed["exc"] = excitation(rates, torch.tensor([t]))[:, 0].float().numpy()
+            if note_exc is not None:
+                if t % EXC_BLOCK == 0:
+                    exc = note_exc.at(torch.arange(t, t + EXC_BLOCK)).float().numpy()
+                feed["exc"] = exc[:, t % EXC_BLOCK]
             logits, *rings = step.run(None, feed)
             state = dict(zip(state, rings))
             q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.steps(t, 1)[0, :, 0], temperature)

@@ -11,9 +11,9 @@ from precompute.mulaw import codes_to_input
 from precompute.stepper import Stepper, auto_batch, split_batch
 
 
-def _model(name, seed=0, harmonics=0):
+def _model(name, seed=0, harmonics=0, source_bands=0):
     torch.manual_seed(seed)
-    model = WaveNetAutoencoder(preset(name, harmonics=harmonics)).eval()
+    model = WaveNetAutoencoder(preset(name, harmonics=harmonics, source_bands=source_bands)).eval()
     with torch.no_grad():  # non-zero biases everywhere, so every folded bias is exercised
         for p in model.decoder.parameters():
             if p.ndim == 1:
@@ -23,12 +23,12 @@ def _model(name, seed=0, harmonics=0):
 
 def _full_pass(model, codes, emb, pitch=None):
     x = codes_to_input(codes)
-    exc = model.decoder.excitation(pitch, torch.arange(codes.shape[1]))
+    exc = model.decoder.excitation(pitch, torch.arange(codes.shape[1]), emb=emb)
     with torch.no_grad():
         return model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb, exc)
 
 
-def _run(stepper, emb, steps, noise=None):
+def _run(stepper, emb, steps, noise=None, note_exc=None):
     """Drive a stepper by hand: -> (class indices [B, steps], logits [B, steps, Q])."""
     hop, codes, logits = 512, [], []
     frames = emb.transpose(0, 1).contiguous()
@@ -37,6 +37,8 @@ def _run(stepper, emb, steps, noise=None):
             stepper.set_frame(frames[t // hop])
         if noise is not None:
             stepper.noise.copy_(noise.steps(t, stepper.chunk))
+        if note_exc is not None:
+            stepper.exc.copy_(note_exc.at(torch.arange(t, t + stepper.chunk)).transpose(0, 1))
         for k in range(stepper.chunk):
             stepper.step(k)
             logits.append(stepper.logits.clone())
@@ -44,23 +46,25 @@ def _run(stepper, emb, steps, noise=None):
     return torch.cat(codes, 1), torch.stack(logits, 1)
 
 
-@pytest.mark.parametrize("name,steps,harmonics", [("tiny", 3 * 512 + 128, 0), ("small", 640, 0),
-                                                   ("tiny", 3 * 512 + 128, 6)])
+@pytest.mark.parametrize("name,steps,harmonics,source", [("tiny", 3 * 512 + 128, 0, 0), ("small", 640, 0, 0),
+                                                          ("tiny", 3 * 512 + 128, 6, 0), ("tiny", 3 * 512 + 128, 2, 8)])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 @torch.no_grad()
-def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics):
+def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics, source):
     """Every step's logits (scaled by 1/temperature) equal the teacher-forced pass over the generated codes
-    (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist)."""
-    model = _model(name, harmonics=harmonics)
-    if harmonics:
+    (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist; and a harmonic source)."""
+    model = _model(name, harmonics=harmonics, source_bands=source)
+    excited = harmonics or source
+    if excited:
         with torch.no_grad():  # a strong excitation input, so the test fails if its phase or weights are off
             model.decoder.start.weight[:, 3:].normal_(0, 2.0)
+            if source:  # loud harmonics that change from frame to frame
+                model.decoder.source.net[-1].bias.fill_(-1.0)
+                model.decoder.source.net[-1].weight.normal_(0, 0.5)
     emb = torch.randn(3, 2 + steps // 512, 16)
-    pitch = torch.tensor([30, 64, 100]) if harmonics else None
+    pitch = torch.tensor([30, 64, 100]) if excited else None
     stepper = Stepper(model.decoder, 3, chunk=64, greedy=True, temperature=temperature)
-    if harmonics:
-        stepper.set_pitch(pitch)
-    idx, logits = _run(stepper, emb, steps)
+    idx, logits = _run(stepper, emb, steps, note_exc=model.decoder.note_excitation(pitch, emb))
     codes = idx - 128
     full = _full_pass(model, codes, emb[:, : -(-steps // 512)], pitch)
     assert (logits * temperature - full).abs().max() <= 1e-4
@@ -69,10 +73,14 @@ def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonic
     # the counter and the rings carry over chunks; reset() restarts from silence
     assert int(stepper.t) == steps
     stepper.reset()
-    again, _ = _run(stepper, emb, 128)
+    again, _ = _run(stepper, emb, 128, note_exc=model.decoder.note_excitation(pitch, emb))
     assert torch.equal(again, idx[:, :128])
-    if harmonics:  # the excitation matters: another pitch gives other logits
-        assert (_full_pass(model, codes, emb[:, : -(-steps // 512)], pitch + 1) - full).abs().max() > 0.1
+    if excited:  # the excitation matters: another pitch gives other logits
+        assert (_full_pass(model, codes, emb, pitch + 1) - full).abs().max() > 0.1
+    if source:  # and so do the embeddings through the source alone (the conditioning held as it was)
+        other = model.decoder.excitation(pitch, torch.arange(steps), emb=emb.flip(0))
+        x = shift(codes_to_input(codes).unsqueeze(-1), 1).squeeze(-1)
+        assert (model.decoder(x, emb, other) - full).abs().max() > 0.1
 
 
 @torch.no_grad()

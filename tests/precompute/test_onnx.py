@@ -13,10 +13,11 @@ from precompute.model import WaveNetAutoencoder
 from precompute.onnx_export import check_onnx_dir, export_onnx, state_names
 
 
-@pytest.fixture(scope="module", params=[0, 4], ids=["paper", "excited"])
+@pytest.fixture(scope="module", params=[(0, 0), (4, 0), (2, 6)], ids=["paper", "excited", "source"])
 def exported(tmp_path_factory, request):
     torch.manual_seed(0)
-    model = WaveNetAutoencoder(preset("tiny", harmonics=request.param)).eval()
+    harmonics, source = request.param
+    model = WaveNetAutoencoder(preset("tiny", harmonics=harmonics, source_bands=source)).eval()
     with torch.no_grad():
         model.decoder.start.weight.normal_()  # the excitation's weights count
     out = tmp_path_factory.mktemp("onnx")
@@ -53,13 +54,16 @@ def test_onnxruntime_matches_torch(exported):
     emb_ort = enc.run(None, {"audio": x.numpy()})[0]
     assert np.abs(emb_ort - emb.numpy()).max() <= 1e-4
     cond = model.decoder.project(emb)
-    cond_ort = proj.run(None, {"embeddings": emb.numpy()})[0]
+    cond_ort, *source = proj.run(None, {"embeddings": emb.numpy()})
     assert np.abs(cond_ort - cond.numpy()).max() <= 1e-4
+    assert len(source) == (model.decoder.source is not None)
+    if source:
+        assert np.abs(source[0] - model.decoder.source(emb).numpy()).max() <= 1e-4
 
     s_in, s_out = state_names(model)
     state_t = model.decoder.init_state(batch)
     state_o = [s.numpy() for s in state_t]
-    exc = model.decoder.excitation(torch.tensor([40, 60, 100]), torch.arange(40))
+    exc = model.decoder.excitation(torch.tensor([40, 60, 100]), torch.arange(40), emb=emb)
     extra = ["exc"] if exc is not None else []
     assert [i.name for i in step.get_inputs()] == ["x", "cond", *extra, *s_in]
     for t in range(40):

@@ -1,4 +1,5 @@
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from precompute.datasets.fluid import DEFAULT_SOUNDFONT
 from precompute.datasets.soundfont import render_soundfont_dataset
 from precompute.config import PRESETS, preset
 from precompute.model import WaveNetAutoencoder
-from precompute.run import load_model, new_run, read_config
+from precompute.run import load_model, new_run, read_config, save_weights
 from precompute.train import (STATE, Notes, TrainConfig, evaluate, learning_rate, load_notes, loss_fn, random_crops,
                               train, warm_start)
 
@@ -42,7 +43,7 @@ def test_loss_falls(data, tmp_path):
     torch.manual_seed(tc.seed)  # train() initialises the model from this seed
     before = evaluate(WaveNetAutoencoder(preset("tiny")), crops, 8, "cpu")
     after = evaluate(load_model(tmp_path / "run"), crops, 8, "cpu")
-    assert after < before - 0.2
+    assert after["ce"] < before["ce"] - 0.2
     assert len(hist["train"]) == 40 and hist["valid"][-1][0] == 40
     assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -151,8 +152,84 @@ def test_injected_noise_reaches_only_the_decoders_input():
         assert torch.equal(model(crops.codes, crops.pitch, torch.zeros(4, 1024)), clean)
         noisy = model(crops.codes, crops.pitch, crops.noise)
     assert (noisy - clean).abs().max() > 1e-3
-    assert float(loss_fn(model, crops[:2])) == pytest.approx(
+    assert float(loss_fn(model, crops[:2])["total"].detach()) == pytest.approx(
         float(torch.nn.functional.cross_entropy(noisy[:2].reshape(-1, 256), (crops.codes[:2] + 128).reshape(-1))))
+
+
+def _harmonic_notes(n=6, length=8192):
+    """Notes of known harmonic amplitudes: [n, length] mu-law codes, their pitches, and amplitudes [n, 6]."""
+    from precompute.mulaw import mulaw_encode
+
+    gen = torch.Generator().manual_seed(0)
+    pitch = torch.randint(40, 70, (n,), generator=gen)
+    amps = torch.rand(n, 6, generator=gen) * 0.15 + 0.01
+    t = torch.arange(length, dtype=torch.float64)
+    f0 = 440.0 * 2 ** ((pitch.double() - 69) / 12)
+    h = torch.arange(1, 7, dtype=torch.float64)
+    audio = (amps.double()[:, None, :] * torch.sin(2 * math.pi * f0[:, None, None] * h * t[:, None] / 16000)).sum(-1)
+    return Notes(mulaw_encode(audio.float()).to(torch.int8), pitch), amps
+
+
+def test_the_harmonic_analysis_measures_each_harmonics_amplitude():
+    """Oracle: sums of sines of known amplitudes; the analysis (a windowed DTFT at each harmonic) reads them back."""
+    from precompute.model import excitation_rates, harmonic_analysis
+
+    notes, amps = _harmonic_notes()
+    from precompute.mulaw import mulaw_decode
+
+    audio = mulaw_decode(notes.codes.long())
+    measured, frames = harmonic_analysis(audio, excitation_rates(notes.pitch, 8, 16000), 512)
+    assert frames == slice(2, 14)  # the frames whose 2048-sample window fits in 8192 samples
+    assert (measured[..., :6] - amps[:, None, :]).abs().max() < 0.01  # mu-law's 8 bits add a little noise
+    assert measured[..., 6:].max() < 0.01  # harmonics 7 and 8 are absent
+
+
+def test_the_source_learns_the_notes_harmonic_amplitudes(tmp_path):
+    """A model with a harmonic source, trained on notes of known harmonic amplitudes: its source's error falls and
+    its harmonics come near the notes' own (the oracle is the amplitudes the notes were made with)."""
+    from precompute.model import harmonic_log_amps, source_rates
+
+    notes, amps = _harmonic_notes(n=8, length=4096)
+    torch.manual_seed(0)
+    model = WaveNetAutoencoder(preset("tiny", harmonics=2, source_bands=8))
+    crops = random_crops(notes, 8, 4096, torch.Generator().manual_seed(1))
+    crops.codes = notes.codes.long()  # whole notes, in order
+    crops.pitch = notes.pitch
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def error():
+        with torch.no_grad():
+            emb = model.encode(crops.codes)
+            rates = source_rates(crops.pitch, model.cfg)
+            got = harmonic_log_amps(model.decoder.source(emb), rates, model.cfg).exp()[:, 2:6, :6].mean(1)
+        return float((got.log() - amps.log()).abs().mean())
+
+    before = error()
+    first = float(loss_fn(model, crops)["source"])
+    for _ in range(150):
+        loss = loss_fn(model, crops)
+        opt.zero_grad()
+        loss["total"].backward()
+        opt.step()
+    assert float(loss_fn(model, crops)["source"]) < 0.5 * first
+    assert error() < 0.4 * before
+
+
+def test_a_warm_start_adds_a_source_without_changing_what_the_model_computes(tmp_path):
+    from precompute.run import new_run
+
+    old = new_run(tmp_path / "old", preset("tiny", harmonics=2))
+    with torch.no_grad():
+        for p in old.parameters():
+            p.normal_(0, 0.1)
+    save_weights(tmp_path / "old", old)
+    model = WaveNetAutoencoder(preset("tiny", harmonics=2, source_bands=8))
+    warm_start(model, tmp_path / "old")
+    codes = torch.randint(-128, 128, (2, 2048))
+    pitch = torch.tensor([45, 70])
+    with torch.no_grad():
+        assert torch.allclose(model(codes, pitch), old(codes, pitch), atol=1e-5)
+    assert model.decoder.source.net[0].weight.abs().sum() > 0  # the new module keeps its own initialisation
 
 
 def test_warmup_ramps_the_learning_rate():

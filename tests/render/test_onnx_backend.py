@@ -17,14 +17,14 @@ from precompute.run import load_model, new_run, save_weights
 from render_setup import SMALL
 
 
-@pytest.mark.parametrize("harmonics", [0, 4], ids=["paper", "excited"])
-def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics):
-    """Both backends, with the paper's decoder (greedy) and with a sine-excited one (each note at its own pitch,
-    median decoding)."""
+@pytest.mark.parametrize("harmonics,source", [(0, 0), (4, 0), (2, 6)], ids=["paper", "excited", "source"])
+def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, source):
+    """Both backends, with the paper's decoder (greedy), with a sine-excited one and with a harmonic source (each
+    note at its own pitch, median decoding)."""
     root, corners, run = setup
     sharp = tmp_path / "sharp"  # the tiny model's weights x3: varied (not constant) greedy output
     if harmonics:
-        new_run(sharp, preset("tiny", harmonics=harmonics))
+        new_run(sharp, preset("tiny", harmonics=harmonics, source_bands=source))
     else:
         shutil.copytree(run, sharp)
     model = load_model(sharp)

@@ -1,0 +1,184 @@
+"""Do a bank's corners keep their instruments? Timbre of rendered banks against their corner originals.
+
+Renders a small bank (3x3 grid, pitches 36/48/60/72, one velocity, 2-s notes) from four held-out instruments
+(never trained on: the validation split of the GM programs, rendered from FluidR3_GM when installed, else
+TimGM6mb), chosen automatically as the four of them that differ most in timbre, with the model and with the
+baseline model (today's weights, kept under models/history/), and measures in one run:
+
+  timbre_corner  mean over corner cells and pitches of the timbre distance (precompute.quality.timbre_distance:
+                 mean |dB| over 64 mel bands of loudness-normalised sustain profiles) to the corner's original
+  separation     mean pairwise timbre distance among the four bank corners / the same among the originals
+  hnr_gap        originals' mean harmonic-to-noise ratio minus the bank corners' (dB)
+  pitch_all      fraction of all cells within 50 cents of their pitch (YIN, as bench/quality.py)
+  brightness     spectral centroid / f0 of each corner (originals beside)
+  embedding_ratio  how well the encoder separates the four instruments: the mean distance between two corners'
+                 mean sustain embeddings at a pitch over the mean spread of one note's frames about its mean
+
+and the same for a sine at the pitch. The last line is one JSON object.
+
+    python bench/timbre.py [--model models/compact] [--baseline models/history/sine8] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device.bank import open_bank  # noqa: E402
+from precompute.corners import load_corners  # noqa: E402
+from precompute.datasets.fluid import DEFAULT_SOUNDFONT  # noqa: E402
+from precompute.datasets.gm import gm_instrument_str  # noqa: E402
+from precompute.datasets.split import valid_instruments  # noqa: E402
+from precompute.quality import (cents_off, estimate_f0, harmonic_to_noise, mel_profile,  # noqa: E402
+                                timbre_distance)
+
+ROOT = Path(__file__).resolve().parents[1]
+FLUID = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+SR = 16000
+
+
+def held_out_programs(programs=range(112)) -> list[int]:
+    valid = valid_instruments([gm_instrument_str(0, p) for p in programs], 0.1)
+    return [p for p in programs if gm_instrument_str(0, p) in valid]
+
+
+def brightness(x: np.ndarray, pitch: int) -> float:
+    """Spectral centroid of the sustain over f0."""
+    a, b = int(0.25 * SR), int(1.5 * SR)
+    spec = np.abs(np.fft.rfft(x[a:b] * np.hanning(b - a))) ** 2
+    freqs = np.fft.rfftfreq(b - a, 1 / SR)
+    return float((freqs * spec).sum() / max(spec.sum(), 1e-30) / (440.0 * 2 ** ((pitch - 69) / 12)))
+
+
+def sustained(x: np.ndarray) -> bool:
+    """The note still sounds in its sustain part (at most 30 dB below its peak)."""
+    a, b = int(0.25 * SR), int(1.5 * SR)
+    return np.sqrt(np.mean(x[a:b] ** 2)) > np.abs(x).max() * 10 ** (-30 / 20)
+
+
+def choose_corners(soundfont: Path, pitches: list[int], velocity: int) -> tuple[list[str], np.ndarray]:
+    """The four held-out programs (of those that sustain at every pitch) whose notes differ most in timbre ->
+    (corner specs, their audio [4, pitch, samples])."""
+    specs = [f"sf2:{soundfont}:{p}" for p in held_out_programs()]
+    loaded = {s: load_corners([s], pitches=pitches, velocities=[velocity], length=2 * SR, sample_rate=SR)[0]
+              for s in specs}
+    ok = [s for s in specs if all(sustained(x) for x in loaded[s].audio[:, 0])]
+    profiles = {s: [mel_profile(x) for x in loaded[s].audio[:, 0]] for s in ok}
+
+    def spread(four):
+        return np.mean([timbre_distance(a, b) for s, t in itertools.combinations(four, 2)
+                        for a, b in zip(profiles[s], profiles[t])])
+
+    best = max(itertools.combinations(ok, 4), key=spread)
+    return list(best), np.stack([loaded[s].audio[:, 0] for s in best])
+
+
+def render(corners: list[str], model: str, out: Path, pitches: list[int], velocity: int, threads: int) -> np.ndarray:
+    """Render a 3x3 bank -> float cells [pitch, y, x, samples]."""
+    from precompute.render.render import render_bank
+
+    render_bank(corners, model, out, grid=3, pitches=pitches, velocities=[velocity], length=2.0, threads=threads,
+                quiet=True)
+    return open_bank(out).samples[:, 0].astype(np.float64) / 32768.0
+
+
+def embedding_ratio(model: str, originals: np.ndarray) -> float:
+    """originals [4, pitch, samples] -> between-corner distance of mean sustain embeddings / within-note spread."""
+    import torch
+
+    from precompute.mulaw import mulaw_encode
+    from precompute.run import load_model
+
+    net = load_model(model)
+    a, b = int(0.25 * SR) // net.cfg.hop, int(1.5 * SR) // net.cfg.hop
+    with torch.no_grad():
+        emb = net.encode(mulaw_encode(torch.from_numpy(originals.reshape(-1, originals.shape[-1]).astype(np.float32))))
+    emb = emb.numpy().reshape(originals.shape[0], originals.shape[1], -1, emb.shape[-1])[:, :, a:b]
+    means = emb.mean(2)  # [corner, pitch, E]
+    within = np.mean(np.linalg.norm(emb - means[:, :, None], axis=-1))
+    between = np.mean([np.linalg.norm(means[i] - means[j], axis=-1).mean() for i, j in itertools.combinations(range(4), 2)])
+    return float(between / within)
+
+
+def measure(cells: np.ndarray | None, originals: np.ndarray, pitches: list[int]) -> dict:
+    """cells [pitch, y, x, samples] (None: a sine at the pitch in every cell), originals [4, pitch, samples]."""
+    n = 3 if cells is None else cells.shape[1]
+    at = [(0, 0), (0, n - 1), (n - 1, 0), (n - 1, n - 1)]  # (y, x) of corners BL, BR, TL, TR
+    t = np.arange(originals.shape[-1]) / SR
+
+    def cell(p, y, x):
+        if cells is None:
+            return np.sin(2 * np.pi * 440.0 * 2 ** ((pitches[p] - 69) / 12) * t)
+        return cells[p, y, x]
+
+    corner_d, sep_bank, sep_orig, hnr_o, hnr_c, bright_c, bright_o = [], [], [], [], [], [], []
+    for p, pitch in enumerate(pitches):
+        prof_o = [mel_profile(originals[c, p]) for c in range(4)]
+        prof_c = [mel_profile(cell(p, *at[c])) for c in range(4)]
+        corner_d += [timbre_distance(a, b) for a, b in zip(prof_c, prof_o)]
+        sep_bank += [timbre_distance(prof_c[i], prof_c[j]) for i, j in itertools.combinations(range(4), 2)]
+        sep_orig += [timbre_distance(prof_o[i], prof_o[j]) for i, j in itertools.combinations(range(4), 2)]
+        hnr_o += [harmonic_to_noise(originals[c, p], pitch) for c in range(4)]
+        hnr_c += [harmonic_to_noise(cell(p, *at[c]), pitch) for c in range(4)]
+        bright_o.append([brightness(originals[c, p], pitch) for c in range(4)])
+        bright_c.append([brightness(cell(p, *at[c]), pitch) for c in range(4)])
+    in_tune = [abs(cents_off(estimate_f0(cell(p, y, x), SR), pitch)) <= 50
+               for p, pitch in enumerate(pitches) for y in range(n) for x in range(n)]
+    return {"timbre_corner": float(np.mean(corner_d)), "separation": float(np.mean(sep_bank) / np.mean(sep_orig)),
+            "corner_spread_db": float(np.mean(sep_bank)), "original_spread_db": float(np.mean(sep_orig)),
+            "hnr_gap": float(np.mean(hnr_o) - np.mean(hnr_c)), "hnr": float(np.mean(hnr_c)),
+            "original_hnr": float(np.mean(hnr_o)), "pitch_all": float(np.mean(in_tune)),
+            "brightness": [round(float(b), 2) for b in np.mean(bright_c, 0)],
+            "original_brightness": [round(float(b), 2) for b in np.mean(bright_o, 0)]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(ROOT / "models" / "compact"))
+    ap.add_argument("--baseline", default=str(ROOT / "models" / "history" / "sine8"),
+                    help="the model to compare with (default: the bundled model before this work)")
+    ap.add_argument("--soundfont", default=str(FLUID if FLUID.is_file() else DEFAULT_SOUNDFONT))
+    ap.add_argument("--pitches", default="36,48,60,72")
+    ap.add_argument("--velocity", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    pitches = [int(p) for p in args.pitches.split(",")]
+
+    t0 = time.monotonic()
+    corners, originals = choose_corners(Path(args.soundfont), pitches, args.velocity)
+    print(f"corners: {', '.join(corners)}", file=sys.stderr)
+    rows = {"sine": measure(None, originals, pitches)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in (("model", args.model), ("baseline", args.baseline)):
+            rows[name] = measure(render(corners, model, Path(tmp) / name, pitches, args.velocity, args.threads),
+                                 originals, pitches)
+            rows[name]["embedding_ratio"] = embedding_ratio(model, originals)
+    keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all")
+    rows["sine"]["embedding_ratio"] = float("nan")
+    print(f"{'':<10}" + "".join(f"{k:>15}" for k in keys) + "   brightness per corner (originals: "
+          f"{rows['model']['original_brightness']})")
+    for name, r in rows.items():
+        print(f"{name:<10}" + "".join(f"{r[k]:>15.3f}" for k in keys) + f"   {r['brightness']}")
+    summary = {**{k: rows["model"][k] for k in keys},
+               **{f"{k}_{b}": rows[b][k] for b in ("baseline", "sine") for k in keys},
+               "embedding_ratio": rows["model"]["embedding_ratio"],
+               "embedding_ratio_baseline": rows["baseline"]["embedding_ratio"],
+               "brightness": rows["model"]["brightness"], "original_brightness": rows["model"]["original_brightness"],
+               "hnr": rows["model"]["hnr"], "original_hnr": rows["model"]["original_hnr"],
+               "corner_spread_db": rows["model"]["corner_spread_db"],
+               "original_spread_db": rows["model"]["original_spread_db"],
+               "model": args.model, "baseline": args.baseline, "soundfont": Path(args.soundfont).name,
+               "corners": corners, "pitches": pitches, "seconds": round(time.monotonic() - t0, 1)}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
