@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from device.bank import open_bank
+from device.bank import open_verified
 from device.engine import Engine, EngineConfig, release_seconds
 from device.errors import NsynthError
 from device.fsutil import atomic_path
@@ -45,10 +45,11 @@ def render_midi(bank_path: str | os.PathLike, song: str | os.PathLike, out: str 
                 router: MidiRouter | None = None, params: dict | None = None, tail_s: float | None = None,
                 config: EngineConfig | None = None) -> np.ndarray:
     """Render a MIDI file through the engine to a float32 stereo WAV at `out` (written atomically);
-    returns the audio [frames, 2]. The XY path, if given, is swept over the song (set at every block start)."""
+    returns the audio [frames, 2]. The bank is checked first (`open_verified`: a corrupt one is refused); the
+    XY path, if given, is swept over the song (set at every block start)."""
     import soundfile as sf
 
-    bank = open_bank(bank_path)
+    bank = open_verified(bank_path)
     cfg = replace(config or EngineConfig(), block=block, sample_rate=sample_rate)
     engine = Engine(bank, cfg, params)
     router = router or MidiRouter()
