@@ -6,7 +6,6 @@ import os
 import shutil
 import time
 
-import mido
 import pytest
 
 import device.bank as bank_mod
@@ -17,6 +16,7 @@ from device.cli import main
 
 from synth_banks import write_bank
 from test_board_glue import SMALL, Rig
+from test_render_midi_input import good_song
 
 
 def flip_byte(bank, offset=1234, keep_mtime=False):
@@ -115,25 +115,16 @@ def test_bank_verify_stamps_the_bank(small_bank, hashes, capsys):
     assert "verified    yes" in capsys.readouterr().out
 
 
-def song(path):
-    mid = mido.MidiFile()
-    track = mido.MidiTrack()
-    mid.tracks.append(track)
-    track += [mido.Message("note_on", note=60, velocity=100), mido.Message("note_off", note=60, time=240)]
-    mid.save(path)
-    return path
-
-
 def test_render_midi_refuses_a_corrupt_bank(small_bank, tmp_path, capsys):
     flip_byte(small_bank)
     out = tmp_path / "out.wav"
-    assert main(["render-midi", "--bank", str(small_bank), str(song(tmp_path / "a.mid")), "-o", str(out)]) == 1
+    assert main(["render-midi", "--bank", str(small_bank), str(good_song(tmp_path / "a.mid")), "-o", str(out)]) == 1
     assert "samples.i16: sha256" in capsys.readouterr().err and not out.exists()
 
 
 def test_render_midi_checks_a_good_bank_once(small_bank, tmp_path, hashes):
     for _ in range(2):
-        assert main(["render-midi", "--bank", str(small_bank), str(song(tmp_path / "a.mid")), "-o",
+        assert main(["render-midi", "--bank", str(small_bank), str(good_song(tmp_path / "a.mid")), "-o",
                      str(tmp_path / "out.wav")]) == 0
     assert hashes == [small_bank / SAMPLES]
 

@@ -1,16 +1,14 @@
 """Board faults the checksum cannot see: two errors that cancel in the additive checksum (touch x + 8, a pot - 8)
 must not move the sound, and a controller that resets between two good frames must not report its encoder
 counters restarting as a turn. Driven through the real driver on the fake bus speaking the 16-byte frames."""
-import struct
-
 import pytest
 
-from hardware.controller import ControllerBoard
 from hardware.frame import ADDRESS, Frame, decode, encode
 from hardware.plausible import POWER_ON_ROTARIES, TouchGuard, board_reset
 from hardware.sim import FakeSMBus, SimulatedBoard
 
-from test_board_controls import Rig
+from test_board_controller import rig as driver_rig
+from test_board_controls import rig  # noqa: F401  (the fixture: the sim board ticked by the controls)
 
 NO_TOUCH = (255, 255)
 
@@ -83,14 +81,8 @@ def test_board_reset(previous, current, reset):
     assert board_reset(previous, current) is reset
 
 
-def rig():
-    twin = SimulatedBoard()
-    bus = FakeSMBus({ADDRESS: twin})
-    return twin, bus, ControllerBoard(bus)
-
-
 def test_the_driver_drops_the_cancelling_frame_and_keeps_the_good_state():
-    twin, bus, board = rig()
+    twin, bus, board = driver_rig()
     twin.set_touch((2, 5))
     assert board.poll_once()
     good, _ = board.snapshot()
@@ -102,7 +94,7 @@ def test_the_driver_drops_the_cancelling_frame_and_keeps_the_good_state():
 
 
 def test_a_reset_between_two_good_frames_reports_no_turn():
-    twin, bus, board = rig()
+    twin, bus, board = driver_rig()
     board.poll_once()
     twin.turn(0, 50)
     twin.turn(2, -3)
@@ -119,35 +111,28 @@ def test_a_reset_between_two_good_frames_reports_no_turn():
     assert board.snapshot()[1] == (-2, 0, 0, 0) and board.counts["resets"] == 1  # back to 0 by hand: a turn
 
 
-@pytest.fixture
-def controls(tmp_path):
-    r = Rig(tmp_path)
-    yield r
-    r.close()
-
-
-def test_the_cancelling_fault_does_not_move_the_sound(controls):
-    controls.sim.board.set_touch((2, 5))
-    controls.tick(60)
-    assert controls.posted()["x"] == 0.2
-    controls.posts.clear()
+def test_the_cancelling_fault_does_not_move_the_sound(rig):
+    rig.sim.board.set_touch((2, 5))
+    rig.tick(60)
+    assert rig.posted()["x"] == 0.2
+    rig.posts.clear()
     for _ in range(5):
-        controls.sim.bus.fail("cancel", addr=ADDRESS)
-        controls.tick(3)
-    assert controls.controls.board.counts["implausible"] == 5
-    assert all(p.get("x", 0.2) == 0.2 for p in controls.posts) and "decay" not in controls.posted()
+        rig.sim.bus.fail("cancel", addr=ADDRESS)
+        rig.tick(3)
+    assert rig.controls.board.counts["implausible"] == 5
+    assert all(p.get("x", 0.2) == 0.2 for p in rig.posts) and "decay" not in rig.posted()
 
 
-def test_a_controller_reset_does_not_change_the_instruments(controls):
-    controls.tick()
-    controls.sim.board.turn(0, 1)
-    controls.tick()
-    assert controls.corner_reports[-1][0] == "organ"
-    reports = len(controls.corner_reports)
-    controls.sim.board.turn(0, 49)   # the counter at 50 (the instrument cycles on)
-    controls.tick()
-    names = controls.corner_reports[-1]
-    controls.sim.board.reset()
-    controls.tick(5)
-    assert controls.corner_reports[-1] == names and len(controls.corner_reports) == reports + 1
-    assert controls.controls.board.counts["resets"] == 1
+def test_a_controller_reset_does_not_change_the_instruments(rig):
+    rig.tick()
+    rig.sim.board.turn(0, 1)
+    rig.tick()
+    assert rig.corner_reports[-1][0] == "organ"
+    reports = len(rig.corner_reports)
+    rig.sim.board.turn(0, 49)   # the counter at 50 (the instrument cycles on)
+    rig.tick()
+    names = rig.corner_reports[-1]
+    rig.sim.board.reset()
+    rig.tick(5)
+    assert rig.corner_reports[-1] == names and len(rig.corner_reports) == reports + 1
+    assert rig.controls.board.counts["resets"] == 1
