@@ -171,9 +171,9 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             if finished is None or job.path.exists():
                 stack.enter_context(job.lock())
                 plan = job.load_plan()
-            if finished is not None:
                 if plan is not None:
                     _check_resumable(job, plan, request, batch)
+            if finished is not None:
                 if job.path.exists() and not keep_job:
                     job.remove()
                 print(f"{out}: already rendered with these settings (plan {finished.extra['plan']}), complete; "
@@ -187,8 +187,6 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                 if batch is None:  # auto: every rank gets a share
                     plan.shard_size = min(plan.shard_size, -(-plan.n_notes // dist.world))
                 job.save_plan(plan)
-            else:
-                _check_resumable(job, plan, request, batch)
         dist.barrier()
         if dist.share(finished is not None):
             return finished

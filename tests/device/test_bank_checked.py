@@ -149,6 +149,7 @@ def test_the_board_refuses_a_corrupt_bank_and_the_old_one_keeps_playing(tmp_path
     rig = Rig(banks / "tl_tr_bl_br", tmp_path)
     try:
         controls = rig.source.controls
+        assert rig.render_until(lambda: controls.board.counts["frames"] > 0)  # the encoders' baseline is read
         rig.board.turn(0, 1)  # to tl2
         assert rig.render_until(lambda: controls.screen.kind == "message"
                                 and controls.screen.data["title"] == "BANK REFUSED")
