@@ -6,6 +6,7 @@ A bank is a directory::
     BANK/samples.i16     headerless little-endian int16, C order, shape
                          [n_pitches, n_velocities, grid (y), grid (x), note_length]
     BANK/timbre_map.png  optional picture of the grid
+    BANK/verified.json   the outcome of the last sha256 check of the samples (written by the reader, below)
 
 so one note's four neighbouring cells lie close together on disk. The samples are memory-mapped on read
 (never loaded whole): a bank with every pitch, five velocities and a 9x9 grid is several GB.
@@ -23,33 +24,43 @@ manifest.json::
 
 `BankWriter` builds a bank in a sibling temp directory and swaps it in atomically on `close()`;
 `open_bank` validates everything and raises `BankError` naming the file and the problem.
+
+Checked before played: `open_verified` (what the players call) hashes the samples on a bank's first use and
+remembers the outcome in verified.json, keyed by the samples' size, mtime, ctime and inode and the manifest's own
+sha256, so a multi-GB bank on an SD card is read once, not at every boot: any change to either file (a copy, a
+rewrite, even one that restores the mtime) makes the stamp stale and the next use hashes again. A bank whose
+samples failed is refused at once until its files change; `nsynth bank verify` always hashes afresh.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import logging
 import mmap
 import operator
 import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from device.errors import NsynthError
-from device.fsutil import fsync_dir, pid_alive
+from device.fsutil import atomic_write_bytes, fsync_dir, pid_alive
 
 FORMAT_NAME = "nsynth-bank"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SAMPLES = "samples.i16"
 TIMBRE_MAP = "timbre_map.png"
+STAMP = "verified.json"
+STAMP_FORMAT = "nsynth-bank-verified"
 DTYPE = np.dtype("<i2")
 CORNER_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (x, y) of corners[0..3]: BL, BR, TL, TR
 _HASH_CHUNK = 1 << 24
+log = logging.getLogger(__name__)
 
 
 class BankError(NsynthError):
@@ -308,7 +319,8 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 
 
 def open_bank(path: str | os.PathLike, verify: bool = False) -> Bank:
-    """Open and validate a bank (verify=True also checks the samples' sha256). Raises BankError."""
+    """Open and validate a bank (verify=True also hashes the samples now: `verify_samples`). Raises BankError.
+    A player opens with `open_verified` instead."""
     path = Path(path)
     mpath, spath = path / MANIFEST, path / SAMPLES
     if not path.is_dir():
@@ -364,13 +376,93 @@ def open_bank(path: str | os.PathLike, verify: bool = False) -> Bank:
     if size != expected:
         raise BankError(f"{spath}: {size} bytes, expected {expected} for shape {list(shape)} int16 "
                         f"({'truncated' if size < expected else 'too long'})")
-    if verify and (digest := _sha256(spath)) != info.sha256:
-        raise BankError(f"{spath}: sha256 {digest} does not match the manifest's {info.sha256} (corrupt file)")
     samples = np.memmap(spath, dtype=DTYPE, mode="r", shape=shape)
     # no read-around: a page fault reads its page, not megabytes around it, so what stays resident is what
     # was played, however large the bank (the engine prefetches each note it starts)
     _madvise(samples, getattr(mmap, "MADV_RANDOM", None), 0, samples.nbytes)
-    return Bank(path, info, samples, loops)
+    bank = Bank(path, info, samples, loops)
+    if verify:
+        verify_samples(bank)
+    return bank
+
+
+# -- checked before played ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stamp:
+    """What verified.json says: whether the samples matched the manifest's sha256 (`ok`, the digest found,
+    when), and whether it still speaks for the files (`current`: none of them changed since)."""
+
+    ok: bool
+    sha256: str
+    checked: str
+    current: bool
+
+
+def _stamp_key(path: Path) -> dict:
+    """What identifies the bank's files as they are now: the samples' size, mtime, ctime (which no tool can
+    set back) and inode (a copy has another), and the manifest's sha256."""
+    st = (path / SAMPLES).stat()
+    manifest = hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino,
+            "manifest_sha256": manifest}
+
+
+def read_stamp(path: str | os.PathLike) -> Stamp | None:
+    """The bank's verification stamp (None: never checked, or the stamp is unreadable)."""
+    path = Path(path)
+    try:
+        s = json.loads((path / STAMP).read_text())
+        if s.get("format") != STAMP_FORMAT:
+            return None
+        return Stamp(ok=s["ok"] is True, sha256=str(s["sha256"]), checked=str(s["checked"]),
+                     current=s["key"] == _stamp_key(path))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _mismatch(bank: Bank, digest: str, note: str = "") -> str:
+    return (f"{bank.path / SAMPLES}: sha256 {digest} does not match the manifest's {bank.info.sha256} "
+            f"(corrupt file{note})")
+
+
+def verify_samples(bank: Bank) -> None:
+    """Hash the samples now and stamp the outcome beside them; BankError if they do not match the manifest."""
+    key = _stamp_key(bank.path)
+    digest = _sha256(bank.path / SAMPLES)
+    ok = digest == bank.info.sha256
+    stamp = {"format": STAMP_FORMAT, "ok": ok, "sha256": digest, "key": key,
+             "checked": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        if _stamp_key(bank.path) == key:  # unchanged while it was hashed
+            atomic_write_bytes(bank.path / STAMP, json.dumps(stamp).encode())
+    except OSError as e:  # e.g. a read-only folder: checked all the same, only not remembered
+        log.warning("%s: cannot remember the check (%s); the next use hashes the bank again",
+                    bank.path / STAMP, e.strerror or e)
+    if not ok:
+        raise BankError(_mismatch(bank, digest))
+
+
+def check_samples(bank: Bank, on_hash: Callable[[Path], None] | None = None) -> bool:
+    """Make sure an open bank's samples match its manifest's sha256: a current stamp answers at once, else the
+    samples are hashed (`on_hash(path)` is told first: it takes a while) and the outcome stamped. Returns True
+    when it hashed; BankError when the samples do not match (now, or at the stamped check)."""
+    stamp = read_stamp(bank.path)
+    if stamp is not None and stamp.current:
+        if not stamp.ok:
+            raise BankError(_mismatch(bank, stamp.sha256, f", found by the check on {stamp.checked}; replace the "
+                                                          "bank, `nsynth bank verify` checks it again"))
+        return False
+    if on_hash is not None:
+        on_hash(bank.path)
+    verify_samples(bank)
+    return True
+
+
+def open_verified(path: str | os.PathLike, on_hash: Callable[[Path], None] | None = None) -> Bank:
+    """Open a bank to play it: validated (`open_bank`) and its samples checked (`check_samples`)."""
+    bank = open_bank(path)
+    check_samples(bank, on_hash)
+    return bank
 
 
 def _madvise(samples: np.memmap, option: int | None, start: int, length: int) -> None:

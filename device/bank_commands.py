@@ -4,17 +4,31 @@ from __future__ import annotations
 import argparse
 import os
 
-from device.bank import TIMBRE_MAP, open_bank
+from device.bank import SAMPLES, TIMBRE_MAP, Bank, open_bank, read_stamp
 
 
 def verify_bank(path: str | os.PathLike) -> str:
-    """Fully check a bank (manifest, sizes, loops, sha256); returns a one-line OK message, raises BankError."""
+    """Fully check a bank (manifest, sizes, loops, sha256, hashed afresh whatever its stamp says, and stamped);
+    returns a one-line OK message, raises BankError."""
     bank = open_bank(path, verify=True)
     return f"{bank.path}: OK ({int(bank.samples.size)} samples, sha256 {bank.info.sha256[:16]}...)"
 
 
+def verified_line(bank: Bank) -> str:
+    """Whether the bank's samples have been checked against the manifest's sha256 (from its stamp; no hashing)."""
+    stamp = read_stamp(bank.path)
+    if stamp is None:
+        return "no: never checked (the first play, or `nsynth bank verify`, hashes it)"
+    if not stamp.current:
+        return f"no: {SAMPLES} or the manifest changed since the check on {stamp.checked}"
+    if stamp.ok:
+        return f"yes, the samples matched the manifest's sha256 on {stamp.checked}"
+    return (f"FAILED on {stamp.checked}: {SAMPLES} hashes to {stamp.sha256}, not the manifest's sha256 "
+            f"(corrupt; refused by the players)")
+
+
 def inspect_bank(path: str | os.PathLike) -> str:
-    """A human-readable summary of a bank's manifest (does not hash the samples)."""
+    """A human-readable summary of a bank's manifest and its verification stamp (does not hash the samples)."""
     bank = open_bank(path)
     i = bank.info
     seconds = i.note_length / i.sample_rate
@@ -32,6 +46,7 @@ def inspect_bank(path: str | os.PathLike) -> str:
         f"model       {i.model or '-'}",
         f"config      {i.config_hash or '-'}",
         f"sha256      {i.sha256}",
+        f"verified    {verified_line(bank)}",
         f"created     {i.created}",
         f"timbre map  {'yes' if (bank.path / TIMBRE_MAP).exists() else 'no'}",
     ]

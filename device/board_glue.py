@@ -4,9 +4,9 @@
 - the board's parameters go to the engine, with the touch position turned the engine's way up: the board
   reports y = 0 at the top of the pad, the engine and the bank count y = 0 from the bottom row;
 - the encoders choose corner instruments; the bank of that combination (`<folder>/<TL>_<TR>_<BL>_<BR>`, corners
-  in the board's order: top-left, top-right, bottom-left, bottom-right) is opened and validated on the bank
-  switcher's thread and only then handed to the engine (the old bank plays until then; a refused bank is
-  reported and the old one stays). A bank's manifest lists its corners the other way round (bottom-left,
+  in the board's order: top-left, top-right, bottom-left, bottom-right) is opened, validated and checked against
+  its sha256 (hashed on first use only, then stamped: device/bank.py) on the bank switcher's thread and only then
+  handed to the engine (the old bank plays until then; a refused bank is reported and the old one stays). A bank's manifest lists its corners the other way round (bottom-left,
   bottom-right, top-left, top-right): `manifest_corners` converts, and a bank whose manifest names the folder's
   instruments in another order is refused, since it would play upside down;
 - patches live in `$NSYNTH_PATCH_DIR/patches.json` (set by systemd/nsynth.service), else in the per-user state
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from device.bank import MANIFEST, Bank, BankError, open_bank
+from device.bank import MANIFEST, Bank, BankError, open_verified
 from device.engine import Engine
 from device.errors import NsynthError
 from device.live import BankSlot, FrameClock, state_dir
@@ -32,6 +32,7 @@ from hardware.errors import HardwareError
 PATCH_FILE = "patches.json"
 IMPORT_STATUS = "import.json"  # written by `nsynth bank import --status` (hardware/image/bank_import.py)
 _MESSAGE_S = 3.0
+_CHECKING, _CHECK_S = "CHECKING BANK", 600.0  # shown while a bank is hashed on first use, until it is done
 
 
 def _say(msg: str) -> None:
@@ -60,10 +61,12 @@ def engine_params(params: dict[str, float]) -> dict[str, float]:
     return {**params, "y": 1.0 - params["y"]} if "y" in params else params
 
 
-def open_combination(folder: str | Path, names: tuple[str, ...]) -> Bank:
-    """Open and validate the bank of a corner combination (board order); BankError or HardwareError if refused."""
+def open_combination(folder: str | Path, names: tuple[str, ...],
+                     on_hash: Callable[[Path], None] | None = None) -> Bank:
+    """Open, validate and check (sha256, once: `open_verified`) the bank of a corner combination (board order);
+    BankError or HardwareError if refused. `on_hash(path)` is told before a bank is hashed (it takes a while)."""
     path = bank_path(folder, names)
-    bank = open_bank(path)
+    bank = open_verified(path, on_hash)
     expected = manifest_corners(names)
     if set(bank.info.corners) == set(expected) and bank.info.corners != expected:
         raise BankError(f"{path / MANIFEST}: corners {list(bank.info.corners)} (bottom-left, bottom-right, "
@@ -116,7 +119,8 @@ class BoardSource:
             import_status_path=slot.state / IMPORT_STATUS)
         for problem in self.controls.patches.problems:
             _say(problem)
-        self.switcher = BankSwitcher(lambda names: open_combination(folder, names), self._swap, self._refused)
+        self.switcher = BankSwitcher(lambda names: open_combination(folder, names, self._checking), self._swap,
+                                     self._refused)
         self.switcher.current = corners.names()  # what plays now (or what the board shows, if neither matched)
 
     def start(self, post: Callable[..., None]) -> None:
@@ -133,8 +137,13 @@ class BoardSource:
             self.switcher.request(names)
 
     def _swap(self, bank: Bank) -> None:  # the switcher's thread, with a bank that opened
+        self.controls.dismiss(_CHECKING)
         self.slot.install(bank)
         _say(f"playing {bank.path}")
+
+    def _checking(self, path: Path) -> None:  # the switcher's thread, before a bank's first sha256 check
+        _say(f"checking {path} (first use); still playing {self.slot.path}")
+        self.controls.show("message", duration=_CHECK_S, title=_CHECKING, lines=[path.name[:21], "OLD ONE PLAYS"])
 
     def _refused(self, names: tuple[str, ...], error: Exception) -> None:  # the switcher's thread
         _say(f"bank {bank_name(names)} refused ({error}); still playing {self.slot.path}")

@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from device.bank import open_bank
+from device.bank import open_verified
 from device.engine import Engine, EngineConfig, release_seconds
 from device.errors import NsynthError
 from device.fsutil import atomic_path
-from device.midi_io import midi_file_messages
+from device.midi_file import midi_file_messages
 from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
 
 
@@ -40,21 +41,33 @@ def xy_at(points: list[tuple[float, float]], frac: float) -> tuple[float, float]
     return x0 + (x1 - x0) * u, y0 + (y1 - y0) * u
 
 
+def check_output(out: str | os.PathLike) -> None:
+    """Refuse, before any work, an output path whose folder does not exist (no folders are made) or that is a
+    folder."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise NsynthError(f"{out}: the folder {out.parent} does not exist (make it first)")
+    if out.is_dir():
+        raise NsynthError(f"{out}: is a folder; give a file name for the WAV")
+
+
 def render_midi(bank_path: str | os.PathLike, song: str | os.PathLike, out: str | os.PathLike, *,
                 xy: str | list[tuple[float, float]] | None = None, block: int = 128, sample_rate: int = 48000,
                 router: MidiRouter | None = None, params: dict | None = None, tail_s: float | None = None,
                 config: EngineConfig | None = None) -> np.ndarray:
     """Render a MIDI file through the engine to a float32 stereo WAV at `out` (written atomically);
-    returns the audio [frames, 2]. The XY path, if given, is swept over the song (set at every block start)."""
+    returns the audio [frames, 2]. The bank is checked first (`open_verified`: a corrupt one is refused); the
+    XY path, if given, is swept over the song (set at every block start)."""
     import soundfile as sf
 
-    bank = open_bank(bank_path)
-    cfg = replace(config or EngineConfig(), block=block, sample_rate=sample_rate)
-    engine = Engine(bank, cfg, params)
-    router = router or MidiRouter()
+    check_output(out)
     messages = midi_file_messages(song, sample_rate)
     if not messages:
         raise NsynthError(f"{song}: the MIDI file has no notes or controls")
+    bank = open_verified(bank_path)
+    cfg = replace(config or EngineConfig(), block=block, sample_rate=sample_rate)
+    engine = Engine(bank, cfg, params)
+    router = router or MidiRouter()
     if tail_s is None:
         tail_s = release_seconds(engine.params["release"]) + 0.1
     frames = messages[-1][0] + int(tail_s * sample_rate) + 1

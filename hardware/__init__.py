@@ -3,6 +3,7 @@
 Pure, driver-free (importable with no driver library installed):
   frame     the controller's 16-byte frame: decode/verify, encode
   mapping   board state -> engine parameters (pot hysteresis, encoder unwrapping, touch glide)
+  plausible frames that pass the checksum judged against the physics: touch jumps, controller resets
   debounce  switch debouncing; short press = load, 0.75 s hold = save
   corners   the four corners' instrument choices (from a bank folder or the original's settings.json)
   banks     corner choices -> bank name/path; BankSwitcher: swap only after the new bank opened and verified

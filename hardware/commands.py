@@ -63,8 +63,8 @@ def monitor(kind: str = "ons", *, seconds: float | None = None, banks: str | Non
     finally:
         controls.stop()
     counts = controls.board.counts
-    say("frames {} | dropped: checksum {} stuck {} io_error {} | reconnects {}".format(
-        *(counts[k] for k in ("frames", "checksum", "stuck", "io_error", "reconnects"))))
+    say("frames {} | dropped: checksum {} stuck {} io_error {} implausible {} | reconnects {} resets {}".format(
+        *(counts[k] for k in ("frames", "checksum", "stuck", "io_error", "implausible", "reconnects", "resets"))))
     return 0
 
 

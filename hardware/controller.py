@@ -2,9 +2,12 @@
 
 Each poll is one combined transaction: write register 0 (the board latches a snapshot), then read the 16-byte
 frame. A frame with a bad checksum, a stuck (all 0xFF) bus or an I/O error (NACK) is dropped and counted: the last
-good state stays, so the position never jumps. After `reconnect_after` failures in a row the bus is closed and
-reopened (when the driver opened it), the encoder baseline is forgotten (the board may have reset), and polls
-slow to one per `retry_s` until a frame comes through again.
+good state stays, so the position never jumps. A frame that passes the checksum but whose touch is implausible
+(hardware/plausible.py: errors that cancel in the additive checksum) is dropped too ("implausible"). After
+`reconnect_after` failures in a row the bus is closed and reopened (when the driver opened it), the encoder
+baseline is forgotten (the board may have reset), and polls slow to one per `retry_s` until a frame comes through
+again. A reset between two good frames (every counter back at its power-on value) resynchronises the encoder
+baseline ("resets") instead of reporting a turn.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Callable
 
 from hardware import frame as fr
 from hardware.mapping import rotary_steps
+from hardware.plausible import TouchGuard, board_reset
 from hardware.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -40,13 +44,14 @@ class ControllerBoard:
         self.bus, self.open_bus, self.address = bus, open_bus, address
         self.period = 1.0 / poll_hz
         self.reconnect_after, self.retry_s = reconnect_after, retry_s
-        self.counts: Counter[str] = Counter()  # frames, checksum, stuck, io_error, reconnects
+        self.counts: Counter[str] = Counter()  # frames, checksum, stuck, io_error, reconnects, implausible, resets
         self._log = RateLimitedLog(log, log_interval)
         self._lock = threading.Lock()
         self._frame: fr.Frame | None = None
         self._fresh = False
         self._steps = [0, 0, 0, 0]
         self._rotaries: tuple[int, ...] | None = None
+        self._touch = TouchGuard()
         self._failures = 0   # since the last good frame or reconnect
         self._down = 0       # since the last good frame
         self._stop = threading.Event()
@@ -72,9 +77,18 @@ class ControllerBoard:
         except fr.FrameError as e:
             self._fail("stuck" if "stuck" in str(e) else "checksum", f"controller board: frame dropped ({e})")
             return False
-        self._failures = self._down = 0
+        self._failures = self._down = 0  # the bus answers
+        if not self._touch.accept(frame):
+            self.counts["implausible"] += 1
+            self._log.warning(f"controller board: frame dropped (touch {frame.touch} is no finger's move from "
+                              f"{self._touch.last}); {self.counts['implausible']} so far")
+            return False
         with self._lock:
-            if self._rotaries is not None:
+            if self._rotaries is not None and board_reset(self._rotaries, frame.rotaries):
+                self.counts["resets"] += 1
+                self._log.warning(f"controller board reset (encoder counters {list(self._rotaries)} -> "
+                                  f"{list(frame.rotaries)}): baselines resynchronised")
+            elif self._rotaries is not None:
                 for i, s in enumerate(rotary_steps(self._rotaries, frame.rotaries)):
                     self._steps[i] += s
             self._rotaries = frame.rotaries
@@ -84,6 +98,7 @@ class ControllerBoard:
 
     def _fail(self, kind: str, message: str) -> None:
         self.counts[kind] += 1
+        self._touch.missed()
         self._failures += 1
         self._down += 1
         self._log.warning(f"{message}; {self.counts[kind]} so far")

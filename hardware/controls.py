@@ -119,6 +119,12 @@ class BoardControls:
         with self._lock:
             self.screen.show(kind, self.clock(), duration=duration, **data)
 
+    def dismiss(self, title: str) -> None:
+        """From another thread: end the message titled `title` if it still shows (one shown while work runs)."""
+        with self._lock:
+            if self.screen.kind == "message" and self.screen.data.get("title") == title:
+                self.screen.home()
+
     def _send(self, params: dict[str, float]) -> None:
         self.params.update(params)
         self._post(**params)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import struct
 import threading
 
 from hardware import frame as fr
+from hardware.plausible import POWER_ON_ROTARIES
 
 I2C_M_RD = 0x0001  # smbus2's read flag, as in linux/i2c.h
 
@@ -21,7 +23,7 @@ class SimulatedBoard:
     def __init__(self, pots: tuple[int, ...] = START_POTS):
         self._lock = threading.Lock()
         self.touch: tuple[int, int] = (fr.NO_TOUCH, fr.NO_TOUCH)
-        self.rotaries = [0, 0, 0, 0]
+        self.rotaries = list(POWER_ON_ROTARIES)
         self.pots = list(pots)
         self._latched = bytes(fr.FRAME_LEN)  # the firmware's message buffer starts zeroed (its checksum is wrong)
         self._pos = 0
@@ -39,6 +41,14 @@ class SimulatedBoard:
         with self._lock:
             self.pots[pot] = min(max(int(raw), 0), 255)
 
+    def reset(self) -> None:
+        """The STM32 restarts (brown-out, watchdog, its reset line): encoder counters back at their power-on
+        values, the message buffer zeroed until the next latch. Touch and pots are read afresh: unchanged."""
+        with self._lock:
+            self.rotaries = list(POWER_ON_ROTARIES)
+            self._latched = bytes(fr.FRAME_LEN)
+        self._pos = 0
+
     # the device side of the bus
     def i2c_write(self, data: bytes) -> None:
         with self._lock:
@@ -55,8 +65,9 @@ class FakeSMBus:
     """The part of smbus2.SMBus the drivers use (`i2c_rdwr` with `i2c_msg`, `read_i2c_block_data`,
     `write_i2c_block_data`, `close`), routed to simulated devices by address. An absent address NACKs with
     OSError(EREMOTEIO), like the kernel. `fail(kind, n)` injects faults into the next n transactions:
-    "nack", "stuck" (every byte read is 0xFF) or "checksum" (one payload bit flipped), optionally only for the
-    transactions to one address (the OLED shares the bus)."""
+    "nack", "stuck" (every byte read is 0xFF), "checksum" (one payload bit flipped) or "cancel" (two errors the
+    additive checksum cannot see: little-endian word 0 + 8 and word 2 - 8, i.e. touch x + 8 and pot 2 - 8 when
+    no byte carries), optionally only for the transactions to one address (the OLED shares the bus)."""
 
     def __init__(self, devices: dict[int, object]):
         self.devices = devices
@@ -67,7 +78,7 @@ class FakeSMBus:
 
     def fail(self, kind: str, n: int = 1, addr: int | None = None) -> None:
         """Fault the next n transactions (to `addr` only, when given)."""
-        assert kind in ("nack", "stuck", "checksum")
+        assert kind in ("nack", "stuck", "checksum", "cancel")
         with self._lock:
             self._faults += [(kind, addr)] * n
 
@@ -82,6 +93,9 @@ class FakeSMBus:
             return b"\xff" * n
         if fault == "checksum" and n:
             data = bytes([data[0] ^ 0x01]) + data[1:]
+        if fault == "cancel" and n >= 12:
+            w0, w1, w2 = struct.unpack("<3I", data[:12])
+            data = struct.pack("<3I", (w0 + 8) & 0xFFFFFFFF, w1, (w2 - 8) & 0xFFFFFFFF) + data[12:]
         return data
 
     def _next_fault(self, addr: int) -> str | None:

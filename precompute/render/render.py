@@ -2,7 +2,8 @@
 
 load corners -> encode them (mu-law -> encoder) -> grid weights -> plan (unique notes, seeds, shards) in the job
 folder -> decode pending shards -> assemble the bank (post-processing, BankWriter, timbre map) -> drop the job
-folder (unless kept).
+folder (unless kept). A bank already at the output that was rendered from the same request (its manifest's
+extra.plan) is complete: the run says so and stops, unless told to re-render.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from device.bank import BankInfo
+from device.bank import BankError, BankInfo, open_bank
 from device.errors import NsynthError
 from precompute.corners import Corner, check_compatible, load_corners
 from precompute.generate import ETA
@@ -127,10 +128,13 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                 device: str | None = None, greedy: bool | None = None, temperature: float | None = None,
                 quantile: float | None = None, seed: int = 0,
                 backend: str = "torch", job: str | os.PathLike | None = None, keep_job: bool = False,
-                ray: str | None = None, threads: int | None = None, quiet: bool = False) -> BankInfo | None:
+                ray: str | None = None, threads: int | None = None, quiet: bool = False,
+                rerender: bool = False) -> BankInfo | None:
     """Render (or finish rendering) a bank at `out`. Corners in the order bottom-left, bottom-right, top-left,
     top-right. Under torchrun every rank calls this; rank 0 returns the BankInfo, the others None.
-    greedy / temperature / quantile: all None decodes as the model's config recommends (run.resolve_sampling)."""
+    greedy / temperature / quantile: all None decodes as the model's config recommends (run.resolve_sampling).
+    A bank at `out` already rendered from these settings is returned as it is (`finished_bank`) unless
+    `rerender`."""
     if len(corners) != 4:
         raise NsynthError(f"a bank needs 4 corners (bottom-left, bottom-right, top-left, top-right), got {len(corners)}")
     if interpolation not in MODES:
@@ -155,7 +159,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
         dev = _device(device, dist)
         ray_gpus = connect_ray(ray) if ray else None
         samples = int(round(length * net.cfg.sample_rate))
-        plan, coder = None, None
+        plan, coder, finished = None, None, None
         if dist.rank == 0:
             loaded = load_corners(list(corners), pitches=list(pitches), velocities=list(velocities), length=samples,
                                   sample_rate=net.cfg.sample_rate)
@@ -163,9 +167,18 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             request = make_request(loaded, run, net, grid=grid, length=samples, interpolation=interpolation,
                                    greedy=greedy, temperature=temperature, seed=seed, backend=backend,
                                    quantile=quantile)
-            stack.enter_context(job.lock())
-            plan = job.load_plan()
-            if plan is None:
+            finished = None if rerender else finished_bank(out, request)
+            if finished is None or job.path.exists():
+                stack.enter_context(job.lock())
+                plan = job.load_plan()
+                if plan is not None:
+                    _check_resumable(job, plan, request, batch)
+            if finished is not None:
+                if job.path.exists() and not keep_job:
+                    job.remove()
+                print(f"{out}: already rendered with these settings (plan {finished.extra['plan']}), complete; "
+                      "nothing to do (--rerender renders it again)", file=sys.stderr, flush=True)
+            elif plan is None:
                 if batch is None and ray_gpus is not None:
                     batch = RAY_GPU_BATCH if ray_gpus else CPU_BATCH
                 coder = _backend(backend, net, job, dev)
@@ -174,9 +187,9 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                 if batch is None:  # auto: every rank gets a share
                     plan.shard_size = min(plan.shard_size, -(-plan.n_notes // dist.world))
                 job.save_plan(plan)
-            else:
-                _check_resumable(job, plan, request, batch)
         dist.barrier()
+        if dist.share(finished is not None):
+            return finished
         if plan is None:
             plan = job.load_plan()
         if ray:
@@ -205,6 +218,18 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
         _say(f"{out}: {plan.n_notes} notes decoded for {grid * grid * len(plan.pitches) * len(plan.velocities)} "
              "bank notes", quiet)
         return info
+
+
+def finished_bank(out: Path, request: dict) -> BankInfo | None:
+    """The bank at `out` if it is a complete render of `request` (its manifest records the request's plan key),
+    else None."""
+    if not (out / "manifest.json").is_file():
+        return None
+    try:
+        info = open_bank(out).info
+    except BankError:
+        return None
+    return info if info.extra.get("plan") == request_key(request)[:16] else None
 
 
 def _check_resumable(job: Job, plan: Plan, request: dict, batch: int | None) -> None:
@@ -288,6 +313,9 @@ def configure(parser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--job", default=None, help="job folder (default: BANK.job beside the bank)")
     parser.add_argument("--keep-job", action="store_true", help="keep the job folder after the bank is written")
+    parser.add_argument("--rerender", action="store_true",
+                        help="render again even if the bank at --out was already rendered with these settings "
+                             "(without it such a run says it is complete and stops)")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
                         help="run shards as Ray tasks on this cluster (auto, ray://HOST:PORT, or local)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -303,7 +331,7 @@ def configure(parser) -> None:
                            length=a.length, interpolation=a.interpolation, batch=batch, device=a.device,
                            greedy=a.greedy, temperature=a.temperature, quantile=a.quantile, seed=a.seed,
                            backend=a.backend, job=a.job,
-                           keep_job=a.keep_job, ray=a.ray, threads=a.threads, quiet=a.quiet)
+                           keep_job=a.keep_job, ray=a.ray, threads=a.threads, quiet=a.quiet, rerender=a.rerender)
         if info is not None:
             print(a.out)
         return 0

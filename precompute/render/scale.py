@@ -45,6 +45,16 @@ class Dist:
 
             dist.barrier()
 
+    def share(self, value):
+        """Rank 0's `value`, on every rank (every rank calls this at the same point)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def mine(self, n_shards: int) -> range:
         return range(self.rank, n_shards, self.world)
 
