@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bank inspect": ("device.bank_commands:configure_inspect", "print a bank's manifest summary"),
     "bank import-original": ("device.original:configure",
                              "import the original NSynth Super's sound files (.bin), one bank per combination"),
+    "bank export-sfz": ("device.sfz:configure", "export a bank as an SFZ instrument (WAVs + .sfz) for samplers"),
     "play": ("device.live:configure_play", "play a bank live from MIDI (USB or DIN) and the control board"),
     "render-midi": ("device.offline:configure_render_midi", "render a MIDI file through the engine to a WAV"),
     "board monitor": ("hardware.commands:configure_monitor", "check the controller board, switches and OLED (or sim)"),
