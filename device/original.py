@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +182,16 @@ def import_sound_file(path: Path, dest: Path, layout: Layout, stamp: dict, progr
         writer.close()
 
 
+def _check_space(banks_dir: Path, need: int) -> None:
+    """Refuse up front when the banks would not fit (a full disk would stop the import half way)."""
+    where = banks_dir
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise NsynthError(f"{banks_dir}: the banks need {need / 1e9:.2f} GB, only {free / 1e9:.2f} GB free there")
+
+
 @dataclass
 class ImportResult:
     imported: list[str]
@@ -216,6 +227,7 @@ def import_original(src: str | os.PathLike, banks_dir: str | os.PathLike, *, lay
             result.skipped.append(dest.name)
         else:
             todo.append((path, dest, stamp))
+    _check_space(banks_dir, len(todo) * layout.file_bytes)
     banks_dir.mkdir(parents=True, exist_ok=True)
     total = len(todo) * layout.notes
     eta = None if quiet else ETA("import-original", unit="notes")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -162,6 +163,14 @@ def test_an_existing_bank_of_another_origin_is_kept_unless_forced(tmp_path):
     assert (banks / "a_b_c_d" / "mine.txt").exists()
     import_original(src, banks, layout=LAYOUT, quiet=True, force=True)
     assert open_bank(banks / "a_b_c_d", verify=True).info.extra["original"]["file"] == "a_b_c_d.bin"
+
+
+def test_a_disk_too_small_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    src = write_sound_file(tmp_path / "a_b_c_d.bin")
+    monkeypatch.setattr(original.shutil, "disk_usage", lambda path: SimpleNamespace(free=LAYOUT.file_bytes - 1))
+    with pytest.raises(NsynthError, match=f"{tmp_path / 'banks'}: the banks need 0.01 GB, only 0.01 GB free"):
+        import_original(src, tmp_path / "banks", layout=LAYOUT, quiet=True)
+    assert not (tmp_path / "banks").exists()
 
 
 KILLER = """
