@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import soundfile as sf
 from sfzlint.parser import validate
 
+from bench.sfz_player import compare
 from device import sfz as sfz_mod
 from device.bank import open_bank
 from device.cli import main
@@ -18,9 +18,6 @@ from device.engine import bilinear_weights
 from device.errors import NsynthError
 from device.sfz import SfzOptions, export_sfz
 from synth_banks import write_bank
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.sfz_player import compare  # noqa: E402
 
 PITCHES, VELOCITIES, GRID = (46, 60, 74), (40, 90, 127), 9  # no note an octave of another
 
