@@ -8,11 +8,11 @@ and a batch larger than the free GPU memory holds is rendered in parts. The CPU 
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Sequence
 
 import torch
 
+from device.progress import ETA  # noqa: F401  (re-exported: the render pipeline's progress printer)
 from precompute.config import ModelConfig
 from precompute.model import Decoder
 from precompute.stepper import Stepper, auto_batch, split_batch
@@ -180,24 +180,3 @@ def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], leng
                 graph=graph, progress=report)
     return out.sub_(decoder.cfg.quant // 2)
 
-
-class ETA:
-    """Progress printer with rate and ETA, for long loops (steps, notes)."""
-
-    def __init__(self, label: str, unit: str = "steps", stream=None, every: float = 2.0):
-        import sys
-
-        self.label, self.unit, self.every = label, unit, every
-        self.stream = stream or sys.stderr
-        self.t0 = time.monotonic()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last < self.every:
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        print(f"\r{self.label}: {done}/{total} {self.unit} ({rate:,.{0 if rate >= 10 else 2}f}/s, ETA {eta:,.0f} s)",
-              end="\n" if done >= total else "", file=self.stream, flush=True)
