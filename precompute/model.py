@@ -127,24 +127,49 @@ def harmonic_log_amps(params: torch.Tensor, rates: torch.Tensor, cfg: ModelConfi
     return torch.cat([out[..., :p] + params[..., k: k + p], out[..., p:]], -1)
 
 
+def _harmonics(theta: torch.Tensor, n: int):
+    """theta [...] float64 -> (sin h theta, cos h theta) for h = 1..n, by angle addition (two transcendentals in
+    all, not 2n: a note's hundreds of harmonics cost little)."""
+    s1, c1 = torch.sin(theta), torch.cos(theta)
+    s, c = s1, c1
+    for _ in range(n):
+        yield s, c
+        s, c = s * c1 + c * s1, c * c1 - s * s1
+
+
+def harmonic_phases(audio: torch.Tensor, rates: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """aligned_phase for harmonics h = 1..H of rates[:, 0] (rates [B, H] as source_rates gives them), computed
+    by angle addition: audio [B, T] at sample indices t [B, T] -> phases [B, H]."""
+    x = audio.to(torch.float64)
+    theta = rates[:, :1] * t.to(torch.float64)
+    parts = [torch.stack([(x * s).sum(1), (x * c).sum(1)], -1) for s, c in _harmonics(theta, rates.shape[1])]
+    dots = torch.stack(parts, 1)  # [B, H, 2]
+    phase = torch.atan2(-dots[..., 0], dots[..., 1]) + math.pi / 2
+    return torch.where(rates > 0, phase, torch.zeros_like(phase))
+
+
 def source_signal(log_amps: torch.Tensor, rates: torch.Tensor, t: torch.Tensor, hop: int,
                   phase: torch.Tensor | None = None) -> torch.Tensor:
-    """log_amps [B, F, H] per frame, rates [B, H], sample indices t [T] or [B, T], phase [B, H] (default 0)
-    -> the source [B, T] float64: sum over h of A_h(t) sin(rates_h t + phase_h), each amplitude linear between
-    frame centres (held beyond the first and last); harmonics with rate 0 are silent."""
+    """log_amps [B, F, H] per frame, rates [B, H] (harmonics h = 1..H of rates[:, 0], as source_rates gives them),
+    sample indices t [T] or [B, T], phase [B, H] (default 0) -> the source [B, T] float64: the sum over h of
+    A_h(t) sin(h rates[:, 0] t + phase_h), each amplitude linear between frame centres (held beyond the first and
+    last); harmonics with rate 0 are silent."""
     frames = log_amps.shape[1]
     t = t.to(torch.float64)
+    t = t if t.dim() == 2 else t[None].expand(len(rates), -1)
     pos = ((t - hop / 2) / hop).clamp(0, frames - 1)
     lo = pos.floor().long().clamp(max=max(frames - 2, 0))
     hi = (lo + 1).clamp(max=frames - 1)
-    frac = (pos - lo)[..., None]
-    amps = (log_amps.to(torch.float64).exp() * (rates > 0)[:, None, :])
-    if t.dim() == 1:
-        a_lo, a_hi = amps[:, lo], amps[:, hi]
-    else:
-        size = (-1, -1, amps.shape[2])
-        a_lo, a_hi = amps.gather(1, lo[..., None].expand(size)), amps.gather(1, hi[..., None].expand(size))
-    return ((a_lo * (1 - frac) + a_hi * frac) * excitation(rates, t, phase)).sum(-1)
+    frac = pos - lo
+    amps = (log_amps.to(torch.float64).exp() * (rates > 0)[:, None, :]).permute(2, 0, 1)  # [H, B, F]
+    n = amps.shape[0]
+    amp = torch.lerp(amps.gather(2, lo.expand(n, -1, -1)), amps.gather(2, hi.expand(n, -1, -1)), frac)  # [H, B, T]
+    if phase is not None:
+        cos_p, sin_p = torch.cos(phase).T[..., None], torch.sin(phase).T[..., None]  # [H, B, 1]
+    out = torch.zeros_like(t)
+    for h, (s, c) in enumerate(_harmonics(rates[:, :1] * t, n)):
+        out.addcmul_(amp[h], s if phase is None else s * cos_p[h] + c * sin_p[h])
+    return out
 
 
 def harmonic_analysis(audio: torch.Tensor, rates: torch.Tensor, hop: int) -> tuple[torch.Tensor, slice]:
@@ -188,7 +213,7 @@ class NoteExcitation:
         phase = None if align is None else aligned_phase(align, self.rates, t)
         parts = [excitation(self.rates, t, phase)]
         if self.log_amps is not None:
-            src_phase = None if align is None else aligned_phase(align, self.src_rates, t)
+            src_phase = None if align is None else harmonic_phases(align, self.src_rates, t)
             parts.append(source_signal(self.log_amps, self.src_rates, t, self.cfg.hop, src_phase)[..., None])
         return torch.cat(parts, -1)
 

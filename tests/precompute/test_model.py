@@ -131,3 +131,29 @@ def test_the_teacher_forced_excitation_is_in_phase_with_the_note():
     assert torch.allclose(exc[:, 1], torch.cos(2 * w * t - 2.0).double(), atol=0.02)  # DFT leakage
     free = dec.excitation(torch.tensor([57]), t)[0]  # generation: from phase 0
     assert torch.allclose(free[:, 0], torch.sin(w * t.double()), atol=1e-9)
+
+
+def test_the_harmonic_source_is_its_harmonics_summed():
+    """Oracle: the source written out directly, every harmonic's sin(h w t + phase) (excitation(), not the
+    angle-addition recurrence) times its amplitude, linear between frame centres."""
+    from precompute.model import aligned_phase, excitation, harmonic_phases, source_rates, source_signal
+
+    cfg = preset("tiny", source_bands=6)
+    pitch = torch.tensor([30, 64, 100])
+    rates = source_rates(pitch, cfg)
+    below = [sum(h * 440 * 2 ** ((p - 69) / 12) < 8000 for h in range(1, 400)) for p in (30, 64, 100)]
+    assert below == [172, 24, 3] and rates.shape[1] >= 172 and (rates > 0).sum(1).tolist() == below
+    torch.manual_seed(0)
+    log_amps = torch.randn(3, 4, rates.shape[1]) - 3
+    t = torch.arange(2048)[None].expand(3, -1) + 100
+    audio = torch.randn(3, 2048)
+    phase = harmonic_phases(audio, rates, t)
+    assert torch.allclose(phase, aligned_phase(audio, rates, t), atol=1e-9)
+    amps = log_amps.double().exp() * (rates > 0)[:, None, :]
+    pos = ((t.double() - 256) / 512).clamp(0, 3)
+    lo = pos.floor().long().clamp(max=2)
+    frac = (pos - lo)[..., None]
+    amp = torch.stack([amps[b, lo[b]] * (1 - frac[b]) + amps[b, lo[b] + 1] * frac[b] for b in range(3)])
+    expect = (amp * excitation(rates, t, phase)).sum(-1)
+    assert torch.allclose(source_signal(log_amps, rates, t, 512, phase), expect, atol=1e-9)
+    assert torch.allclose(source_signal(log_amps, rates, t[0], 512), (amp * excitation(rates, t)).sum(-1), atol=1e-9)
