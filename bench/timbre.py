@@ -144,7 +144,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "compact"))
     ap.add_argument("--baseline", default=str(ROOT / "models" / "history" / "sine8"),
-                    help="the model to compare with (default: the bundled model before this work)")
+                    help="the model to compare with (default: the bundled model before this work; none: skip)")
     ap.add_argument("--soundfont", default=str(FLUID if FLUID.is_file() else DEFAULT_SOUNDFONT))
     ap.add_argument("--pitches", default="36,48,60,72")
     ap.add_argument("--velocity", type=int, default=100)
@@ -158,6 +158,9 @@ def main() -> None:
     rows = {"sine": measure(None, originals, pitches)}
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in (("model", args.model), ("baseline", args.baseline)):
+            if model == "none":
+                rows[name] = {k: float("nan") for k in rows["sine"]}
+                continue
             rows[name] = measure(render(corners, model, Path(tmp) / name, pitches, args.velocity, args.threads),
                                  originals, pitches)
             rows[name]["embedding_ratio"] = embedding_ratio(model, originals)

@@ -39,12 +39,27 @@ class TrainConfig:
     seed: int = 0
     warmup: int = 0  # steps of linear ramp-up (a warm start's fresh Adam moments would jolt its trained weights)
     input_noise: float = 0.0  # std of the Gaussian noise injected into the decoder's past samples ([-1, 1] scale)
+    # The schedule's current segment: from step lr_from, at multiplier lr_scale, to `steps` (see retarget).
+    lr_from: int = 0
+    lr_scale: float = 1.0
+
+
+def _multiplier(tc: TrainConfig, step: int) -> float:
+    frac = (step - tc.lr_from) / max(tc.steps - tc.lr_from, 1)
+    return tc.lr_scale * [m for f, m in SCHEDULE if frac >= f][-1]
 
 
 def learning_rate(tc: TrainConfig, step: int) -> float:
-    frac = step / max(tc.steps, 1)
+    """The paper's step schedule over the current segment, after the warm-up ramp."""
     ramp = min(1.0, (step + 1) / tc.warmup) if tc.warmup else 1.0
-    return tc.lr * ramp * [m for f, m in SCHEDULE if frac >= f][-1]
+    return tc.lr * ramp * _multiplier(tc, step)
+
+
+def retarget(tc: TrainConfig, step: int, total: int) -> None:
+    """A new total of steps, set at `step` (a resumed run told to go on longer, a time budget): the schedule
+    continues from the multiplier it had reached there and decays over the new remainder in the paper's shape,
+    instead of jumping back up to where the longer schedule would be."""
+    tc.lr_scale, tc.lr_from, tc.steps = _multiplier(tc, step), step, total
 
 
 @dataclass
@@ -163,7 +178,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     Returns the history.
 
     A new RUN needs preset_name; an existing RUN resumes from its train_state.pt at the saved step, with its saved
-    settings; `steps` there sets a new total (the schedule is rescaled to it) and is saved in RUN/config.json.
+    settings; `steps` there sets a new total (the schedule goes on from the learning rate reached: retarget) and
+    is saved in RUN/config.json.
     stop_after: return after this many steps of this call (tests).
     minutes: wall-clock budget of this call, loading included (a GPU lease, a night): once the step rate is
     measured (PROBE) the total is set, like `steps`, so that the schedule ends within it; the call returns at the
@@ -181,9 +197,6 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         cfg, doc = read_config(run)
         saved = doc["train"]
         tc = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
-        if steps is not None and steps != tc.steps:
-            tc.steps = steps
-            write_config(run, cfg, {**saved, "steps": steps})
     else:
         if preset_name is None:
             raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
@@ -221,6 +234,10 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         gen.set_state(blob["gen"])
         step, history = blob["step"], blob["history"]
         log(f"resumed {run} at step {step}")
+        if steps is not None and steps != tc.steps:
+            retarget(tc, step, steps)
+            saved = {**saved, **asdict(tc)}
+            write_config(run, cfg, saved)
     valid_set = random_crops(valid_notes, tc.valid_crops, tc.crop, torch.Generator().manual_seed(1234))
 
     deadline = None if minutes is None else started + minutes * 60
@@ -246,8 +263,9 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
                 probe_t = time.monotonic()
             else:
                 rate = (PROBE[1] - PROBE[0]) / (time.monotonic() - probe_t)
-                tc.steps = step + max(1, int(BUDGET_USE * rate * (deadline - time.monotonic())))
-                write_config(run, cfg, {**saved, "steps": tc.steps})
+                retarget(tc, step, step + max(1, int(BUDGET_USE * rate * (deadline - time.monotonic()))))
+                saved = {**saved, **asdict(tc)}
+                write_config(run, cfg, saved)
                 log(f"{rate:.2f} steps/s: {tc.steps} steps in all fit the {minutes:g}-minute budget")
         history["train"].append((step, losses["ce"].item()))
         if "source" in losses:

@@ -15,7 +15,7 @@ from precompute.config import PRESETS, preset
 from precompute.model import WaveNetAutoencoder
 from precompute.run import load_model, new_run, read_config, save_weights
 from precompute.train import (STATE, Notes, TrainConfig, evaluate, learning_rate, load_notes, loss_fn, random_crops,
-                              train, warm_start)
+                              retarget, train, warm_start)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,10 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     # a finished run trains on when given a new total
     hist = train(data, run, steps=steps + 3, log=lambda *_: None)
     assert hist["train"][-1][0] == steps + 3
-    assert json.loads((run / "config.json").read_text())["train"]["steps"] == steps + 3
+    saved = json.loads((run / "config.json").read_text())["train"]
+    assert saved["steps"] == steps + 3
+    # ... going on from the learning rate it had reached (the last tenth of the paper's schedule)
+    assert (saved["lr_from"], saved["lr_scale"]) == (steps, pytest.approx(0.1))
 
 
 def test_new_run_needs_a_preset(data, tmp_path):
@@ -230,6 +233,20 @@ def test_a_warm_start_adds_a_source_without_changing_what_the_model_computes(tmp
     with torch.no_grad():
         assert torch.allclose(model(codes, pitch), old(codes, pitch), atol=1e-5)
     assert model.decoder.source.net[0].weight.abs().sum() > 0  # the new module keeps its own initialisation
+
+
+def test_a_longer_run_goes_on_from_its_learning_rate():
+    """Extending a run that has decayed must not jump its learning rate back up (the bumps of a resumed run)."""
+    tc = TrainConfig(steps=1000, lr=1e-3)
+    end = learning_rate(tc, 999)
+    assert end == pytest.approx(1e-4)
+    retarget(tc, 1000, 3000)
+    lrs = [learning_rate(tc, s) for s in range(1000, 3000)]
+    assert lrs[0] == pytest.approx(end) and lrs[-1] == pytest.approx(1e-5)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    fresh = TrainConfig(steps=1000, lr=1e-3)
+    retarget(fresh, 0, 2000)  # a budget set at the start: the paper's schedule over the whole run
+    assert [learning_rate(fresh, s) for s in (0, 899, 900, 1999)] == pytest.approx([1e-3, 1e-3, 6.65e-4, 1e-4])
 
 
 def test_warmup_ramps_the_learning_rate():
