@@ -48,8 +48,8 @@ class _NoteNoise:
 
 
 def sample_codes(logits: torch.Tensor, u: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
-    """The stepper's sampling rule (Stepper._sample) for one step outside it (e.g. onnxruntime): logits [B, Q]; u [B] uniforms
-    (None: greedy) -> codes [B] in [-Q/2, Q/2)."""
+    """The stepper's sampling rule (Stepper._sample) for one step outside it (e.g. onnxruntime): logits [B, Q];
+    u [B] uniforms (None: greedy) -> codes [B] in [-Q/2, Q/2)."""
     q = logits.shape[-1]
     if u is None:
         idx = logits.argmax(-1)
