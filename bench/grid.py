@@ -205,14 +205,14 @@ def level_db(audio: np.ndarray, frame: int, hop: int) -> tuple[np.ndarray, np.nd
     return at + frame / 2, 10 * np.log10((e[at + frame] - e[at]) / frame + 1e-12)
 
 
-def click_hits(audio: np.ndarray, sr: int, f0: float) -> np.ndarray:
-    """Sample indices of clicks in a note at pitch f0: outliers (CLICK_RATIO x the local mean over 10 ms) of
-    the second difference of what one period earlier does not predict (a sharp but periodic waveform is no
-    click), one per 1 ms."""
+def click_hits(audio: np.ndarray, sr: int, f0: float, ratio: float = CLICK_RATIO) -> np.ndarray:
+    """Sample indices of clicks in a note at pitch f0: outliers (ratio x the local mean over 10 ms) of the
+    second difference of what one period earlier does not predict (a sharp but periodic waveform is no click),
+    one per 1 ms."""
     t = np.arange(len(audio), dtype=np.float64)
     r = audio - np.interp(t - sr / f0, t, audio, left=0.0)
     d2 = np.abs(np.diff(r, 2))
-    hits = np.flatnonzero((d2 > CLICK_RATIO * uniform_filter1d(d2, int(0.01 * sr))) & (d2 > 1e-4)) + 1
+    hits = np.flatnonzero((d2 > ratio * uniform_filter1d(d2, int(0.01 * sr))) & (d2 > 1e-4)) + 1
     return hits[np.diff(hits, prepend=-sr) > sr // 1000]
 
 
@@ -286,7 +286,7 @@ def seam_clicks(audio: np.ndarray, note: np.ndarray, loop: tuple[int, int], f0: 
     ll, xf = le - ls, min(SEAM_XFADE, (le - ls) // 2, ls)
     v = click_hits(audio, ENGINE_RATE, f0) * sr / ENGINE_RATE  # virtual read positions
     phys = np.where(v >= le, ls + (v - ls) % ll, v)
-    own = click_hits(note, sr, f0).astype(np.float64)
+    own = click_hits(note, sr, f0, CLICK_RATIO / 2).astype(np.float64)  # the note's own, down to half as sharp
     if own.size:
         near = lambda q: np.min(np.abs(q[:, None] - own[None]), 1) <= 2  # noqa: E731
         ours = near(phys) | ((phys >= le - xf) & near(phys - ll))

@@ -276,7 +276,8 @@ def find_loop(x: np.ndarray, period: float, sample_rate: int) -> tuple[int, int]
 class _Compensation:
     """The gains compensate_loop applies for a loop [start, end), from the notes' level envelope [n, F]."""
 
-    def __init__(self, level: np.ndarray, frame: int, start: int, end: int):
+    def __init__(self, level: np.ndarray, energy: np.ndarray, frame: int, start: int, end: int):
+        """level: the notes' level envelope [n, F]; energy: their cumulative energy [n, L + 1]."""
         self.start, self.end, self.h = start, end, seam_window(start, end)
         z0, l0, z1, k = (int(v[0]) for v in _loop_frames(frame, np.array([start]), np.array([end])))
         self.rate, self.slope = np.zeros(len(level), complex), np.zeros(len(level))
@@ -288,9 +289,11 @@ class _Compensation:
         rest = y - y.mean(1, keepdims=True) - np.outer((y @ c) / (c @ c), c)  # about the level's line
         rate = 2 * np.mean(rest * np.exp(-2j * np.pi * (centre - start) / (end - start)), 1)
         self.rate = rate * np.minimum(1.0, MAX_RATE_DB / 2 / np.maximum(np.abs(rate), 1e-12))
-        level = level.copy()
-        level[:, z0:z1] -= self.swing(np.arange(z0, z1) * LOOP_HOP + frame / 2)  # (smooth within a frame)
-        slope = _seam_slope(_Ranges(level), np.array([l0]), np.array([z1]), np.array([k]))[:, 0] / LOOP_HOP
+        w = min(SEAM_LEVEL, (end - start) // 2)  # the loop's first and last w samples, once the swing is off
+        ends = np.array([start + w / 2, end - w / 2])
+        power = (energy[:, [start + w, end]] - energy[:, [start, end - w]]) / w
+        db = 10 * np.log10(np.maximum(power, 1e-20)) - self.swing(ends)
+        slope = (db[:, 1] - db[:, 0]) / (ends[1] - ends[0])
         self.slope = np.clip(slope, -MAX_TREND_DB / (end - start), MAX_TREND_DB / (end - start))  # dB/sample
 
     def swing(self, t: np.ndarray) -> np.ndarray:
@@ -315,7 +318,8 @@ def compensate_loop(x: np.ndarray, loop: tuple[int, int], period: float) -> np.n
       meets its start at the same level.
     -> a copy."""
     frame = loop_frame(period)
-    return x * 10 ** (_Compensation(_levels_db(x, frame), frame, *loop)(np.arange(x.shape[1])) / 20)
+    energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(x, dtype=np.float64), 1)], 1)
+    return x * 10 ** (_Compensation(_levels_db(x, frame), energy, frame, *loop)(np.arange(x.shape[1])) / 20)
 
 
 def held_loop(y: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -361,7 +365,7 @@ def _held_costs(x: np.ndarray, band: np.ndarray, energy: np.ndarray, band_energy
     x high-passed; floor [n, 1]: its level's floor), and of the compensating gain over the loop -> [3, n] dB.
     energy, band_energy: cumulative energies of x and band [n, L + 1]."""
     block = max(1, int(HELD_FRAME * sample_rate) // HELD_BLOCKS)
-    gain = _Compensation(level, frame, start, end)
+    gain = _Compensation(level, energy, frame, start, end)
     held = _held_levels(x, energy, gain, start, end, block)
     held_band = _held_levels(band, band_energy, gain, start, end, block, floor)
     phase = (np.arange(held.shape[1]) * block + HELD_BLOCKS * block / 2) / (end - start)
