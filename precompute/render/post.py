@@ -7,12 +7,13 @@ time is decided once per block and applied to every cell alike:
 - per note: DC removal (one-pole high-pass), click repair (isolated samples far beyond both neighbours);
 - per block: one onset shift, which trims the silence before the earliest start among the cells (a note starts
   at its first sample above 1 % of its peak) and so never cuts into any cell's attack; short fades;
-- per block: one sustain loop shared by every cell (cells read at the same position through the loop stay in
-  phase), chosen where the level and the level above 2.5 kHz move least, the waveform repeats across the engine's
-  crossfade and the level trend is small; each cell's level trend over the loop is then compensated by a smooth
-  gain, so the loop's end meets its start at the same level;
-- per note: brought to the block's target RMS, the corners' level at that pitch and velocity, so cells match and
-  velocity layers keep the corners' relative levels.
+- per block: one sustain loop shared by every cell (cells read together through one loop stay in phase),
+  chosen so that the cells, compensated and held through the engine's crossfade, swing least in level at the
+  loop rate and in their noise band's share of the level (find_loop);
+- per note: the loop's level compensation, smooth gains that take off the level's swing at the loop rate and
+  bring the loop's end to its start's level (compensate_loop);
+- per note: brought to the block's target RMS, the corners' level at that pitch and velocity (measured before
+  the compensation), so cells match and velocity layers keep the corners' relative levels.
 
 Loop points are stored in the bank, not baked into the audio.
 """
@@ -225,7 +226,7 @@ def _loop_rate(y: np.ndarray, l0: np.ndarray, z1: np.ndarray, slope: np.ndarray)
 def find_loop(x: np.ndarray, period: float, sample_rate: int) -> tuple[int, int]:
     """One sustain loop [start, end) for every note of a block x [n, L], inside its LOOP_REGION, LOOP_LENGTHS x
     LOOP_FRACTION of the note long, chosen for steadiness once compensated (compensate_loop) and held through the
-    engine's crossfade (held_loop). Every start and length on a LOOP_HOP grid is scored by the notes' level
+    engine's crossfade (_held_levels). Every start and length on a LOOP_HOP grid is scored by the notes' level
     envelopes (_steadiness), a note's cost counting above the least it has anywhere; the LOOP_REFINED best are
     made a whole number of periods long, the end placed where the windows around start and end correlate best
     (mean over the notes), and each note is compensated and held through them: the loop whose worst note
@@ -322,23 +323,13 @@ def compensate_loop(x: np.ndarray, loop: tuple[int, int], period: float) -> np.n
     return x * 10 ** (_Compensation(_levels_db(x, frame), energy, frame, *loop)(np.arange(x.shape[1])) / 20)
 
 
-def held_loop(y: np.ndarray, start: int, end: int) -> np.ndarray:
-    """One period of a note held through the engine's loop: y [n, end - start + h], the note from start - h to
-    end (h the seam window, the engine's crossfade) -> [n, end - start], the loop whose last h samples fade
-    linearly into the h before its start, as device/engine.py plays it."""
-    h, length = seam_window(start, end), end - start
-    out = y[:, h:].copy()
-    g = np.arange(1, h + 1) / (h + 1)
-    out[:, length - h:] = (1 - g) * y[:, length:] + g * y[:, :h]
-    return out
-
-
 def _held_levels(x: np.ndarray, energy: np.ndarray, gain: Callable[[np.ndarray], np.ndarray], start: int,
                  end: int, block: int, floor: np.ndarray | float = 1e-12) -> np.ndarray:
     """The level (dB) of x [n, L] (energy: its cumulative energy [n, L + 1]) times a gain (gain(t) -> dB
-    [n, T] at samples t) held through the loop [start, end) (held_loop), in frames of 5 blocks every block,
-    around the loop -> [n, frames]. Powers are summed per block with the gain and crossfade weight of the
-    block's middle (both change slowly)."""
+    [n, T] at samples t) held through the loop [start, end) as device/engine.py plays it, the loop's last h
+    samples (h the seam window) fading linearly, weight (k + 1) / (h + 1) at the k-th, into the h before its
+    start: in frames of HELD_BLOCKS blocks every block, around the loop -> [n, frames]. Powers are summed per
+    block with the gain and crossfade weight of the block's middle (both change slowly)."""
     h, length = seam_window(start, end), end - start
     nb = length // block
     at = start + np.arange(nb) * block

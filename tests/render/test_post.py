@@ -194,6 +194,26 @@ def test_held_notes_through_the_engine_neither_pump_nor_leave_holes(tmp_path):
     assert 10 * np.log10(levels[0.5, 0.5] / corners) > -1.0
 
 
+def test_held_loop_levels_follow_the_engines_crossfade():
+    """The loop chooser's held level (per-block sums) matches the held loop built sample by sample as the engine
+    plays it: the last h samples fade linearly, weight (k + 1) / (h + 1), into the h before the start."""
+    rng = np.random.default_rng(1)
+    t = np.arange(2 * SR) / SR
+    x = np.stack([np.sin(2 * np.pi * 262 * t * (1 + 0.004 * np.sin(2 * np.pi * 5 * t))) * (1 + 0.3 * t),
+                  rng.standard_normal(len(t)) * np.exp(-t)])
+    start, end = 9000, 16200
+    h = post.seam_window(start, end)
+    held = x[:, start:end].copy()
+    g = np.arange(1, h + 1) / (h + 1)
+    held[:, -h:] = (1 - g) * x[:, end - h:end] + g * x[:, start - h:start]
+    block = 64
+    power = np.mean(held[:, : (end - start) // block * block].reshape(2, -1, block) ** 2, 2)
+    expect = 10 * np.log10(sum(np.roll(power, -i, 1) for i in range(post.HELD_BLOCKS)) / post.HELD_BLOCKS)
+    energy = np.concatenate([np.zeros((2, 1)), np.cumsum(x ** 2, 1)], 1)
+    got = post._held_levels(x, energy, lambda u: np.zeros((2, len(u))), start, end, block)
+    assert np.abs(got - expect).max() < 0.2
+
+
 def test_loop_falls_back_on_silence_and_short_notes():
     assert post.find_loop(np.zeros((2, SR)), 100.0, SR) == (3200, 6560)
     assert post.find_loop(tone(seconds=0.03)[None], post.pitch_period(60, SR), SR) == (96, 196)
