@@ -19,10 +19,11 @@ as the baseline) and by precompute/render/post.py, into two banks, and both are 
   20-ms level in dB from the loop start on, a sinusoid at the loop rate fitted with a line over whole loops),
   and the median over the cells; a held loop repeats every level change inside it at the loop rate, a tremolo
   of the note's own included;
-- seam_clicks: clicks within 3 ms of the loop's seams (its end and its crossfade's start) in those renders:
-  outliers of the second difference of what one period earlier does not predict (over 10x its local mean over
-  10 ms); note_clicks: what that detector finds in the bank's notes themselves; clicks_repaired: what the
-  post-processing repaired (the same step in both).
+- seam_clicks: clicks within 3 ms of the loop's seams (its end and its crossfade's start) in those renders that
+  the bank note does not hold at that place (down to half as sharp): outliers of the second difference of what
+  one period earlier does not predict (over 10x its local mean over 10 ms); note_clicks: what that detector
+  finds in the bank's notes themselves; clicks_repaired: what the post-processing repaired (the same step in
+  both); post_seconds: the post-processing's time (assembly of the bank).
 
 Targets: hole_db >= -3, seam_step_db <= 1, pumping_db <= 1, no clicks. The last line is one JSON object.
 
@@ -328,15 +329,15 @@ def engine_figures(rows: list[dict], show: bool) -> dict:
             "hole_engine_db": round(min(min(r["holes"], default=0.0) for r in rows), 2)}
 
 
-def measure(bank_path: Path, decoded: np.ndarray, clicks_repaired: int, tmp: Path, cells: bool) -> dict:
+def measure(bank_path: Path, decoded: np.ndarray, tmp: Path, cells: bool) -> dict:
     bank = open_bank(bank_path, verify=True)
     sr = bank.info.sample_rate
     samples = np.asarray(bank.samples, dtype=np.float64) / 32767
     worst_step, median_step = seam_step_db(samples, bank.loops, sr)
     return {"hole_db": round(hole_db(samples), 2), "attack_cut_ms": round(attack_cut_ms(decoded, samples, sr), 1),
             "seam_step_db": round(worst_step, 2), "seam_step_median_db": round(median_step, 2),
-            **engine_figures(EngineRuns(bank_path, tmp).cells(), cells), "note_clicks": note_clicks(samples, bank.info.pitches, sr),
-            "clicks_repaired": clicks_repaired}
+            **engine_figures(EngineRuns(bank_path, tmp).cells(), cells),
+            "note_clicks": note_clicks(samples, bank.info.pitches, sr)}
 
 
 def main() -> None:
@@ -370,9 +371,9 @@ def main() -> None:
         render_s = time.monotonic() - t0
         job = Job(tmp / "render.job")  # the decoded codes (kept: --keep runs again without decoding)
         info = open_bank(tmp / "render").info
-        clicks = {}
+        steps = {}
         for name, fn in (("old", old_postprocess_block), ("new", post.postprocess_block)):
-            counted = []
+            counted, t0 = [], time.monotonic()
 
             def counting(audio, fn=fn, **kw):
                 out = fn(audio, **kw)
@@ -380,13 +381,13 @@ def main() -> None:
                 return out
             assemble(job, job.load_plan(), tmp / name, model=info.model, config_hash=info.config_hash,
                      extra=info.extra, post=counting)
-            clicks[name] = sum(counted)
+            steps[name] = {"clicks_repaired": sum(counted), "post_seconds": round(time.monotonic() - t0, 1)}
         decoded = decoded_audio(job)
         rows = {}
         for name in ("old", "new"):
             if args.cells:
                 print(f"{name}:", file=sys.stderr)
-            rows[name] = measure(tmp / name, decoded, clicks[name], tmp, args.cells)
+            rows[name] = {**measure(tmp / name, decoded, tmp, args.cells), **steps[name]}
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     keys = list(rows["old"])
     print(f"{'figure':<22}{'old':>10}{'new':>10}")

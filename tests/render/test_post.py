@@ -174,8 +174,9 @@ def test_held_notes_through_the_engine_neither_pump_nor_leave_holes(tmp_path):
     start, end = (int(v) for v in loops[0])
     hold = (start + 5 * (end - start)) / SR
     song = mido.MidiFile(ticks_per_beat=480)
+    off = int(mido.second2tick(hold, 480, 500000))
     song.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=127, time=0),
-                                       mido.Message("note_off", note=60, time=int(mido.second2tick(hold, 480, 500000)))]))
+                                       mido.Message("note_off", note=60, time=off)]))
     song.save(tmp_path / "held.mid")
     levels = {}
     for xy in [(0, 0), (1, 0), (0, 1), (1, 1), (0.5, 0), (0.5, 0.5)]:
