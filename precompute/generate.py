@@ -48,14 +48,15 @@ class _NoteNoise:
 
 
 def sample_codes(logits: torch.Tensor, u: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
-    """The stepper's sampling rule for one step outside it (e.g. onnxruntime): logits [B, Q]; u [B] uniforms
-    (None: greedy) -> codes [B] in [-Q/2, Q/2)."""
+    """The stepper's sampling rule (Stepper._sample) for one step outside it (e.g. onnxruntime): logits [B, Q];
+    u [B] uniforms (None: greedy) -> codes [B] in [-Q/2, Q/2)."""
     q = logits.shape[-1]
     if u is None:
         idx = logits.argmax(-1)
     else:
         cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
-        idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).squeeze(-1).clamp_(max=q - 1)
+        v = (u.float().clamp(Stepper.U_MIN, Stepper.U_MAX) * cdf[:, -1]).unsqueeze(-1)
+        idx = torch.searchsorted(cdf, v, right=True).squeeze(-1).clamp_(max=q - 1)
     return idx - q // 2
 
 

@@ -176,16 +176,23 @@ class Stepper:
         self._sample(k)
         self.t.add_(1)
 
+    U_MIN, U_MAX = 2.0 ** -25, 1.0 - 2.0 ** -23  # the range u is held in (see _sample)
+
     def _sample(self, k: int) -> None:
+        """Inverse CDF: the first class whose cumulative probability exceeds u (of the total), with u held in
+        [U_MIN, U_MAX]. So u = 0 (torch.rand's lowest value, drawn once in 2^24) acts as half a step of its 2^-24
+        grid and never picks a leading class of (near-)zero probability, and u·total stays below the float32
+        total, so u near 1 picks the last class that adds to it, never a trailing class of (near-)zero mass."""
         idx = self._idx
         if self.greedy:
             torch.argmax(self.logits, -1, keepdim=True, out=idx)
-        else:  # inverse CDF: the first class whose cumulative probability reaches u (of the total)
+        else:
             torch.softmax(self.logits, -1, dtype=torch.float32, out=self._probs)
             torch.cumsum(self._probs, -1, out=self._cdf)
-            torch.mul(self.noise[k], self._cdf[:, -1:], out=self._v)
-            torch.searchsorted(self._cdf, self._v, out=idx)
-            idx.clamp_(max=self.q - 1)
+            torch.clamp(self.noise[k], self.U_MIN, self.U_MAX, out=self._v)
+            self._v.mul_(self._cdf[:, -1:])
+            torch.searchsorted(self._cdf, self._v, right=True, out=idx)
+            idx.clamp_(max=self.q - 1)  # only NaN logits get past the last class
         self.codes[k].copy_(idx)
         torch.mul(idx, 2.0 / self.q, out=self._x_new)  # network input (idx - q/2) / (q/2)
         self._x_new.sub_(1.0)

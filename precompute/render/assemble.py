@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,8 +47,10 @@ def timbre_cell(plan: Plan) -> tuple[int, int]:
     return p, len(plan.velocities) - 1
 
 
-def assemble(job: Job, plan: Plan, out: str | os.PathLike, *, model: str, config_hash: str, extra: dict) -> BankInfo:
-    """Post-process every block and write the bank at `out` (replacing any bank there only when complete)."""
+def assemble(job: Job, plan: Plan, out: str | os.PathLike, *, model: str, config_hash: str, extra: dict,
+             post: Callable[..., tuple[np.ndarray, np.ndarray, int]] = postprocess_block) -> BankInfo:
+    """Post-process every block (with `post`, postprocess_block's signature) and write the bank at `out`
+    (replacing any bank there only when complete)."""
     out = Path(out)
     remove_stale(out.parent, f"{out.name}.partial-")  # BankWriters of killed renders
     shards = _Shards(job, plan)
@@ -59,8 +62,8 @@ def assemble(job: Job, plan: Plan, out: str | os.PathLike, *, model: str, config
             for p_idx, pitch in enumerate(plan.pitches):
                 for v_idx in range(len(plan.velocities)):
                     audio = mulaw_decode(torch.from_numpy(shards.codes(plan.block_notes(p_idx, v_idx)))).numpy()
-                    notes, loops, n = postprocess_block(audio, pitch=pitch, sample_rate=plan.sample_rate,
-                                                        target_rms=float(plan.target_rms[p_idx, v_idx]))
+                    notes, loops, n = post(audio, pitch=pitch, sample_rate=plan.sample_rate,
+                                           target_rms=float(plan.target_rms[p_idx, v_idx]))
                     clicks += n
                     writer.write_block(p_idx, v_idx, notes[plan.cell_index], loops[plan.cell_index])
             log.info("%s: %d clicks repaired", out, clicks)
