@@ -159,7 +159,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in (("model", args.model), ("baseline", args.baseline)):
             if model == "none":
-                rows[name] = {k: float("nan") for k in rows["sine"]}
+                rows[name] = {k: float("nan") for k in (*rows["sine"], "embedding_ratio")}
                 continue
             rows[name] = measure(render(corners, model, Path(tmp) / name, pitches, args.velocity, args.threads),
                                  originals, pitches)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from precompute.config import ModelConfig
-from precompute.mulaw import codes_to_input, codes_to_target, mulaw_decode
+from precompute.mulaw import codes_to_input, codes_to_target, mulaw_compress, mulaw_decode
 
 Taps = Callable[[int, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -207,14 +207,16 @@ class NoteExcitation:
 
     def at(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:
         """Sample indices t [T] or [B, T] -> the excitation [B, T, exc_width] float64: from phase 0 (generation),
-        or each harmonic in phase with the audio `align` [B, T] (teacher forcing)."""
+        or each harmonic in phase with the audio `align` [B, T] (teacher forcing). The source is mu-law companded,
+        as the decoder's own input is, so that following it is the identity to the decoder."""
         if t.dim() == 2 or align is not None:
             t = t if t.dim() == 2 else t[None].expand(len(self.rates), -1)
         phase = None if align is None else aligned_phase(align, self.rates, t)
         parts = [excitation(self.rates, t, phase)]
         if self.log_amps is not None:
             src_phase = None if align is None else harmonic_phases(align, self.src_rates, t)
-            parts.append(source_signal(self.log_amps, self.src_rates, t, self.cfg.hop, src_phase)[..., None])
+            source = source_signal(self.log_amps, self.src_rates, t, self.cfg.hop, src_phase)
+            parts.append(mulaw_compress(source)[..., None])
         return torch.cat(parts, -1)
 
 

@@ -8,11 +8,15 @@ import torch
 MU = 255
 
 
+def mulaw_compress(x: torch.Tensor) -> torch.Tensor:
+    """float audio -> mu-law companded values in [-1, 1] (clipped to [-1, 1] first), not yet quantised."""
+    x = x.clamp(-1.0, 1.0)
+    return torch.sign(x) * torch.log1p(MU * x.abs()) / math.log1p(MU)
+
+
 def mulaw_encode(x: torch.Tensor) -> torch.Tensor:
     """float audio in [-1, 1] -> int64 codes q in [-128, 127]."""
-    x = x.clamp(-1.0, 1.0)
-    y = torch.sign(x) * torch.log1p(MU * x.abs()) / math.log1p(MU)
-    return torch.floor(128.0 * y).clamp(-128, 127).to(torch.int64)
+    return torch.floor(128.0 * mulaw_compress(x)).clamp(-128, 127).to(torch.int64)
 
 
 def mulaw_decode(q: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ import torch
 
 from precompute.config import PRESETS, ModelConfig, preset
 from precompute.generate import generate
-from precompute.model import WaveNetAutoencoder, shift
+from precompute.model import WaveNetAutoencoder, shift, source_signal
 from precompute.mulaw import codes_to_input, mulaw_decode, mulaw_encode
 
 
@@ -157,3 +157,17 @@ def test_the_harmonic_source_is_its_harmonics_summed():
     expect = (amp * excitation(rates, t, phase)).sum(-1)
     assert torch.allclose(source_signal(log_amps, rates, t, 512, phase), expect, atol=1e-9)
     assert torch.allclose(source_signal(log_amps, rates, t[0], 512), (amp * excitation(rates, t)).sum(-1), atol=1e-9)
+
+
+def test_the_decoder_sees_the_source_mu_law_companded_as_its_own_input():
+    from precompute.model import NoteExcitation
+
+    cfg = preset("tiny", harmonics=2, source_bands=4)
+    params = torch.zeros(2, 3, 4 + cfg.source_partials)
+    params[..., :4] = -1.0  # loud: every harmonic at e^-1
+    note = NoteExcitation(cfg, torch.tensor([45, 57]), params)
+    exc = note.at(torch.arange(1024))
+    linear = source_signal(note.log_amps, note.src_rates, torch.arange(1024), cfg.hop)
+    assert linear.abs().max() > 1.0  # clipped at full scale, then companded
+    y = linear.clamp(-1, 1)
+    assert torch.allclose(exc[..., 2], torch.sign(y) * torch.log1p(255 * y.abs()) / np.log(256), atol=1e-6)
