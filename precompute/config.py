@@ -21,6 +21,9 @@ class ModelConfig:
     enc_layers: int = 30
     enc_channels: int = 128
     enc_stack: int = 10
+    # Spectral branch of the encoder (not in the paper): each frame's log-mel spectrum in enc_spectral bands,
+    # through a small MLP, added to its embedding (0: the paper's waveform encoder alone).
+    enc_spectral: int = 0
     dec_layers: int = 30
     dec_channels: int = 512  # residual width R; the dilated conv makes 2R (gate halves)
     dec_stack: int = 10
@@ -57,6 +60,8 @@ class ModelConfig:
         d = asdict(self)
         if not d["harmonics"]:
             del d["harmonics"]
+        if not d["enc_spectral"]:
+            del d["enc_spectral"]
         if not d["source_bands"]:
             for k in ("source_bands", "source_partials", "source_hidden", "source_max"):
                 del d[k]
@@ -72,9 +77,11 @@ class ModelConfig:
             cfg = cls(**d)
         except TypeError as e:
             raise NsynthError(f"{source}: bad model config: {e}") from None
-        if min(cfg.harmonics, cfg.source_bands, cfg.source_partials, cfg.source_max) < 0 or cfg.source_bands == 1:
+        if min(cfg.harmonics, cfg.source_bands, cfg.source_partials, cfg.source_max, cfg.enc_spectral) < 0 \
+                or cfg.source_bands == 1:
             raise NsynthError(f"{source}: harmonics {cfg.harmonics}, source_bands {cfg.source_bands} (0 or >= 2), "
-                              f"source_partials {cfg.source_partials}, source_max {cfg.source_max}: bad values")
+                              f"source_partials {cfg.source_partials}, source_max {cfg.source_max}, "
+                              f"enc_spectral {cfg.enc_spectral}: bad values")
         if cfg.kernel != 3:
             raise NsynthError(f"{source}: only kernel 3 is supported, got {cfg.kernel}")
         return cfg
@@ -90,9 +97,10 @@ PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(preset="small", enc_layers=20, enc_channels=64, dec_layers=20, dec_channels=128,
                          skip_channels=128),
     # The bundled model: learns on 2 CPU cores in hours; the sine excitation gives it the note's pitch, the
-    # harmonic source its timbre.
-    "compact": ModelConfig(preset="compact", enc_layers=10, enc_channels=32, enc_stack=10, dec_layers=20,
-                           dec_channels=48, dec_stack=10, skip_channels=64, harmonics=8, source_bands=48),
+    # harmonic source its timbre, the encoder's spectral branch a direct view of that timbre.
+    "compact": ModelConfig(preset="compact", enc_layers=10, enc_channels=32, enc_stack=10, enc_spectral=48,
+                           dec_layers=20, dec_channels=48, dec_stack=10, skip_channels=64, harmonics=8,
+                           source_bands=48),
     # Tests.
     "tiny": ModelConfig(preset="tiny", enc_layers=4, enc_channels=16, enc_stack=4, dec_layers=6, dec_channels=16,
                         dec_stack=3, skip_channels=16),

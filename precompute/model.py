@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from precompute.config import ModelConfig
-from precompute.mulaw import codes_to_input, codes_to_target, mulaw_compress, mulaw_decode
+from precompute.mulaw import MU, codes_to_input, codes_to_target, mulaw_compress, mulaw_decode
 
 Taps = Callable[[int, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -30,8 +30,58 @@ def shift(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, -k))[:, -k:]
 
 
+SPECTRAL_FMIN = 40.0     # Hz: the spectral branch's lowest mel band edge
+SPECTRAL_HIDDEN = 128
+SPECTRAL_SCALE = 0.1     # log-power is scaled by this on the way in
+
+
+def mel_filterbank(n_fft: int, bands: int, sample_rate: int, fmin: float) -> torch.Tensor:
+    """Triangular filters on the mel scale (HTK's formula) from fmin to Nyquist: [n_fft // 2 + 1, bands]."""
+    mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
+    edges = torch.linspace(mel(fmin), mel(sample_rate / 2), bands + 2, dtype=torch.float64)
+    edges = 700.0 * (10 ** (edges / 2595.0) - 1.0)
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
+    up, down = (freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)
+    return torch.clamp(torch.minimum(up, down), min=0).float()
+
+
+class SpectralBranch(nn.Module):
+    """Audio input [B, T] (mu-law q/128) -> [B, T // hop, bottleneck]: each frame's log-mel spectrum (a 2·hop
+    Hann window centred on the frame) through a small MLP. A direct view of the spectral envelope, which a small
+    waveform stack learns slowly; its output layer starts at zero (a warm start computes what it did)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        n = 2 * cfg.hop
+        self.hop = cfg.hop
+        t = torch.arange(n, dtype=torch.float64)
+        k = torch.arange(n // 2 + 1, dtype=torch.float64)
+        window = torch.hann_window(n, periodic=True, dtype=torch.float64)[:, None]
+        arg = 2 * math.pi * t[:, None] * k[None] / n
+        self.register_buffer("basis", torch.cat([torch.cos(arg), torch.sin(arg)], 1).mul(window).float(),
+                             persistent=False)  # [n, 2 (n/2 + 1)]: the windowed DFT
+        self.register_buffer("mel", mel_filterbank(n, cfg.enc_spectral, cfg.sample_rate, SPECTRAL_FMIN),
+                             persistent=False)
+        self.net = nn.Sequential(nn.Linear(cfg.enc_spectral, SPECTRAL_HIDDEN), nn.ReLU(),
+                                 nn.Linear(SPECTRAL_HIDDEN, cfg.bottleneck))
+        with torch.no_grad():
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hop, frames = self.hop, x.shape[1] // self.hop
+        audio = torch.sign(x) * (torch.exp(x.abs() * math.log1p(MU)) - 1) / MU  # (expm1 does not export to ONNX)
+        blocks = F.pad(audio, (hop // 2, hop // 2))[:, : (frames + 1) * hop].reshape(x.shape[0], frames + 1, hop)
+        spec = torch.cat([blocks[:, :-1], blocks[:, 1:]], -1) @ self.basis  # [B, F, 2 (n/2 + 1)]
+        half = spec.shape[-1] // 2
+        power = spec[..., :half] ** 2 + spec[..., half:] ** 2
+        return self.net(SPECTRAL_SCALE * torch.log(power @ self.mel + 1e-6))
+
+
 class Encoder(nn.Module):
-    """Non-causal dilated stack: audio input [B, T] (mu-law q/128) -> embeddings [B, T // hop, bottleneck]."""
+    """Non-causal dilated stack: audio input [B, T] (mu-law q/128) -> embeddings [B, T // hop, bottleneck];
+    with cfg.enc_spectral, plus the SpectralBranch."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -42,6 +92,7 @@ class Encoder(nn.Module):
         self.dilated = nn.ModuleList(nn.Linear(3 * c, c) for _ in self.dilations)  # taps t-d, t, t+d
         self.res = nn.ModuleList(nn.Linear(c, c) for _ in self.dilations)
         self.bottleneck = nn.Linear(c, cfg.bottleneck)
+        self.spectral = SpectralBranch(cfg) if cfg.enc_spectral else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.unsqueeze(-1)
@@ -51,7 +102,8 @@ class Encoder(nn.Module):
             en = en + res(torch.relu(dil(torch.cat([shift(r, d), r, shift(r, -d)], -1))))
         en = self.bottleneck(en)
         frames = en.shape[1] // self.hop
-        return en[:, : frames * self.hop].reshape(en.shape[0], frames, self.hop, -1).mean(2)
+        emb = en[:, : frames * self.hop].reshape(en.shape[0], frames, self.hop, -1).mean(2)
+        return emb if self.spectral is None else emb + self.spectral(x)
 
 
 def excitation_rates(pitch: torch.Tensor, harmonics: int, sample_rate: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ class TrainConfig:
 
 
 def _multiplier(tc: TrainConfig, step: int) -> float:
-    frac = (step - tc.lr_from) / max(tc.steps - tc.lr_from, 1)
+    frac = max(0.0, (step - tc.lr_from) / max(tc.steps - tc.lr_from, 1))  # (the step before a retarget: its start)
     return tc.lr_scale * [m for f, m in SCHEDULE if frac >= f][-1]
 
 

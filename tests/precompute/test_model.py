@@ -171,3 +171,30 @@ def test_the_decoder_sees_the_source_mu_law_companded_as_its_own_input():
     assert linear.abs().max() > 1.0  # clipped at full scale, then companded
     y = linear.clamp(-1, 1)
     assert torch.allclose(exc[..., 2], torch.sign(y) * torch.log1p(255 * y.abs()) / np.log(256), atol=1e-6)
+
+
+def test_the_spectral_branch_sees_each_frames_spectrum():
+    """Oracle: numpy's rfft of the Hann-windowed 1024 samples centred on a frame; the branch's log-mel input is
+    that power spectrum through the mel filters."""
+    from precompute.model import mel_filterbank
+
+    cfg = preset("tiny", enc_spectral=12)
+    model = WaveNetAutoencoder(cfg)
+    branch = model.encoder.spectral
+    torch.manual_seed(0)
+    audio = torch.randn(2, 4096) * 0.1
+    codes = mulaw_encode(audio)
+    x = codes_to_input(codes)
+    with torch.no_grad():
+        branch.net[-1].weight.normal_()  # (zero at first, so that a warm start computes what it did)
+        seen = []
+        branch.net.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+        emb = model.encoder(x)
+    assert emb.shape == (2, 8, 16)
+    lin = (torch.sign(x) * torch.expm1(x.abs() * np.log(256)) / 255).numpy()
+    padded = np.pad(lin, ((0, 0), (256, 256)))
+    fb = mel_filterbank(1024, 12, 16000, 40.0).numpy()
+    for f in (0, 3, 7):
+        power = np.abs(np.fft.rfft(np.hanning(1025)[:-1] * padded[1, f * 512: f * 512 + 1024])) ** 2
+        assert np.allclose(seen[0][1, f].numpy(), 0.1 * np.log(power @ fb + 1e-6), atol=1e-3)
+    assert (fb.sum(0) > 0).all()  # no empty band

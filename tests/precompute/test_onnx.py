@@ -17,7 +17,11 @@ from precompute.onnx_export import check_onnx_dir, export_onnx, state_names
 def exported(tmp_path_factory, request):
     torch.manual_seed(0)
     harmonics, source = request.param
-    model = WaveNetAutoencoder(preset("tiny", harmonics=harmonics, source_bands=source)).eval()
+    model = WaveNetAutoencoder(preset("tiny", harmonics=harmonics, source_bands=source,
+                                      enc_spectral=8 if source else 0)).eval()
+    if source:
+        with torch.no_grad():
+            model.encoder.spectral.net[-1].weight.normal_()  # the spectral branch's output counts
     with torch.no_grad():
         model.decoder.start.weight.normal_()  # the excitation's weights count
     out = tmp_path_factory.mktemp("onnx")

@@ -226,13 +226,14 @@ def test_a_warm_start_adds_a_source_without_changing_what_the_model_computes(tmp
         for p in old.parameters():
             p.normal_(0, 0.1)
     save_weights(tmp_path / "old", old)
-    model = WaveNetAutoencoder(preset("tiny", harmonics=2, source_bands=8))
+    model = WaveNetAutoencoder(preset("tiny", harmonics=2, source_bands=8, enc_spectral=6))
     warm_start(model, tmp_path / "old")
     codes = torch.randint(-128, 128, (2, 2048))
     pitch = torch.tensor([45, 70])
     with torch.no_grad():
         assert torch.allclose(model(codes, pitch), old(codes, pitch), atol=1e-5)
-    assert model.decoder.source.net[0].weight.abs().sum() > 0  # the new module keeps its own initialisation
+    assert model.decoder.source.net[0].weight.abs().sum() > 0  # new modules keep their own initialisation
+    assert model.encoder.spectral.net[0].weight.abs().sum() > 0
 
 
 def test_a_longer_run_goes_on_from_its_learning_rate():
@@ -243,6 +244,7 @@ def test_a_longer_run_goes_on_from_its_learning_rate():
     retarget(tc, 1000, 3000)
     lrs = [learning_rate(tc, s) for s in range(1000, 3000)]
     assert lrs[0] == pytest.approx(end) and lrs[-1] == pytest.approx(1e-5)
+    assert learning_rate(tc, 999) == pytest.approx(end)  # the step before (the progress line reports it)
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     fresh = TrainConfig(steps=1000, lr=1e-3)
     retarget(fresh, 0, 2000)  # a budget set at the start: the paper's schedule over the whole run
