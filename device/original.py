@@ -171,7 +171,8 @@ def import_sound_file(path: Path, dest: Path, layout: Layout, stamp: dict, progr
                         if got != layout.note_bytes:
                             raise NsynthError(f"{path}: ended early, in cell {cell} pitch {pitch} (the file "
                                               f"changed while it was imported?)")
-                        loop = find_loop(buf.astype(np.float64) / 32768.0, pitch_period(pitch, layout.sample_rate))
+                        loop = find_loop(buf[None].astype(np.float64) / 32768.0,
+                                         pitch_period(pitch, layout.sample_rate), layout.sample_rate)
                         writer.write(p_idx, 0, y, x, buf, loop)
                         if progress:
                             progress(1)

@@ -254,6 +254,8 @@ def find_loop(x: np.ndarray, period: float, sample_rate: int) -> tuple[int, int]
     s, e = s.ravel(), (s + e).ravel()
     keep = (e <= last_end) & (e - s >= frame + 2 * LOOP_HOP)  # two level frames at least in every loop
     s, e = s[keep], e[keep]
+    if not len(s):  # the region is too short for the shortest loop tried
+        return default_loop(length)
     cost = _steadiness(_Ranges(level), _Ranges(_levels_db(band_x, frame, floor) - level), frame, s, e)
     energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(x, dtype=np.float64), 1)], 1)
     band_energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(band_x), 1)], 1)

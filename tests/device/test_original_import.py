@@ -25,7 +25,7 @@ from device.original import Layout, import_original
 from hardware.corners import corners_from_banks
 from hardware.frame import Frame, decode, encode
 from hardware.mapping import BoardMapper
-from precompute.render.post import find_loop, pitch_period
+from precompute.render.post import default_loop, find_loop, pitch_period
 
 # the original's layout, with short notes so the tests stay small
 LAYOUT = Layout(note_length=2000)
@@ -83,12 +83,9 @@ def test_a_touch_plays_the_same_note_on_both_instruments(tmp_path):
             assert played_value(bank, touch, key) == pytest.approx(expected, abs=0.5), (touch, key)
 
 
-def test_every_note_lands_in_its_cell_with_loops_found_as_for_rendered_banks(tmp_path):
+def test_every_note_lands_in_its_cell(tmp_path):
     src = write_sound_file(tmp_path / "a_b_c_d.bin")
     raw = np.fromfile(src, dtype="<i2").reshape(81, 16, LAYOUT.note_length)
-    tone = (np.sin(2 * np.pi * 220 * np.arange(LAYOUT.note_length) / 16000) * 8000).astype("<i2")
-    raw[40, 9] = tone  # one real tone, so a loop is really searched for
-    raw.tofile(src)
     import_original(src, tmp_path / "banks", layout=LAYOUT, quiet=True)
     bank = open_bank(tmp_path / "banks" / "a_b_c_d")
     assert bank.info.pitches == tuple(PITCHES) and bank.info.grid == 9 and bank.info.sample_rate == 16000
@@ -96,8 +93,23 @@ def test_every_note_lands_in_its_cell_with_loops_found_as_for_rendered_banks(tmp
         for p in range(16):
             y, x = 8 - cell // 9, cell % 9
             np.testing.assert_array_equal(bank.samples[p, 0, y, x], raw[cell, p])
-            assert tuple(bank.loops[p, 0, y, x]) == find_loop(raw[cell, p] / 32768.0, pitch_period(PITCHES[p], 16000))
-    assert tuple(bank.loops[9, 0, 4, 4]) != (400, 820)  # the tone's loop is not the fallback
+
+
+def test_loops_are_found_as_for_rendered_banks(tmp_path):
+    layout = Layout(grid=3, pitches=(48, 57), note_length=6000)  # notes long enough for a loop search
+    src = write_sound_file(tmp_path / "a_b_c_d.bin", layout=layout)
+    raw = np.fromfile(src, dtype="<i2").reshape(9, 2, layout.note_length)
+    t = np.arange(layout.note_length) / 16000
+    raw[4, 1] = np.sin(2 * np.pi * 220 * t) * (8000 - 4000 * t)  # one real, decaying tone
+    raw.tofile(src)
+    import_original(src, tmp_path / "banks", layout=layout, quiet=True)
+    bank = open_bank(tmp_path / "banks" / "a_b_c_d")
+    for cell in range(9):
+        for p, pitch in enumerate(layout.pitches):
+            y, x = 2 - cell // 3, cell % 3
+            assert tuple(bank.loops[p, 0, y, x]) == find_loop(raw[cell, p][None] / 32768.0,
+                                                               pitch_period(pitch, 16000), 16000)
+    assert tuple(bank.loops[1, 0, 1, 1]) != default_loop(layout.note_length)  # the tone's loop is searched for
 
 
 def test_the_encoders_switch_between_imported_combinations(tmp_path):
@@ -178,11 +190,11 @@ import os, signal, sys
 import device.original as o
 calls = [0]
 real = o.find_loop
-def find_loop(x, period):
+def find_loop(*args):
     calls[0] += 1
     if calls[0] == int(sys.argv[3]):
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(x, period)
+    return real(*args)
 o.find_loop = find_loop
 o.import_original(sys.argv[1], sys.argv[2], layout=o.Layout(note_length=2000), quiet=True)
 """
@@ -213,7 +225,7 @@ def test_a_killed_import_keeps_finished_banks_and_resumes(tmp_path):
 
 
 def test_it_streams_a_few_notes_at_a_time(tmp_path, monkeypatch):
-    layout = Layout(note_length=8000)
+    layout = Layout(grid=5, pitches=(48, 60), note_length=8000)
     src = write_sound_file(tmp_path / "a_b_c_d.bin", layout)
     peaks = []
 
@@ -228,9 +240,10 @@ def test_it_streams_a_few_notes_at_a_time(tmp_path, monkeypatch):
         import_original(src, tmp_path / "banks", layout=layout, quiet=True)
     finally:
         tracemalloc.stop()
-    # the file holds 1296 notes; the import holds one (and the loop search's float copies of it)
-    assert len(peaks) == 1 and peaks[0] < 16 * layout.note_bytes, peaks
-    assert open_bank(tmp_path / "banks" / "a_b_c_d", verify=True).samples.nbytes > 80 * peaks[0]
+    # the file holds 50 notes; the import holds one, and the loop search's float copies of it (about 20 int16
+    # notes' worth)
+    assert len(peaks) == 1 and peaks[0] < 32 * layout.note_bytes, peaks
+    assert open_bank(tmp_path / "banks" / "a_b_c_d", verify=True).samples.nbytes > 2 * peaks[0]
 
 
 def test_cli_imports_with_progress_and_the_original_settings(tmp_path, capsys):

@@ -218,6 +218,11 @@ def test_held_loop_levels_follow_the_engines_crossfade():
 def test_loop_falls_back_on_silence_and_short_notes():
     assert post.find_loop(np.zeros((2, SR)), 100.0, SR) == (3200, 6560)
     assert post.find_loop(tone(seconds=0.03)[None], post.pitch_period(60, SR), SR) == (96, 196)
+    for length in (3000, 4000, 6000):  # room for the search's frames, but every loop it would try is too long
+        for pitch in range(24, 85, 4):
+            note = np.sin(np.arange(length) * 2 * np.pi * 440 / SR)[None]
+            start, end = post.find_loop(note, post.pitch_period(pitch, SR), SR)
+            assert 0 < start < end <= length
 
 
 def test_fades():
