@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import math
+import operator
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -42,9 +43,8 @@ DEFAULT_PARAMS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 0.8, 
 # voice stages
 FREE, ATTACK, DECAY, RELEASE, KILL = 0, 1, 2, 3, 4
 _EPS = 1e-3  # -60 dB: the decay and release times are times to get this close
+LIMIT_KNEE = 0.9  # the output limiter leaves samples within +-0.9 (-0.9 dBFS) alone
 _NCH = 16
-_KINDS = frozenset({"on", "off", "params", "bend", "pedal", "note_xy", "all_notes_off", "all_sound_off",
-                    "reset_controllers", "bank"})
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class EngineConfig:
     xy_smooth_s: float = 0.02     # time constant of a voice following X/Y
     param_slew_s: float = 0.05    # time constant of the other parameters
     loop_crossfade: int = 4000    # source samples (the original's), shortened to fit each loop
-    velocity_curve: float = 1.0   # gain = (velocity / 127) ** velocity_curve; 0 = no velocity gain
+    velocity_curve: float = 1.0   # below the lowest layer (above the highest): (velocity / layer's) ** curve
+    limiter: bool = True          # soft-limit the output to +-1.0 (see soft_limit)
     fade_slots: int = 16
 
 
@@ -91,8 +92,7 @@ class Engine:
         self._cur = self._target.copy()
         self._chan_bend = np.zeros(_NCH)
         self._global_bend = 0.0
-        self._chan_xy = np.full((_NCH, 2), np.nan)  # MPE per-note X/Y (NaN: follow the global X/Y)
-        self._mpe_xy = False  # any channel has its own X/Y
+        self._chan_xy = np.full((_NCH, 2), np.nan)  # MPE X/Y a channel sent for its note (NaN: none)
         self._pedal = False
         self._swap: tuple[int, Bank] | None = None
         self._t = np.arange(1, c.block + 1, dtype=np.float64)
@@ -112,6 +112,7 @@ class Engine:
         self.gain = np.zeros(cap, np.float64)
         self.level = np.zeros(cap, np.float64)
         self.sxy = np.zeros((cap, 2), np.float64)  # smoothed position in grid units
+        self.vxy = np.full((cap, 2), np.nan)  # a voice's own X/Y (MPE), 0..1; NaN: it follows the global X/Y
         self.square = np.full((cap, 2), -1, np.int64)  # (cx, cy) of the 4 cells in use
         # per stream (8 per voice, cell-major, layer-minor): flat sample offset of its note, loop start, loop end,
         # loop length, crossfade length, crossfade start
@@ -126,17 +127,14 @@ class Engine:
     def post(self, event: tuple, frame: int | None = None) -> None:
         """Queue one event: ("on", ch, key, vel), ("off", ch, key), ("params", {name: 0..1}),
         ("bend", ch or None, semitones), ("pedal", down), ("note_xy", ch, x or None, y or None),
-        ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank)."""
-        if event[0] not in _KINDS:
-            raise ValueError(f"unknown engine event {event[0]!r}; known: {', '.join(sorted(_KINDS))}")
-        self._queue.append((frame, event))
+        ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank).
+        Channels are 0..15, keys and velocities 0..127; a malformed event raises ValueError here, in the
+        posting thread, never in the audio thread."""
+        self._queue.append((frame, checked_event(event)))
 
     def post_params(self, frame: int | None = None, **params: float) -> None:
         """Set parameters (normalised 0..1, names in PARAMS) from any thread, applied at `frame` or the next block."""
-        unknown = set(params) - set(PARAMS)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {sorted(unknown)}; known: {', '.join(PARAMS)}")
-        self._queue.append((frame, ("params", params)))
+        self.post(("params", params), frame)
 
     def note_on(self, key: int, velocity: int, channel: int = 0, frame: int | None = None) -> None:
         self.post(("on", channel, key, velocity), frame)
@@ -207,27 +205,28 @@ class Engine:
     def _apply(self, ev: tuple) -> None:
         kind = ev[0]
         if kind == "on":
-            self._note_on(int(ev[1]), int(ev[2]), int(ev[3]))
+            self._note_on(ev[1], ev[2], ev[3])
         elif kind == "off":
-            self._note_off(int(ev[1]), int(ev[2]))
+            self._note_off(ev[1], ev[2])
         elif kind == "params":
             for name, value in ev[1].items():
-                self._target[PARAMS.index(name)] = min(max(float(value), 0.0), 1.0)
+                self._target[PARAMS.index(name)] = min(max(value, 0.0), 1.0)
         elif kind == "bend":
             if ev[1] is None:
-                self._global_bend = float(ev[2])
+                self._global_bend = ev[2]
             else:
-                self._chan_bend[int(ev[1]) % _NCH] = float(ev[2])
+                self._chan_bend[ev[1]] = ev[2]
         elif kind == "pedal":
-            self._pedal = bool(ev[1])
+            self._pedal = ev[1]
             if not self._pedal:
                 self._release(self.sustained & (self.stage != FREE))
-        elif kind == "note_xy":
-            ch = int(ev[1]) % _NCH
+        elif kind == "note_xy":  # the channel's X/Y, for its sounding note and (until it ends) its next one
+            ch = ev[1]
+            mine = (self.chan == ch) & self.held
             for axis, value in ((0, ev[2]), (1, ev[3])):
                 if value is not None:
-                    self._chan_xy[ch, axis] = min(max(float(value), 0.0), 1.0)
-                    self._mpe_xy = True
+                    self._chan_xy[ch, axis] = min(max(value, 0.0), 1.0)
+                    self.vxy[mine, axis] = self._chan_xy[ch, axis]
         elif kind == "all_notes_off":
             self._pedal = False
             self._release((self.stage != FREE) & (self.held | self.sustained))
@@ -237,7 +236,7 @@ class Engine:
             self._chan_bend[:] = 0.0
             self._global_bend = 0.0
             self._chan_xy[:] = np.nan
-            self._mpe_xy = False
+            self.vxy[:] = np.nan
             if self._pedal:
                 self._apply(("pedal", False))
         elif kind == "bank":
@@ -260,6 +259,8 @@ class Engine:
 
     def _note_off(self, ch: int, key: int) -> None:
         mine = (self.stage != FREE) & (self.stage != KILL) & (self.key == key) & (self.chan == ch) & self.held
+        if mine.any():  # the channel's X/Y went with this note (the voice keeps it through its release)
+            self._chan_xy[ch] = np.nan
         if self._pedal:
             self.held[mine] = False
             self.sustained[mine] = True
@@ -295,9 +296,9 @@ class Engine:
         self.base_rate[v] = 2.0 ** ((key - b.info.pitches[p]) / 12.0) * b.info.sample_rate / self.fs
         self.v_idx[v] = self._vel_idx[vel]
         self.v_w[v] = self._vel_w[vel]
-        curve = self.config.velocity_curve
-        self.gain[v] = (vel / 127.0) ** curve if curve else 1.0
+        self.gain[v] = self._vel_gain[vel]
         self.level[v] = 0.0
+        self.vxy[v] = self._chan_xy[ch]
         self.pos[v] = max(1.0, self._target[0] * (b.info.note_length // 2))
         self.sxy[v] = self._voice_targets(np.array([v])).reshape(-1, 2)[0]
         self.square[v] = -1
@@ -322,6 +323,7 @@ class Engine:
         lo = np.where(t == 1.0, hi, lo)  # on a layer: both streams read it (nothing read for a zero weight)
         self._vel_idx = np.stack([lo, hi], 1)
         self._vel_w = np.stack([1.0 - t, t], 1)
+        self._vel_gain = velocity_gains(info.velocities, self.config.velocity_curve)
         self.square[:] = -1
 
     def _finish_swap(self) -> None:
@@ -351,9 +353,9 @@ class Engine:
     def _voice_targets(self, idx: np.ndarray) -> np.ndarray:
         """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y."""
         g = self._target[6:8]
-        if not self._mpe_xy:  # every voice follows the global X/Y: [2], broadcasting against [a, 2]
+        own = self.vxy[idx]
+        if np.isnan(own).all():  # every voice follows the global X/Y: [2], broadcasting against [a, 2]
             return g * (self._grid - 1)
-        own = self._chan_xy[self.chan[idx]]
         return np.where(np.isnan(own), g, own) * (self._grid - 1)
 
     # ---- rendering --------------------------------------------------------------------------------------
@@ -410,6 +412,8 @@ class Engine:
             mono *= np.float32(vol1)
         else:
             mono *= (vol0 + (vol1 - vol0) * self._t[:n] / n).astype(np.float32)
+        if self.config.limiter:
+            soft_limit(mono)
         out[at:at + n] = mono[:, None]
 
     def _weights8(self, idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -469,7 +473,10 @@ class Engine:
             until = le.reshape(-1)[zone] - pz
             for r in np.flatnonzero(until < span).tolist():  # past its wrap a stream is back at the loop start
                 g[r, until[r]:] = 0.0
-            partner = rows[np.minimum((off + ph0 - ll).reshape(-1)[zone], last)].astype(np.float32)
+            # one loop earlier, sample by sample (a row view starting before the file would wrap to its end);
+            # outside the file the crossfade weight is zero
+            back = (off + ph0 - ll).reshape(-1)[zone, None] + self._span_range(span)
+            partner = self._flat[np.clip(back, 0, self._flat.size - 1)].astype(np.float32)
             sz = src[zone]
             partner -= sz
             partner *= g
@@ -547,8 +554,87 @@ class Engine:
         return env
 
 
+def _int_in(value, lo: int, hi: int, what: str, ev: tuple) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"bad engine event {ev!r}: {what} must be an integer, got {value!r}")
+    try:
+        i = operator.index(value)
+    except TypeError:
+        raise ValueError(f"bad engine event {ev!r}: {what} must be an integer, got {value!r}") from None
+    if not lo <= i <= hi:
+        raise ValueError(f"bad engine event {ev!r}: {what} {i} is outside {lo}..{hi}")
+    return i
+
+
+def _finite(value, what: str, ev: tuple) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"bad engine event {ev!r}: {what} must be a number, got {value!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"bad engine event {ev!r}: {what} must be finite, got {value!r}")
+    return f
+
+
+_ARITY = {"on": 4, "off": 3, "params": 2, "bend": 3, "pedal": 2, "note_xy": 4, "all_notes_off": 1,
+          "all_sound_off": 1, "reset_controllers": 1, "bank": 2}
+
+
+def checked_event(ev: tuple) -> tuple:
+    """`ev` with its fields checked and made plain Python numbers; ValueError naming the problem otherwise."""
+    if not isinstance(ev, tuple) or not ev or ev[0] not in _ARITY:
+        kind = ev[0] if isinstance(ev, tuple) and ev else ev
+        raise ValueError(f"unknown engine event {kind!r}; known: {', '.join(sorted(_ARITY))}")
+    kind = ev[0]
+    if len(ev) != _ARITY[kind]:
+        raise ValueError(f"bad engine event {ev!r}: {kind!r} takes {_ARITY[kind] - 1} field(s)")
+    if kind == "on":
+        return (kind, _int_in(ev[1], 0, _NCH - 1, "channel", ev), _int_in(ev[2], 0, 127, "key", ev),
+                _int_in(ev[3], 0, 127, "velocity", ev))
+    if kind == "off":
+        return kind, _int_in(ev[1], 0, _NCH - 1, "channel", ev), _int_in(ev[2], 0, 127, "key", ev)
+    if kind == "params":
+        if not isinstance(ev[1], dict):
+            raise ValueError(f"bad engine event {ev!r}: parameters must be a dict")
+        unknown = set(ev[1]) - set(PARAMS)
+        if unknown:
+            raise ValueError(f"bad engine event: unknown parameter(s) {sorted(unknown)}; known: {', '.join(PARAMS)}")
+        return kind, {name: _finite(v, name, ev) for name, v in ev[1].items()}
+    if kind == "bend":
+        ch = None if ev[1] is None else _int_in(ev[1], 0, _NCH - 1, "channel", ev)
+        return kind, ch, _finite(ev[2], "bend", ev)
+    if kind == "pedal":
+        return kind, bool(ev[1])
+    if kind == "note_xy":
+        return (kind, _int_in(ev[1], 0, _NCH - 1, "channel", ev),
+                *(None if v is None else _finite(v, axis, ev) for axis, v in (("x", ev[2]), ("y", ev[3]))))
+    if kind == "bank" and not isinstance(ev[1], Bank):
+        raise ValueError(f"bad engine event: 'bank' takes an open Bank, got {type(ev[1]).__name__}")
+    return ev
+
+
 def _event_order(e: tuple) -> tuple[int, int]:
     return e[0], e[1]
+
+
+def velocity_gains(layers: Iterable[int], curve: float) -> np.ndarray:
+    """Gain of each velocity 0..127 [128]: 1 from the lowest layer's velocity to the highest's (each layer is
+    already levelled for its velocity, and between two the voice crossfades them); outside, the nearest layer
+    scaled by (velocity / its velocity) ** curve (curve 0: no scaling)."""
+    layers = list(layers)
+    v = np.arange(128, dtype=np.float64)
+    edge = np.clip(v, layers[0], layers[-1])
+    return (v / edge) ** curve
+
+
+def soft_limit(x: np.ndarray, knee: float = LIMIT_KNEE) -> None:
+    """In place: samples within +-knee unchanged, above it a tanh curve (continuous slope) that approaches but
+    never passes +-1.0."""
+    over = np.abs(x) > knee
+    if over.any():
+        a = x[over]
+        head = np.float32(1.0 - knee)
+        x[over] = np.sign(a) * (np.float32(knee) + head * np.tanh((np.abs(a) - np.float32(knee)) / head))
 
 
 def _corner_weights(uv: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from pathlib import Path
 from typing import Iterator
@@ -46,3 +47,27 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         pass
     return True
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> None:
+    """Swap two names atomically (Linux renameat2 RENAME_EXCHANGE): e.g. a folder and a symlink. Where the system
+    cannot (another OS, an old kernel or file system), two renames: `b` is missing for an instant."""
+    a, b = os.fsencode(a), os.fsencode(b)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None and renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
+        return
+    if renameat2 is not None and ctypes.get_errno() not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fsdecode(a), None, os.fsdecode(b))
+    tmp = b + b".exchange-" + str(os.getpid()).encode()
+    os.rename(b, tmp)
+    os.rename(a, b)
+    os.rename(tmp, a)

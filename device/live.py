@@ -63,8 +63,8 @@ def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Ba
 def remember_bank(path: str | os.PathLike, state: Path) -> None:
     """Record `path` (atomically) as the last good bank in the state directory."""
     record = state / STATE_FILE
-    try:
-        atomic_write_bytes(record, f"{Path(path).resolve()}\n".encode())
+    try:  # the path as given (made absolute), not where its symlink points: a rewrite replaces that version
+        atomic_write_bytes(record, f"{os.path.abspath(path)}\n".encode())
     except OSError as e:
         _warn(f"cannot remember the last good bank in {record}: {e}")
 
@@ -97,9 +97,9 @@ class BankSlot:
 
     def install(self, bank: Bank) -> None:
         with self._lock:
-            hand_over(self.engine, bank)
             self.path = bank.path
             remember_bank(bank.path, self.state)
+            hand_over(self.engine, bank)
 
     def reload(self) -> Bank | None:
         with self._lock:
