@@ -314,19 +314,17 @@ class BankWriter:
 
 
 class Bank:
-    """An open bank: `.info`, `.samples` (read-only memmap [P, V, N, N, L]), `.loops` (int [P, V, N, N, 2])."""
+    """An open bank: `.info`, `.samples` (read-only memmap [P, V, N, N, L]), `.loops` (int [P, V, N, N, 2]);
+    `.residency`: which of its pages are in memory (device/residency.py), set by the live instrument (None: every
+    page may be read, waiting for the disk if need be, as offline rendering does)."""
 
     def __init__(self, path: Path, info: BankInfo, samples: np.memmap, loops: np.ndarray):
         self.path, self.info, self.samples, self.loops = path, info, samples, loops
+        self.residency = None
 
     def note(self, p_idx: int, v_idx: int, y: int, x: int) -> np.ndarray:
         """One note's samples (a read-only view into the memmap)."""
         return self.samples[p_idx, v_idx, y, x]
-
-    def prefetch(self, flat_offset: int, count: int) -> None:
-        """Ask the kernel to read samples [flat_offset, flat_offset + count) in the background (MADV_WILLNEED)."""
-        _madvise(self.samples, getattr(mmap, "MADV_WILLNEED", None), flat_offset * DTYPE.itemsize,
-                 count * DTYPE.itemsize)
 
     def __repr__(self) -> str:
         i = self.info
@@ -402,7 +400,7 @@ def open_bank(path: str | os.PathLike, verify: bool = False) -> Bank:
         raise BankError(f"{spath}: sha256 {digest} does not match the manifest's {info.sha256} (corrupt file)")
     samples = np.memmap(spath, dtype=DTYPE, mode="r", shape=shape)
     # no read-around: a page fault reads its page, not megabytes around it, so what stays resident is what
-    # was played, however large the bank (the engine prefetches each note it starts)
+    # was played, however large the bank (the live instrument's prefetch thread asks for what it needs)
     _madvise(samples, getattr(mmap, "MADV_RANDOM", None), 0, samples.nbytes)
     return Bank(path, info, samples, loops)
 

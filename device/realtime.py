@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+GIL_SWITCH_S = 0.0005  # sys.setswitchinterval while playing: the audio callback waits at most this for the GIL
+
 
 def configured_priority(environ=None) -> int:
     """NSYNTH_RT_PRIORITY (1..99), or 0 = leave the scheduling alone."""

@@ -2,12 +2,21 @@
 import numpy as np
 import pytest
 
+from device import kernels
 from device.bank import BankWriter, open_bank
 from device.engine import Engine, EngineConfig, bilinear_weights, render_events
 
 from synth_banks import synth_note, write_bank
 
 FS = 48000
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def engine_path(request, monkeypatch):
+    """Every test here runs on the compiled kernel and on the numpy reference."""
+    if request.param == "numpy":
+        monkeypatch.setattr(kernels, "COMPILED", False)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -331,3 +340,4 @@ def test_output_never_exceeds_full_scale(tmp_path):
     ref = render_events(b, quiet, FS, config=EngineConfig(limiter=False))
     assert 0.05 < np.abs(q).max() < 0.5
     np.testing.assert_array_equal(q, ref)
+

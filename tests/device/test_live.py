@@ -19,7 +19,7 @@ import soundfile as sf
 from device.bank import BankError, open_bank
 from device.cli import main
 from device.engine import Engine
-from device.live import FrameClock, LiveAudio, load_bank, switch_bank, warm_page_cache
+from device.live import FrameClock, LiveAudio, load_bank, switch_bank
 from device.midi_io import midi_file_messages
 from device.midi_map import MidiRouter
 from device.offline import render_midi, xy_at
@@ -44,12 +44,6 @@ def test_frame_clock_keeps_offsets_one_block_late():
     assert clock.frame_for(t0 + 50 / 48000 + 1e-9) == 1458
     assert clock.frame_for(t0 + 1.0) == 1408 + 127  # a late callback: clamp inside the next block
     assert clock.frame_for(t0 - 1.0) == 1408
-
-
-def test_small_banks_are_warmed_into_the_page_cache(bank_path):
-    bank = open_bank(bank_path)
-    assert warm_page_cache(bank) is True  # a few MB: read ahead in the background
-    assert warm_page_cache(bank, fraction=1e-9) is False  # "too large": left to be read as played
 
 
 def _song(path):

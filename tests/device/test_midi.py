@@ -1,4 +1,5 @@
 """MIDI: the DIN byte framer (fuzzed), the router (CC map, channels, MPE, RPN), USB re-open, UART, files."""
+import threading
 import time
 
 import mido
@@ -169,11 +170,14 @@ def test_mpe_routing():
 
 
 class FakePort(mido.ports.BaseInput):
-    """A mido input port fed by the test (the hardware edge)."""
+    """A mido input port fed by the test (the hardware edge); with a callback, its messages arrive on a thread of
+    the port's own, as python-rtmidi delivers them."""
 
-    def __init__(self, name, messages=()):
+    def __init__(self, name, messages=(), callback=None):
         self._pending = list(messages)
         super().__init__(name)
+        if callback is not None:
+            threading.Thread(target=lambda: [callback(m) for m in self._pending], daemon=True).start()
 
     def _receive(self, block=True):
         return self._pending.pop(0) if self._pending else None
@@ -183,13 +187,15 @@ def test_usb_port_is_reopened_after_unplug():
     names = {"now": ["Keys MIDI 1 20:0"]}
     opened = []
 
-    def opener(name):
-        port = FakePort(name, [mido.Message("note_on", note=60 + len(opened), velocity=1)])
+    def opener(name, callback):
+        port = FakePort(name, [mido.Message("note_on", note=60 + len(opened), velocity=1),
+                               mido.Message("clock")], callback)  # realtime messages are dropped
         opened.append(port)
         return port
 
     got = []
-    inp = UsbMidiInput("keys", got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02).start()
+    inp = UsbMidiInput("keys", got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02,
+                       relist_s=0.02).start()
     try:
         _wait(lambda: len(got) == 1)
         names["now"] = []  # unplugged
@@ -275,7 +281,7 @@ def test_midi_file_frames(tmp_path):
 def test_usb_input_waits_for_a_first_port():
     names = {"now": []}
     got = []
-    opener = lambda name: FakePort(name, [mido.Message("note_on", note=64, velocity=5)])
+    opener = lambda name, callback: FakePort(name, [mido.Message("note_on", note=64, velocity=5)], callback)
     inp = UsbMidiInput(None, got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02, wait=True)
     inp.start()
     try:
