@@ -37,7 +37,7 @@ import collections
 import math
 import operator
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -96,8 +96,11 @@ class Engine:
         self._notes = 0
         self._target = np.array([DEFAULT_PARAMS[p] for p in PARAMS], dtype=np.float64)
         if params:
-            self._target[:] = [float(np.clip(params.get(p, DEFAULT_PARAMS[p]), 0, 1)) for p in PARAMS]
-        self._cur = self._target.copy()
+            params = checked_event(("params", params))[1]
+            self._target[:] = [min(max(params.get(p, DEFAULT_PARAMS[p]), 0.0), 1.0) for p in PARAMS]
+        self._sus, self._vol = float(self._target[3]), float(self._target[5])  # slewed sustain level and volume
+        self._rates: tuple | None = None  # envelope rates and the targets as floats (None: to be computed)
+        self._factors: dict[int, tuple[float, float]] = {}
         self._chan_bend = np.zeros(_NCH)
         self._global_bend = 0.0
         self._chan_xy = np.full((_NCH, 2), np.nan)  # MPE X/Y a channel sent for its note (NaN: none)
@@ -106,32 +109,37 @@ class Engine:
         self._t = np.arange(1, c.block + 1, dtype=np.float64)
         cap = c.max_voices + c.fade_slots
         self._cap = cap
-        self.stage = np.zeros(cap, np.int8)
+        # the voices' state: named views into the packed arrays the compiled kernel takes (kernels.F_*, I_*, S_*)
+        self._vf = np.zeros((cap, kernels.NF))
+        self._vi = np.zeros((cap, kernels.NI), np.int64)
+        self._vs = np.zeros((cap, 3), np.int8)
+        self.stage = self._vs[:, kernels.S_STAGE]
+        self.held = self._vs[:, kernels.S_HELD].view(bool)       # key is down
+        self.sustained = self._vs[:, kernels.S_SUS].view(bool)   # key is up but the pedal holds the voice
+        self.level = self._vf[:, kernels.F_LEVEL]
+        self.gain = self._vf[:, kernels.F_GAIN]
+        self.pos = self._vf[:, kernels.F_POS]  # virtual read position in source samples (unwrapped by loops)
+        self.base_rate = self._vf[:, kernels.F_RATE]
+        self.sxy = self._vf[:, kernels.F_SXY:kernels.F_SXY + 2]  # smoothed position in grid units
+        self.vxy = self._vf[:, kernels.F_VXY:kernels.F_VXY + 2]  # own X/Y (MPE), 0..1; NaN: follow the global X/Y
+        self.vxy[:] = np.nan
+        self.v_w = self._vf[:, kernels.F_VW:kernels.F_VW + 2]
+        self.w8 = self._vf[:, kernels.F_W8:kernels.F_W8 + 8]  # stream weights at the voice's current X/Y
+        self.chan = self._vi[:, kernels.I_CHAN]
+        self.p_idx = self._vi[:, kernels.I_P]
+        self.v_idx = self._vi[:, kernels.I_V:kernels.I_V + 2]
+        self.square = self._vi[:, kernels.I_SQ:kernels.I_SQ + 2]  # (cx, cy) of the 4 cells in use
+        self.square[:] = -1
         self.key = np.zeros(cap, np.int16)
-        self.chan = np.zeros(cap, np.int16)
-        self.held = np.zeros(cap, bool)       # key is down
-        self.sustained = np.zeros(cap, bool)  # key is up but the pedal holds the voice
         self.age = np.zeros(cap, np.int64)
-        self.pos = np.zeros(cap, np.float64)  # virtual read position in source samples (unwrapped by loops)
-        self.base_rate = np.zeros(cap, np.float64)
-        self.p_idx = np.zeros(cap, np.int64)
-        self.v_idx = np.zeros((cap, 2), np.int64)
-        self.v_w = np.zeros((cap, 2), np.float64)
-        self.gain = np.zeros(cap, np.float64)
-        self.level = np.zeros(cap, np.float64)
-        self.sxy = np.zeros((cap, 2), np.float64)  # smoothed position in grid units
-        self.vxy = np.full((cap, 2), np.nan)  # a voice's own X/Y (MPE), 0..1; NaN: it follows the global X/Y
-        self.square = np.full((cap, 2), -1, np.int64)  # (cx, cy) of the 4 cells in use
         # per stream (8 per voice, cell-major, layer-minor): flat sample offset of its note, loop start, loop end,
         # loop length, crossfade length, crossfade start
         self.streams = np.zeros((cap, 8, 6), np.int64)
         self.streams[..., 2:4] = 1
-        self.w8 = np.zeros((cap, 8), np.float64)  # stream weights at the voice's current X/Y
         self.counters = np.zeros(2, np.int64)  # [STARVED, FAULTS] (see the properties)
         self._kernel = kernels.render_segment if c.compiled and kernels.COMPILED else None
-        self._mix = np.zeros(int(math.ceil(c.max_rate * c.block)) + 8)  # scratch of the compiled kernel
-        self._env = np.zeros(c.block)
-        self._mono = np.zeros(c.block)
+        self._knee = LIMIT_KNEE if c.limiter else 0.0
+        self._scratch = np.zeros((3, int(math.ceil(c.max_rate * c.block)) + 8))  # the compiled kernel's
         self._set_bank(bank)
 
     # ---- producers (any thread) -------------------------------------------------------------------------
@@ -237,6 +245,7 @@ class Engine:
         elif kind == "params":
             for name, value in ev[1].items():
                 self._target[PARAMS.index(name)] = min(max(value, 0.0), 1.0)
+            self._rates = None
         elif kind == "bend":
             if ev[1] is None:
                 self._global_bend = ev[2]
@@ -389,26 +398,29 @@ class Engine:
     # ---- rendering --------------------------------------------------------------------------------------
     def _segment(self, out: np.ndarray, at: int, n: int) -> None:
         """Render frames [at, at + n) of `out` with no event inside."""
-        c, fs = self.config, self.fs
-        k_slew = math.exp(-n / (c.param_slew_s * fs))
-        vol0 = self._cur[5]
-        self._cur[:] = self._target + (self._cur - self._target) * k_slew
-        np.copyto(self._cur, self._target, where=np.abs(self._cur - self._target) < 1e-9)  # settle exactly
-        tgt = self._target
-        k = _Segment(n=n, vol0=float(vol0), vol1=float(self._cur[5]), sus=float(self._cur[3]),
-                     k_xy=math.exp(-n / (c.xy_smooth_s * fs)), att_slope=1.0 / (attack_seconds(tgt[1]) * fs),
-                     log_d=math.log(EPS) / (decay_seconds(tgt[2]) * fs),
-                     log_r=math.log(EPS) / (release_seconds(tgt[4]) * fs), kill_slope=1.0 / (c.steal_fade_s * fs))
+        c = self.config
+        k_slew, k_xy = self._factors.get(n) or self._make_factors(n)
+        if self._rates is None:  # after a parameter change: the targets as floats, the envelope's rates per frame
+            fs, tgt = self.fs, self._target.tolist()
+            self._rates = (1.0 / (attack_seconds(tgt[1]) * fs), math.log(EPS) / (decay_seconds(tgt[2]) * fs),
+                           math.log(EPS) / (release_seconds(tgt[4]) * fs), 1.0 / (c.steal_fade_s * fs), tgt)
+        att_slope, log_d, log_r, kill_slope, tgt = self._rates
+        vol0 = self._vol
+        self._sus, self._vol = _slew(self._sus, tgt[3], k_slew), _slew(vol0, tgt[5], k_slew)
         if self._kernel is not None:
-            self._kernel(out, at, n, self.stage, self.held, self.sustained, self.level, self.gain, self.pos,
-                         self.base_rate, self.chan, self.p_idx, self.v_idx, self.v_w, self.sxy, self.vxy, self.square,
-                         self.streams, self.w8, self._chan_bend, self._global_bend, tgt[6], tgt[7], k.k_xy,
-                         k.att_slope, k.log_d, k.log_r, k.sus, k.kill_slope, k.vol0, k.vol1, c.max_rate,
-                         LIMIT_KNEE if c.limiter else 0.0, self._flat, self._loops, self._nv, self._grid, self._L,
-                         c.loop_crossfade, self._resident, self._shift, self._mix, self._env, self._mono,
-                         self.counters)
+            self._kernel(out, at, n, self._vf, self._vi, self._vs, self.streams, self._chan_bend, self._global_bend,
+                         tgt[6], tgt[7], k_xy, att_slope, log_d, log_r, self._sus, kill_slope, vol0, self._vol,
+                         c.max_rate, self._knee, self._flat, self._loops, self._nv, self._grid, self._L,
+                         c.loop_crossfade, self._resident, self._shift, self._scratch, self.counters)
         else:
-            self._segment_numpy(out, at, k)
+            self._segment_numpy(out, at, _Segment(n, vol0, self._vol, self._sus, k_xy, att_slope, log_d, log_r,
+                                                  kill_slope))
+
+    def _make_factors(self, n: int) -> tuple[float, float]:
+        """The one-pole factors over n frames: parameter slew, X/Y smoothing."""
+        c = self.config
+        f = self._factors[n] = (math.exp(-n / (c.param_slew_s * self.fs)), math.exp(-n / (c.xy_smooth_s * self.fs)))
+        return f
 
     # the numpy reference: every voice at once, in array operations
     def _segment_numpy(self, out: np.ndarray, at: int, k: "_Segment") -> None:
@@ -577,8 +589,13 @@ class Engine:
         return env
 
 
-@dataclass(frozen=True)
-class _Segment:
+def _slew(value: float, target: float, k: float) -> float:
+    """One step of a one-pole slew towards target (factor k), settling exactly once within 1e-9."""
+    value = target + (value - target) * k
+    return target if abs(value - target) < 1e-9 else value
+
+
+class _Segment(NamedTuple):
     """What one segment's rendering needs besides the voices: its length, the master volume ramp, the sustain
     level, the X/Y smoothing factor and the envelope rates (per frame)."""
     n: int

@@ -173,11 +173,13 @@ class FakePort(mido.ports.BaseInput):
     """A mido input port fed by the test (the hardware edge); with a callback, its messages arrive on a thread of
     the port's own, as python-rtmidi delivers them."""
 
-    def __init__(self, name, messages=(), callback=None):
+    def __init__(self, name, messages=()):
         self._pending = list(messages)
         super().__init__(name)
-        if callback is not None:
-            threading.Thread(target=lambda: [callback(m) for m in self._pending], daemon=True).start()
+
+    def deliver_to(self, callback):
+        threading.Thread(target=lambda: [callback(m) for m in self._pending], daemon=True).start()
+        return self
 
     def _receive(self, block=True):
         return self._pending.pop(0) if self._pending else None
@@ -189,9 +191,9 @@ def test_usb_port_is_reopened_after_unplug():
 
     def opener(name, callback):
         port = FakePort(name, [mido.Message("note_on", note=60 + len(opened), velocity=1),
-                               mido.Message("clock")], callback)  # realtime messages are dropped
+                               mido.Message("clock")])  # realtime messages are dropped
         opened.append(port)
-        return port
+        return port.deliver_to(callback)
 
     got = []
     inp = UsbMidiInput("keys", got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02,
@@ -281,7 +283,7 @@ def test_midi_file_frames(tmp_path):
 def test_usb_input_waits_for_a_first_port():
     names = {"now": []}
     got = []
-    opener = lambda name, callback: FakePort(name, [mido.Message("note_on", note=64, velocity=5)], callback)
+    opener = lambda name, callback: FakePort(name, [mido.Message("note_on", note=64, velocity=5)]).deliver_to(callback)
     inp = UsbMidiInput(None, got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02, wait=True)
     inp.start()
     try:
