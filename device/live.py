@@ -21,7 +21,7 @@ from device.errors import NsynthError
 from device.fsutil import atomic_write_bytes
 from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
 from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
-from device.realtime import GIL_SWITCH_S, configured_priority, promote_current_thread
+from device.realtime import GIL_SWITCH_S, configured_priority, promote_current_thread, promote_threads
 from device.residency import Prefetcher, Residency, memory_budget
 from device.sdnotify import Watchdog
 
@@ -152,8 +152,13 @@ class LiveAudio:
         self.error: BaseException | None = None
         self.underflows = 0
         self.callbacks = 0
+        # callback durations: a histogram in hundredths of the block period (the last bin: 10 periods or more)
+        self.period = engine.block / engine.fs
+        self.histogram = np.zeros(1001, np.int64)
+        self.longest = 0.0
 
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        t0 = time.perf_counter()
         if self.realtime is None:
             self.realtime = promote_current_thread(self.rt_priority)
         self.callbacks += 1
@@ -170,6 +175,21 @@ class LiveAudio:
             outdata.fill(0)
             if self.error is None:
                 self.error = e
+        dt = time.perf_counter() - t0
+        self.histogram[min(int(dt * 100 / self.period), 1000)] += 1
+        if dt > self.longest:
+            self.longest = dt
+
+    def timing(self) -> str:
+        """The callback time distribution so far: mean, p99, p99.9 and max, in ms."""
+        n = int(self.histogram.sum())
+        if not n:
+            return "no callbacks"
+        bins = (np.arange(self.histogram.size) + 0.5) * self.period / 100 * 1e3
+        cum = np.cumsum(self.histogram)
+        pct = lambda q: float(bins[min(int(np.searchsorted(cum, q * n)), bins.size - 1)])
+        return (f"callback mean {float((self.histogram * bins).sum()) / n:.3f} ms, p99 {pct(0.99):.3f}, "
+                f"p99.9 {pct(0.999):.3f}, max {self.longest * 1e3:.3f} ms (period {self.period * 1e3:.3f} ms)")
 
 
 def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
@@ -292,6 +312,9 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
                 src.attach(engine, clock, slot)
             src.start(engine.post_params)
             started.append(src)
+        # the instrument's other threads (and this one) just below the audio thread: while one of them holds the
+        # GIL, nothing else on the machine preempts it, so the audio callback never waits long for it
+        promote_threads(max(1, audio.rt_priority - 10) if audio.rt_priority else 0)
         with stream:
             midi_names = ", ".join(repr(getattr(i, "port_name", None) or getattr(i, "device", "?")) for i in inputs)
             held = ("held whole in RAM" if prefetcher.whole(bank) else
@@ -312,7 +335,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
             src.stop()
         _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
               f"{received[0]} MIDI messages; {engine.starved} voice segments muted waiting for the bank, "
-              f"{engine.faults} voices freed for a bad state")
+              f"{engine.faults} voices freed for a bad state; {audio.timing()}")
     return 0
 
 

@@ -29,6 +29,15 @@ def input_names(lister: Callable[[], list[str]] = mido.get_input_names) -> list[
         return []
 
 
+def alsa_clients(path: str = "/proc/asound/seq/clients") -> bytes | None:
+    """The ALSA sequencer's client list (it changes when a MIDI device comes or goes), or None where there is none."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def pick_port(name: str | None, names: list[str]) -> str | None:
     """The port to open: an exact name, else the first containing `name`, else (name None) the first port."""
     if name is None:
@@ -79,8 +88,10 @@ class UsbMidiInput(_ReaderThread):
     A missing port is an error, unless `wait`: then the port is opened when it appears.
 
     Messages arrive through python-rtmidi's callback, on its own thread, as they come: nothing polls. This
-    thread only lists the ports now and then (every `relist_s` while a port is open, to notice an unplug; every
-    `poll_s` while waiting for one).
+    thread only lists the ports now and then: while a port is open, to notice an unplug, every `relist_s` if the
+    ALSA sequencer's client list (/proc/asound/seq/clients; `watch`) changed, or every `relist_s` where there is
+    no such list (listing ports makes a MIDI client, which under JACK can hold the GIL for a second); every
+    `poll_s` while waiting for a port.
 
     `lister` and `opener(name, callback)` default to mido's (python-rtmidi backend); tests inject fakes with the
     same interface.
@@ -90,11 +101,12 @@ class UsbMidiInput(_ReaderThread):
 
     def __init__(self, name: str | None, on_message: OnMessage, *, lister: Callable[[], list[str]] | None = None,
                  opener: Callable[[str, OnMessage], mido.ports.BaseInput] | None = None, poll_s: float = 0.5,
-                 relist_s: float = 2.0, wait: bool = False):
+                 relist_s: float = 2.0, wait: bool = False, watch: Callable[[], bytes | None] | None = None):
         super().__init__()
         self.name, self.on_message, self.poll_s, self.relist_s = name, on_message, poll_s, relist_s
         self._lister = lister or mido.get_input_names
         self._opener = opener or _open_with_callback
+        self._watch = watch or alsa_clients
         self.port_name: str | None = None
         self.opens = 0
         names = input_names(self._lister)
@@ -109,7 +121,14 @@ class UsbMidiInput(_ReaderThread):
 
     def _run(self) -> None:
         port = None
+        seen = None
         while not self._stop.is_set():
+            if port is not None:  # list ports again only when the MIDI system's clients changed (if it says)
+                now = self._watch()
+                if now is not None and now == seen:
+                    self._stop.wait(self.relist_s)
+                    continue
+                seen = now
             names = input_names(self._lister)
             if port is None:
                 target = pick_port(self.name, names)

@@ -27,11 +27,10 @@ import time
 
 import numpy as np
 
-from device.bank import Bank
+from device.bank import SAMPLES, Bank
 from device.kernels import FREE, jit, needed_range
 
 _PAGE = mmap.PAGESIZE
-_MADV_WILLNEED = 3
 _MADV_POPULATE_READ = 22  # Linux 5.14: fault pages in (mapped, not locked)
 # chunk states in Residency.state
 NONE, HELD, PINNED = 0, 1, 2
@@ -71,6 +70,8 @@ class Residency:
         self.addr = bank.samples.ctypes.data  # page-aligned: the start of the mapping
         self.nbytes = bank.samples.nbytes
         self.lock = lock and _LIBC is not None
+        self._fd: int | None = None
+        self._buf = memoryview(bytearray(1 << 20))
         self.locked_bytes = 0
         self.failures = 0  # mlock refused (RLIMIT_MEMLOCK): pages were faulted in instead
 
@@ -87,13 +88,15 @@ class Residency:
         return start, min(c1 * self.chunk * self.itemsize, self.nbytes) - start
 
     def bring_in(self, c0: int, c1: int, state: int) -> None:
-        """Make chunks [c0, c1) resident (read ahead, then lock or fault in), then mark them (`state`)."""
+        """Make chunks [c0, c1) resident, then mark them (`state`). The file is read first (into the page cache,
+        with plain reads that take no lock the audio thread could need), then the pages are locked (or mapped,
+        where locking is not allowed), which is then quick: the mapping's lock is held only briefly."""
         start, length = self._bytes(c0, c1)
         if length <= 0:
             return
+        self._read(start, length)
         addr = self.addr + start
         if _LIBC is not None:
-            _LIBC.madvise(addr, length, _MADV_WILLNEED)
             if not (self.lock and _LIBC.mlock(addr, length) == 0):
                 self.failures += self.lock
                 self.lock = False  # not allowed here: fault the pages in instead, for the rest of this bank
@@ -105,6 +108,25 @@ class Residency:
             _touch(self.flat, c0 * self.chunk, min(c1 * self.chunk, self.flat.size))
         self.state[c0:c1] = np.maximum(self.state[c0:c1], state)
         self.bits[c0:c1] = 1
+
+    def _read(self, start: int, length: int) -> None:
+        """Read bytes [start, start + length) of the samples file (the GIL is released while it waits)."""
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.bank.path / SAMPLES, os.O_RDONLY)
+            except OSError:
+                return
+        end = start + length
+        while start < end:
+            n = os.preadv(self._fd, [self._buf[:min(len(self._buf), end - start)]], start)
+            if n <= 0:
+                return
+            start += n
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def let_go(self, c0: int, c1: int) -> None:
         """Unmark chunks [c0, c1) (first, so the audio thread stops reading them), then unlock them."""
@@ -241,7 +263,7 @@ class Prefetcher:
     which follows the engine's bank."""
 
     def __init__(self, engine, budget_bytes: int, *, head_s: float = 0.25, ahead_s: float = 1.0,
-                 period_s: float = 0.01, linger_s: float = 2.0, slice_bytes: int = 8 << 20):
+                 period_s: float = 0.01, linger_s: float = 2.0, slice_bytes: int = 4 << 20):
         self.engine, self.budget = engine, int(budget_bytes)
         self.head_s, self.ahead_s, self.period_s, self.linger_s = head_s, ahead_s, period_s, linger_s
         self.slice_bytes = slice_bytes
@@ -334,6 +356,7 @@ class Prefetcher:
                 old = self._bank.residency
                 for c0, c1 in runs(old.state != NONE):
                     old.let_go(c0, c1)
+                old.close()
                 self._heads.pop(id(old), None)
                 self._whole.pop(id(old), None)
             self._bank = bank

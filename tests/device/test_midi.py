@@ -196,13 +196,26 @@ def test_usb_port_is_reopened_after_unplug():
         return port.deliver_to(callback)
 
     got = []
-    inp = UsbMidiInput("keys", got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02,
-                       relist_s=0.02).start()
+    listed = []
+
+    def lister():
+        listed.append(1)
+        return names["now"]
+
+    clients = {"now": b"Client 20 : Keys"}  # the ALSA sequencer's client list: ports are listed when it changes
+    inp = UsbMidiInput("keys", got.append, lister=lister, opener=opener, poll_s=0.02, relist_s=0.02,
+                       watch=lambda: clients["now"]).start()
     try:
         _wait(lambda: len(got) == 1)
+        time.sleep(0.2)
+        n = len(listed)
+        time.sleep(0.2)
+        assert len(listed) == n  # nothing changed: no listing
         names["now"] = []  # unplugged
+        clients["now"] = b""
         _wait(lambda: opened[0].closed)
         names["now"] = ["Keys MIDI 1 24:0"]  # back, with a new ALSA client number
+        clients["now"] = b"Client 24 : Keys"
         _wait(lambda: len(got) == 18)
     finally:
         inp.stop()
