@@ -178,14 +178,13 @@ class MidiFlood:
             i += 1
             self.out.send(mido.Message("pitchwheel", channel=0, pitch=int(2000 * math.sin(i / 50.0))))
             self.sent += 1
-            t_next += 1.0 / self.rate
-            time.sleep(max(0.0, t_next - time.perf_counter()))
+            t_next = max(t_next + 1.0 / self.rate, time.perf_counter() - 0.05)  # never a burst to catch up
+            time.sleep(max(0.0002, t_next - time.perf_counter()))
 
     def stop(self):
         self._stop.set()
         self._thread.join(timeout=2)
         self.input.stop()
-        self.out.close()
 
 
 class Board:
@@ -273,7 +272,9 @@ def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads:
             others.append(Board(engine, tmp).start())
         if "midi" in which:
             others.append(MidiFlood(engine, clock).start())
-        promote_threads(60)  # as play() does: the other threads just below the audio thread (70)
+        # as play() does: the instrument's other threads just below the audio thread (70); not the harness's own
+        # (the flood's sender and the finger)
+        promote_threads(60, [th for th in threading.enumerate() if th.name not in ("midi-flood", "finger")])
         for k in KEYS:
             engine.note_on(k, VELOCITY)
         times: list[float] = []
@@ -406,8 +407,9 @@ def main() -> int:
                          "'none' for neither)")
     args = ap.parse_args()
     if args.phase:
-        print(json.dumps(run_phase(Path(args.phase), args.seconds, args.budget, args.cold, args.threads.split(","))))
-        return 0
+        print(json.dumps(run_phase(Path(args.phase), args.seconds, args.budget, args.cold, args.threads.split(","))),
+              flush=True)
+        os._exit(0)  # no teardown of the JACK MIDI clients: this process is done
 
     from device.residency import memory_budget
     res: dict[str, object] = {}

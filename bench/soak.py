@@ -69,8 +69,8 @@ PLAY = textwrap.dedent('''
                 i += 1
                 v = 8192 + int(2000 * math.sin(i / 50.0))
                 os.write(master, bytes((0xE0, v & 0x7F, v >> 7)))
-                t_next += 1.0 / rate
-                time.sleep(max(0.0, t_next - time.perf_counter()))
+                t_next = max(t_next + 1.0 / rate, time.perf_counter() - 0.05)  # never a burst to catch up
+                time.sleep(max(0.0002, t_next - time.perf_counter()))
 
     sources = [Finger()] if os.environ.get("SOAK_NO_BOARD") else [board, Finger()]
     play(bank, uart=os.ttyname(slave), control_sources=sources, duration=minutes * 60, state=state,

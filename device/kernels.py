@@ -7,8 +7,10 @@ resident (else it is muted for the segment and counted), mix its 8 streams on th
 across the segment, through the sustain loop and its crossfade, resample the mix (4-point Catmull-Rom) to the
 output rate, and add it times its envelope. Then the master volume ramp and the soft limiter.
 
-Compiled code is cached on disk (numba's `cache=True`: `__pycache__` beside this file, written at install time by
-`python -m device.kernels`), so a warm start loads it instead of compiling.
+Compiled code is cached on disk (numba's `cache=True`: `__pycache__` beside this file, or $NUMBA_CACHE_DIR, which
+nsynth.service sets to /var/lib/nsynth/state/numba), written at install time by `nsynth engine warm`
+(scripts/install.sh, systemd/nsynth-install: first boot and deploy), so the instrument loads it instead of
+compiling (about 20 s here, a minute or more on a Pi).
 """
 from __future__ import annotations
 
@@ -310,6 +312,10 @@ def warm(verbose: bool = True) -> float:
         where = "compiled (numba " + numba.__version__ + ")" if COMPILED else "numpy (numba is not installed)"
         print(f"engine kernels ready in {dt:.2f} s: {where}")
     return dt
+
+
+def configure_warm(parser) -> None:
+    parser.set_defaults(func=lambda args: warm() and 0)
 
 
 if __name__ == "__main__":

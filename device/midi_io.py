@@ -139,14 +139,22 @@ class UsbMidiInput(_ReaderThread):
                     except (OSError, SystemError, RuntimeError):
                         port = None
             elif self.port_name not in names:  # unplugged: release its notes, close, wait for it to come back
-                port.close()
+                _close(port)
                 port = None
                 for msg in all_notes_off():
                     self.on_message(msg)
                 continue
             self._stop.wait(self.relist_s if port is not None else self.poll_s)
         if port is not None:
-            port.close()
+            _close(port)
+
+
+def _close(port: mido.ports.BaseInput) -> None:
+    """Close an input; one with a callback loses it first (closing python-rtmidi's port while its callback is
+    set can crash the process: mido issue #368)."""
+    if hasattr(port, "callback"):
+        port.callback = None
+    port.close()
 
 
 class UartMidiInput(_ReaderThread):
@@ -223,7 +231,7 @@ class PortInput(_ReaderThread):
 
     def stop(self) -> None:
         if hasattr(self.port, "callback") and self._thread is None:
-            self.port.callback = None
+            self.port.callback = None  # the port is the caller's to close
         super().stop()
 
     def _run(self) -> None:
