@@ -286,8 +286,9 @@ def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads:
         flood = next((o for o in others if isinstance(o, MidiFlood)), None)
         moved = engine.params["x"], engine.params["y"]
     finally:
-        for o in reversed(others):
-            o.stop()
+        for o in reversed(others):  # (the MIDI input is left open: closing python-rtmidi's JACK port while its
+            if not isinstance(o, MidiFlood):  # callback may run can deadlock; the process ends right after)
+                o.stop()
         prefetcher.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     late_arr = np.array(late) / PERIOD
@@ -301,17 +302,30 @@ def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads:
             "resident_after": bank.residency.resident_fraction(), "realtime": bool(rt and rt[0]),
             "worst_blocks": [[int(i), round(float(late_arr[i]), 2)] for i in np.argsort(late_arr)[::-1][:5]],
             "midi_sent": flood.sent if flood else 0, "midi_received": flood.received if flood else 0,
-            "xy_end": moved, "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "xy_end": moved, "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **{f"{k.lower()}_mb": v for k, v in status_mb("RssAnon", "RssFile").items()}}
+
+
+def status_mb(*fields: str) -> dict[str, float]:
+    """Fields of /proc/self/status in MB (RssAnon: heap and stacks; RssFile: mapped files: libraries, the bank)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in fields:
+                out[key] = int(value.split()[0]) / 1024
+    return out
 
 
 def phase_subprocess(bank: Path, seconds: float, budget: int, cold: bool, threads: str = "board,midi") -> dict:
     """Run one phase in a fresh process (its own page locks, mappings and RSS), under a JACK server if needed."""
     with JackServer() as jack:
-        r = subprocess.run([sys.executable, __file__, "--phase", str(bank), "--seconds", str(seconds),
+        r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--phase", str(bank), "--seconds", str(seconds),
                             "--budget", str(budget), *(["--cold"] if cold else []), "--threads", threads],
                            env={**jack.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"phase failed:\n{r.stderr[-3000:]}")
+        (Path(tempfile.gettempdir()) / "nsynth-bench-phase.err").write_text(r.stderr)
+        raise RuntimeError(f"phase failed ({r.returncode}):\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -437,6 +451,7 @@ def main() -> int:
         print(f"  (the numpy reference, 32 voices: {ref * 1e6:.0f} us = {ref / PERIOD:.1%}; compiled is "
               f"{ref / (res['cpu_fraction_32'] * PERIOD):.1f}x faster)")
 
+        del bank  # unmapped: dropping the page cache before the cold runs must not find our mapping
         budget = memory_budget()
         phases = {"warm": (budget, False), "cold": (budget, True), "cold_streamed": (0, True)}
         for name, (b, cold) in phases.items():

@@ -139,7 +139,8 @@ class Engine:
         self.counters = np.zeros(2, np.int64)  # [STARVED, FAULTS] (see the properties)
         self._kernel = kernels.render_segment if c.compiled and kernels.COMPILED else None
         self._knee = LIMIT_KNEE if c.limiter else 0.0
-        self._scratch = np.zeros((3, int(math.ceil(c.max_rate * c.block)) + 8))  # the compiled kernel's
+        self._scratch = np.empty((3, int(math.ceil(c.max_rate * c.block)) + 8))  # the compiled kernel's
+        self._scratch.fill(0.0)  # written now: its pages are not first touched (faulted in) by the audio thread
         self._set_bank(bank)
 
     # ---- producers (any thread) -------------------------------------------------------------------------
