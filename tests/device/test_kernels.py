@@ -64,3 +64,10 @@ def test_compiled_kernel_matches_the_numpy_reference(tmp_path, cfg):
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-6)
     for a, b in zip(*voices):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_engine_warm_command(capsys):
+    """`nsynth engine warm` (run at install time) loads or compiles the kernels and says which engine runs."""
+    from device.cli import main
+    assert main(["engine", "warm"]) == 0
+    assert "compiled (numba" in capsys.readouterr().out

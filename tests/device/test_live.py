@@ -164,6 +164,7 @@ _PRELUDE = textwrap.dedent('''
     class Source:
         def start(self, post):
             self.started = True
+            self.switch = sys.getswitchinterval()  # while playing
             post(x=0.25, y=0.75)
         def stop(self):
             self.stopped = True
@@ -174,6 +175,7 @@ _SCRIPT = _PRELUDE + textwrap.dedent('''
     threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGHUP)).start()  # reload the (unchanged) bank
     res["rc"] = play(sys.argv[1], midi=Port(), block=128, control_sources=[src], duration=0.5, state=sys.argv[2])
     res["source"] = [getattr(src, "started", False), getattr(src, "stopped", False)]
+    res["switch"] = [src.switch, sys.getswitchinterval()]
     for kw in ({"device": "no-such-card"}, {"midi": "no-such-port"}):
         try:
             play(sys.argv[1], duration=0.1, state=sys.argv[2], **kw)
@@ -221,6 +223,7 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["rc"] == 0 and res["source"] == [True, True]
+    assert res["switch"] == [0.0005, 0.005]  # GIL hand-overs every 0.5 ms while playing; Python's default after
     assert "playing " in r.stderr and "MIDI: 'fake'" in r.stderr
     assert f"reloaded {bank_path}" in r.stderr
     assert "audio output 'no-such-card'" in res["device"] and "'default'" in res["device"]
