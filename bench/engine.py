@@ -1,200 +1,492 @@
-"""Engine benchmark: CPU time per 128-frame block at 1, 8 and 32 voices (each 4 cells x 2 velocity layers) as a
-fraction of the block period (48 kHz), the cost per voice against FluidSynth's fast render of the same note
-count on this machine, and RSS with a small bank vs a multi-GB sparse bank (memory-mapped: it must stay flat).
+"""Engine benchmark: can the instrument hold 32 voices with the finger moving, from a warm and a cold page cache,
+with its other threads busy, and what does it cost against FluidSynth?
 
-    python bench/engine.py [--blocks 3000] [--no-memory]
+    python bench/engine.py [--seconds 20] [--large] [--keep DIR]
 
-Targets: 32 voices in <= 10 % of the block period; per-voice cost <= 2x FluidSynth's. Last line: one JSON object.
+One run reports, on a 9x9 bank of 16 pitches x 3 velocities (4-s notes, 498 MB; --large: 30 x 5, 1.55 GB) written
+directly in the bank format:
+- block times of 32 held voices with X/Y moving, as fractions of the 128-frame period (2.67 ms at 48 kHz): mean,
+  p99 and max, from a warm page cache and from a cold one (the bank's pages dropped with posix_fadvise DONTNEED
+  first: the bank is then brought in by the prefetch thread while it plays), the cold run once more with a memory
+  budget of 0 (streamed: heads of notes + what each voice reads next). An "audio thread" calls the engine every
+  period in real time (SCHED_FIFO where allowed, as the instrument's), and the time counted is from the period's
+  start (so waiting for the GIL counts) to the block's end. Meanwhile the instrument's other threads run: a MIDI
+  flood of 1,000 pitch-bend messages a second through the real USB input path (python-rtmidi's callback on a
+  virtual port: ALSA, else a JACK dummy server), the simulated control board polled at 200 Hz (the finger moving
+  on its pad: that is the X/Y motion), its controls at 100 Hz and the OLED redrawn, and the prefetch thread.
+  Voice segments muted because a page was not in memory yet are counted.
+- CPU per block at 1, 8 and 32 voices, compiled and numpy reference (no other threads; thread CPU time).
+- FluidSynth total to total: CPU of `fluidsynth -F` rendering 32 held notes vs the engine's CPU rendering the same
+  notes (events, engine, the same length of audio); also our whole `nsynth render-midi` process.
+- RSS (peak) of the playing process.
+
+Targets: 32 voices with X/Y moving <= 3 % of the period (mean, warm); warm max <= 30 %; cold p99 <= 50 %, cold
+max <= 100 %; render CPU <= 1.0x FluidSynth's; RSS <= 100 MB + the preload budget. Last line: one JSON object
+(block_fraction_32, p99_cold, max_cold, vs_fluidsynth_total, ...).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
+import math
 import os
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from device.bank import BankWriter, open_bank  # noqa: E402
+from device.bank import SAMPLES, BankWriter, open_bank  # noqa: E402
 from device.engine import Engine, EngineConfig  # noqa: E402
 
 FS, BLOCK = 48000, 128
 PERIOD = BLOCK / FS
 SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
+KEYS = [34 + (i * 53) % 56 for i in range(32)]  # 32 distinct keys, most between rendered pitches
+VELOCITY = 75  # between two velocity layers: every voice reads 8 streams
 
 
-def synth_bank(path: Path, *, grid: int, pitches: list[int], velocities: list[int], note_length: int) -> None:
-    """A bank of steady harmonic notes (timbre varies over the grid), loops at 20 %..41 % as the original's."""
+# ---- the bank -------------------------------------------------------------------------------------------------
+def write_bank(path: Path, *, grid: int = 9, pitches=tuple(range(24, 88, 4)), velocities=(40, 80, 120),
+               note_length: int = 64000) -> None:
+    """A bank of steady harmonic notes whose timbre varies over the grid, written block by block (one
+    [grid, grid, L] block per pitch and velocity) from one period-exact cycle per pitch, tiled."""
     t = np.arange(note_length) / 16000
-    fade = np.minimum(1.0, np.arange(note_length) / 160)
-    with BankWriter(path, grid=grid, pitches=pitches, velocities=velocities, note_length=note_length,
+    fade = np.minimum(1.0, np.arange(note_length) / 160) * np.minimum(1.0, (note_length - np.arange(note_length)) / 800)
+    with BankWriter(path, grid=grid, pitches=list(pitches), velocities=list(velocities), note_length=note_length,
                     corners=["a", "b", "c", "d"], model="bench") as w:
         for pi, p in enumerate(pitches):
             f0 = 440 * 2 ** ((p - 69) / 12)
-            harm = [np.sin(2 * np.pi * f0 * k * t) for k in (1, 2, 3)]
+            harm = np.stack([np.sin(2 * np.pi * f0 * k * t) * fade for k in (1, 2, 3)]).astype(np.float32)
+            xs = np.linspace(0, 1, grid, dtype=np.float32)
             for vi, v in enumerate(velocities):
                 block = np.empty((grid, grid, note_length), np.int16)
                 for y in range(grid):
-                    for x in range(grid):
-                        sig = harm[0] + (x / grid) * harm[1] + (y / grid) * harm[2]
-                        block[y, x] = np.round(sig * fade * (v / 127) * 8000).astype(np.int16)
+                    mix = harm[0][None] + xs[:, None] * harm[1][None] + (y / (grid - 1)) * harm[2][None]
+                    np.round(mix * (v / 127 * 6000), out=mix)
+                    block[y] = mix
                 w.write_block(pi, vi, block)
 
 
-def engine_block_seconds(bank, voices: int, blocks: int, moving: bool) -> float:
-    """Mean CPU (thread) time per block with `voices` held notes, each between two velocity layers and four cells."""
-    e = Engine(bank, EngineConfig(max_voices=max(32, voices)), params={"attack": 0.0, "decay": 0.2, "sustain": 0.8})
-    e.post_params(x=0.37, y=0.61)
-    keys = [34 + (i * 53) % 56 for i in range(voices)]  # distinct keys, most between rendered pitches
-    for k in keys:
-        e.note_on(k, 75)  # between the 50 and 100 layers
-    e.render(FS)  # past the attack and decay
+def drop_page_cache(path: Path) -> float:
+    """Drop a file's pages from the page cache (posix_fadvise DONTNEED); returns the fraction still resident."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return resident_fraction(path)
+
+
+def resident_fraction(path: Path) -> float:
+    """The fraction of a file's pages in the page cache (mincore on a fresh mapping)."""
+    import mmap
+    m = np.memmap(path, dtype=np.uint8, mode="r")
+    pages = -(-m.size // mmap.PAGESIZE)
+    vec = np.zeros(pages, np.uint8)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    rc = libc.mincore(m.ctypes.data, m.size, vec.ctypes.data)
+    del m
+    return float((vec & 1).mean()) if rc == 0 else float("nan")
+
+
+# ---- the other threads ----------------------------------------------------------------------------------------
+class JackServer:
+    """jackd with its dummy backend (a clock, no sound card), for MIDI virtual ports where ALSA has none."""
+
+    def __init__(self):
+        self.env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1",
+                    "JACK_DEFAULT_SERVER": f"nsynth-bench-{os.getpid()}"}
+        self.proc = None
+
+    def __enter__(self):
+        if shutil.which("jackd"):
+            self.proc = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", str(FS), "-p", str(BLOCK)],
+                                         env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(50):
+                if subprocess.run(["jack_lsp"], env=self.env, capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class MidiFlood:
+    """`rate` pitch-bend messages a second into a virtual MIDI port, read back through the instrument's USB input
+    (device.midi_io.UsbMidiInput: python-rtmidi's callback), routed and posted to the engine stamped by the clock."""
+
+    def __init__(self, engine, clock, rate: float = 1000.0):
+        import mido
+        from device.midi_io import UsbMidiInput
+        from device.midi_map import MidiRouter
+
+        self.rate, self.sent, self.received = rate, 0, 0
+        self.backend = None
+        for api in (None, "UNIX_JACK"):  # ALSA (the Pi's), else JACK (this machine has no ALSA sequencer)
+            try:
+                be = mido.Backend("mido.backends.rtmidi" + (f"/{api}" if api else ""), load=True)
+                self.out = be.open_output("nsynth-bench-flood", virtual=True)
+                self.backend = be
+                break
+            except Exception:  # noqa: BLE001 - try the next MIDI system
+                continue
+        if self.backend is None:
+            raise RuntimeError("no MIDI system for virtual ports (no ALSA sequencer, no JACK)")
+        router = MidiRouter()
+
+        def on_message(msg):
+            self.received += 1
+            frame = clock.frame_for()
+            for ev in router.route(msg):
+                engine.post(ev, frame)
+
+        names = lambda: self.backend.get_input_names()
+        opener = lambda name, cb: self.backend.open_input(name, callback=cb)
+        time.sleep(0.3)
+        # (no re-listing during the run: under JACK, listing ports opens a JACK client, which blocks the process
+        # for about a second; on the Pi, ALSA's client list is watched instead, and listing is quick)
+        self.input = UsbMidiInput("nsynth-bench-flood", on_message, lister=names, opener=opener, relist_s=3600)
+        self._stop = threading.Event()
+
+    def start(self):
+        self.input.start()
+        self._thread = threading.Thread(target=self._run, name="midi-flood", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        import mido
+        t_next = time.perf_counter()
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            self.out.send(mido.Message("pitchwheel", channel=0, pitch=int(2000 * math.sin(i / 50.0))))
+            self.sent += 1
+            t_next = max(t_next + 1.0 / self.rate, time.perf_counter() - 0.05)  # never a burst to catch up
+            time.sleep(max(0.0002, t_next - time.perf_counter()))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.input.stop()
+
+
+class Board:
+    """The simulated control board (the real driver code on the fake I2C bus): polled at 200 Hz, its controls at
+    100 Hz, the OLED redrawn; a finger circles on the pad (the X/Y motion of the benchmark)."""
+
+    def __init__(self, engine, tmp: Path):
+        from device.board_glue import engine_params
+        from hardware.controls import open_board_controls
+        from hardware.corners import CornerChoices, Instrument
+
+        corners = CornerChoices([[Instrument(n, n.upper(), n.upper())] for n in "abcd"])
+        self.controls = open_board_controls("sim", corners=corners, patches_path=tmp / "patches.json")
+        self.post = lambda **p: engine.post_params(**engine_params(p))
+        self._stop = threading.Event()
+
+    def start(self):
+        self.controls.start(self.post)
+        self._thread = threading.Thread(target=self._run, name="finger", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        twin, t0 = self.controls.sim.board, time.monotonic()
+        while not self._stop.wait(0.02):
+            a = 2 * math.pi * (time.monotonic() - t0) / 2.0  # one circle every 2 s
+            twin.set_touch((round(5 + 4.5 * math.cos(a)), round(5 + 4.5 * math.sin(a))))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.controls.stop()
+
+
+# ---- one measured run (in its own process) --------------------------------------------------------------------
+def audio_thread(engine, clock, seconds: float, times: list, lateness: list, rt: list) -> None:
+    """Call the engine every period in real time, like the audio callback; record each block's time from the
+    period's start (including any wait to wake and get the GIL) to its end, and its own duration."""
+    from device.realtime import promote_current_thread
+    rt.append(promote_current_thread(70))
+    buf = np.zeros((BLOCK, 2), np.float32)
+    n = int(seconds / PERIOD)
+    t_next = time.perf_counter() + PERIOD
+    for _ in range(n):
+        now = time.perf_counter()
+        if t_next > now:
+            time.sleep(t_next - now)
+        t0 = time.perf_counter()
+        clock.mark(engine.frame)
+        engine.process(buf)
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        lateness.append(t1 - t_next)
+        t_next = max(t_next + PERIOD, t1)
+
+
+def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads: list[str]) -> dict:
+    from device.live import FrameClock, warm_up
+    from device.realtime import GIL_SWITCH_S, promote_threads
+    from device.residency import Prefetcher, Residency
+
+    samples = bank_path / SAMPLES
+    if not cold:  # warm: the whole file in the page cache, as after playing it a while
+        with open(samples, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    before = drop_page_cache(samples) if cold else resident_fraction(samples)
+    t_start = time.perf_counter()
+    bank = open_bank(bank_path)
+    bank.residency = Residency(bank)
+    engine = Engine(bank, EngineConfig(), params={"attack": 0.0, "decay": 0.2, "sustain": 0.8})
+    prefetcher = Prefetcher(engine, budget)
+    prefetcher.prepare(bank)
+    heads_s = time.perf_counter() - t_start
+    warm_up(bank, engine.config)
+    gc.freeze()  # as play() does
+    sys.setswitchinterval(GIL_SWITCH_S)
+    clock = FrameClock(FS, BLOCK)
+    others = []
+    tmp = Path(tempfile.mkdtemp(prefix="nsynth-bench-phase-"))
+    try:
+        prefetcher.start()
+        which = threads
+        if "board" in which:
+            others.append(Board(engine, tmp).start())
+        if "midi" in which:
+            others.append(MidiFlood(engine, clock).start())
+        # as play() does: the instrument's other threads just below the audio thread (70); not the harness's own
+        # (the flood's sender and the finger)
+        promote_threads(60, [th for th in threading.enumerate() if th.name not in ("midi-flood", "finger")])
+        for k in KEYS:
+            engine.note_on(k, VELOCITY)
+        times: list[float] = []
+        late: list[float] = []
+        rt: list[bool] = []
+        t = threading.Thread(target=audio_thread, args=(engine, clock, seconds, times, late, rt), name="audio")
+        t.start()
+        t.join()
+        flood = next((o for o in others if isinstance(o, MidiFlood)), None)
+        moved = engine.params["x"], engine.params["y"]
+    finally:
+        for o in reversed(others):  # (the MIDI input is left open: closing python-rtmidi's JACK port while its
+            if not isinstance(o, MidiFlood):  # callback may run can deadlock; the process ends right after)
+                o.stop()
+        prefetcher.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    late_arr = np.array(late) / PERIOD
+    own = np.array(times) / PERIOD
+    return {"mean": float(own.mean()), "p99": float(np.percentile(late_arr, 99)), "max": float(late_arr.max()),
+            "callback_mean": float(late_arr.mean()), "own_p99": float(np.percentile(own, 99)),
+            "own_max": float(own.max()), "blocks": len(times), "over_period": int((late_arr > 1.0).sum()),
+            "starved": engine.starved, "faults": engine.faults, "voices": engine.active_voices(),
+            "resident_before": before, "heads_s": heads_s, "whole": prefetcher.whole(bank),
+            "locked_mb": bank.residency.locked_bytes / 2**20,
+            "resident_after": bank.residency.resident_fraction(), "realtime": bool(rt and rt[0]),
+            "worst_blocks": [[int(i), round(float(late_arr[i]), 2)] for i in np.argsort(late_arr)[::-1][:5]],
+            "midi_sent": flood.sent if flood else 0, "midi_received": flood.received if flood else 0,
+            "xy_end": moved, "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **{f"{k.lower()}_mb": v for k, v in status_mb("RssAnon", "RssFile").items()}}
+
+
+def status_mb(*fields: str) -> dict[str, float]:
+    """Fields of /proc/self/status in MB (RssAnon: heap and stacks; RssFile: mapped files: libraries, the bank)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in fields:
+                out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def phase_subprocess(bank: Path, seconds: float, budget: int, cold: bool, threads: str = "board,midi") -> dict:
+    """Run one phase in a fresh process (its own page locks, mappings and RSS), under a JACK server if needed."""
+    with JackServer() as jack:
+        r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--phase", str(bank), "--seconds", str(seconds),
+                            "--budget", str(budget), *(["--cold"] if cold else []), "--threads", threads],
+                           env={**jack.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    if r.returncode != 0:
+        (Path(tempfile.gettempdir()) / "nsynth-bench-phase.err").write_text(r.stderr)
+        raise RuntimeError(f"phase failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---- CPU per block, and FluidSynth ----------------------------------------------------------------------------
+def cpu_per_block(bank, voices: int, blocks: int, compiled: bool = True, moving: bool = True) -> float:
+    """Best of 3: thread CPU seconds per block with `voices` held notes, X/Y moving every block (no other thread)."""
+    e = Engine(bank, EngineConfig(compiled=compiled), params={"attack": 0.0, "decay": 0.2, "sustain": 0.8})
+    for k in KEYS[:voices]:
+        e.note_on(k, VELOCITY)
+    e.render(FS // 2)
     buf = np.zeros((BLOCK, 2), np.float32)
     best = float("inf")
     for rep in range(3):
         t0 = time.thread_time()
         for i in range(blocks):
-            if moving and i % 4 == 0:  # the player drags across the pad: weights change every block
+            if moving:
                 ph = (rep * blocks + i) / 400.0
-                e.post_params(x=0.5 + 0.45 * np.sin(ph), y=0.5 + 0.45 * np.cos(0.7 * ph))
+                e.post_params(x=0.5 + 0.45 * math.sin(ph), y=0.5 + 0.45 * math.cos(0.7 * ph))
             e.process(buf)
         best = min(best, (time.thread_time() - t0) / blocks)
-    assert e.active_voices() == voices, (e.active_voices(), voices)
     return best
 
 
-def write_midi(path: Path, notes: int, seconds: float) -> None:
+def write_song(path: Path, seconds: float) -> None:
     import mido
-
     mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks per second
     tr = mido.MidiTrack()
     mid.tracks.append(tr)
     tr.append(mido.Message("program_change", program=19, time=0))  # church organ: sustains while held
-    for i in range(notes):
-        tr.append(mido.Message("note_on", note=34 + (i * 53) % 56, velocity=75, time=0))
+    for k in KEYS:
+        tr.append(mido.Message("note_on", note=k, velocity=VELOCITY, time=0))
     tr.append(mido.Message("control_change", control=1, value=0, time=int(seconds * 960)))
-    for i in range(notes):
-        tr.append(mido.Message("note_off", note=34 + (i * 53) % 56, time=0))
+    for k in KEYS:
+        tr.append(mido.Message("note_off", note=k, time=0))
     mid.save(path)
 
 
-def fluidsynth_cpu(midi: Path, out: Path) -> float:
-    """CPU seconds (user + system) of `fluidsynth -F` rendering `midi` at 48 kHz, reverb and chorus off."""
+def child_cpu(cmd: list[str], env=None) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(["fluidsynth", "-ni", "-q", "-r", str(FS), "-o", "synth.reverb.active=0",
-                    "-o", "synth.chorus.active=0", "-o", "synth.cpu-cores=1", "-o", "synth.polyphony=256",
-                    "-F", str(out), "-T", "raw", SOUNDFONT, str(midi)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def fluidsynth_per_voice_block(tmp: Path, notes: int = 32, seconds: float = 20.0) -> float:
-    """FluidSynth's CPU seconds per note per 128-frame block (32 held notes minus an empty song of equal length)."""
-    write_midi(tmp / "n.mid", notes, seconds)
-    write_midi(tmp / "0.mid", 0, seconds)
-    busy = min(fluidsynth_cpu(tmp / "n.mid", tmp / "n.raw") for _ in range(3))
-    idle = min(fluidsynth_cpu(tmp / "0.mid", tmp / "0.raw") for _ in range(3))
-    rendered_s = os.path.getsize(tmp / "n.raw") / (FS * 2 * 2)  # stereo s16, includes fluidsynth's tail
-    return max(busy - idle, 1e-9) / notes / (rendered_s / PERIOD)
+def render_cpu(bank_path: Path, song: Path) -> tuple[float, int]:
+    """Thread CPU seconds of the engine rendering the song (events routed and posted, then rendered block by
+    block, as `nsynth render-midi` does, less writing the file), and the frames rendered."""
+    from device.midi_io import midi_file_messages
+    from device.midi_map import MidiRouter
+    from device.engine import release_seconds
+    e = Engine(open_bank(bank_path), EngineConfig(), params={"x": 0.37, "y": 0.61})
+    e.render(BLOCK)  # the kernel loaded
+    t0 = time.thread_time()
+    e = Engine(open_bank(bank_path), EngineConfig(), params={"x": 0.37, "y": 0.61})
+    router = MidiRouter()
+    msgs = midi_file_messages(song, FS)
+    frames = msgs[-1][0] + int((release_seconds(e.params["release"]) + 0.1) * FS) + 1
+    for f, m in msgs:
+        for ev in router.route(m):
+            e.post(ev, f)
+    e.render(frames)
+    return time.thread_time() - t0, frames
 
 
-_RSS_PROBE = r"""
-import sys, numpy as np
-from device.bank import open_bank
-from device.engine import Engine
-def rss(field):
-    for line in open('/proc/self/status'):
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-bank = open_bank(sys.argv[1])
-e = Engine(bank)
-rng = np.random.default_rng(0)
-buf = np.zeros((128, 2), np.float32)
-for i in range(4000):  # 400 notes: every written pitch, all over the pad
-    if i % 10 == 0:
-        e.post_params(x=float(rng.random()), y=float(rng.random()))
-        e.note_on(int(rng.choice(PLAYED)), 75)
-    e.process(buf)
-print(rss('VmRSS'), rss('VmHWM'), rss('RssAnon'), bank.samples.nbytes / 2**20)
-""".replace("PLAYED", "[21, 32, 43, 54, 65, 76, 87, 98]")
+def fluidsynth_total(tmp: Path, bank_path: Path, seconds: float) -> dict:
+    song = tmp / "song.mid"
+    write_song(song, seconds)
+    fluid = min(child_cpu(["fluidsynth", "-ni", "-q", "-r", str(FS), "-o", "synth.reverb.active=0",
+                           "-o", "synth.chorus.active=0", "-o", "synth.cpu-cores=1", "-o", "synth.polyphony=256",
+                           "-F", str(tmp / "f.raw"), "-T", "raw", SOUNDFONT, str(song)]) for _ in range(3))
+    fluid_frames = os.path.getsize(tmp / "f.raw") // 4  # stereo s16, with FluidSynth's ~2 s tail
+    ours, frames = min(render_cpu(bank_path, song) for _ in range(3))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = min(child_cpu([sys.executable, "-m", "device.cli", "render-midi", "--bank", str(bank_path), str(song),
+                             "-o", str(tmp / "o.wav"), "--xy", "0.37,0.61"], env=env) for _ in range(2))
+    return {"fluidsynth_cpu_s": fluid, "fluidsynth_s_rendered": fluid_frames / FS, "ours_cpu_s": ours,
+            "ours_s_rendered": frames / FS, "ours_process_cpu_s": process,
+            "vs_fluidsynth_total": ours / fluid, "vs_fluidsynth_process": process / fluid}
 
 
-def rss_playing(bank_path: Path) -> tuple[float, float, float, float]:
-    """(RSS, peak RSS, anonymous RSS, bank size) in MB of a fresh process playing 400 notes from the bank."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    r = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(bank_path)], check=True, capture_output=True,
-                       text=True, env=env)
-    return tuple(float(v) for v in r.stdout.split())  # type: ignore[return-value]
-
-
-def sparse_bank(path: Path, pitches: list[int], velocities: list[int]) -> None:
-    """A 9x9 bank of 4-s notes, written sparse: only the notes the probe plays (pitches 21, 32, ... 98 at
-    velocity 75, every cell) hold sound, the rest are holes in the file."""
-    n, length = 9, 64000
-    t = np.arange(length) / 16000
-    with BankWriter(path, grid=n, pitches=pitches, velocities=velocities, note_length=length, corners="abcd",
-                    model="bench-sparse") as w:
-        vi = velocities.index(75)
-        for pi, p in enumerate(pitches):
-            if p in range(21, 99, 11):
-                note = np.round(np.sin(2 * np.pi * 440 * 2 ** ((p - 69) / 12) * t) * 8000).astype(np.int16)
-                w.write_block(pi, vi, np.broadcast_to(note, (n, n, length)))
-        w.close(allow_missing=True)
-
-
+# ---- main -----------------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--blocks", type=int, default=3000)
-    ap.add_argument("--no-memory", action="store_true", help="skip the multi-GB sparse bank")
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of each measured run")
+    ap.add_argument("--blocks", type=int, default=2000, help="blocks per CPU measurement")
+    ap.add_argument("--large", action="store_true", help="a 30-pitch x 5-velocity bank (1.55 GB)")
+    ap.add_argument("--keep", metavar="DIR", help="write (or reuse) the bank in DIR and keep it")
+    ap.add_argument("--phase", metavar="BANK", help=argparse.SUPPRESS)
+    ap.add_argument("--budget", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", default="board,midi",
+                    help="the other threads running during the block-time runs: board, midi (comma-separated; "
+                         "'none' for neither)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="nsynth-bench-"))
+    if args.phase:
+        print(json.dumps(run_phase(Path(args.phase), args.seconds, args.budget, args.cold, args.threads.split(","))),
+              flush=True)
+        os._exit(0)  # no teardown of the JACK MIDI clients: this process is done
+
+    from device.residency import memory_budget
     res: dict[str, object] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="nsynth-bench-"))
     try:
-        path = tmp / "bank"
-        synth_bank(path, grid=3, pitches=list(range(24, 88, 4)), velocities=[50, 100], note_length=64000)
-        bank = open_bank(path)
-        cost = {}
+        bank_path = Path(args.keep) / "bank" if args.keep else tmp / "bank"
+        shape = dict(pitches=tuple(range(21, 111, 3)), velocities=(25, 50, 75, 100, 127)) if args.large else {}
+        if not (bank_path / SAMPLES).exists():
+            t0 = time.monotonic()
+            write_bank(bank_path, **shape)
+            print(f"wrote the bank in {time.monotonic() - t0:.0f} s", flush=True)
+        bank = open_bank(bank_path)
+        info = bank.info
+        mb = bank.samples.nbytes / 2**20
+        res.update(bank_mb=round(mb), bank_shape=list(info.shape[:4]))
+        print(f"bank: {info.grid}x{info.grid} grid, {len(info.pitches)} pitches x {len(info.velocities)} velocities, "
+              f"4-s notes: {mb:.0f} MB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+
         for v in (1, 8, 32):
-            cost[v] = engine_block_seconds(bank, v, args.blocks, moving=False)
-            res[f"block_fraction_{v}"] = round(cost[v] / PERIOD, 4)
-            print(f"engine, {v:2d} voices held:        {cost[v] * 1e6:7.1f} us per block = "
-                  f"{cost[v] / PERIOD:6.1%} of the {PERIOD * 1e3:.2f} ms period")
-        moving = engine_block_seconds(bank, 32, args.blocks, moving=True)
-        res["block_fraction_32_moving"] = round(moving / PERIOD, 4)
-        print(f"engine, 32 voices, XY moving:  {moving * 1e6:7.1f} us per block = {moving / PERIOD:6.1%}")
-        ours = (cost[32] - cost[1]) / 31
+            c = cpu_per_block(bank, v, args.blocks)
+            res[f"cpu_fraction_{v}"] = round(c / PERIOD, 4)
+            print(f"CPU per block, {v:2d} voices, X/Y moving: {c * 1e6:6.1f} us = {c / PERIOD:6.2%} of the period")
+        ref = cpu_per_block(bank, 32, max(200, args.blocks // 10), compiled=False)
+        res["cpu_fraction_32_numpy"] = round(ref / PERIOD, 4)
+        print(f"  (the numpy reference, 32 voices: {ref * 1e6:.0f} us = {ref / PERIOD:.1%}; compiled is "
+              f"{ref / (res['cpu_fraction_32'] * PERIOD):.1f}x faster)")
+
+        del bank  # unmapped: dropping the page cache before the cold runs must not find our mapping
+        budget = memory_budget()
+        phases = {"warm": (budget, False), "cold": (budget, True), "cold_streamed": (0, True)}
+        for name, (b, cold) in phases.items():
+            r = phase_subprocess(bank_path, args.seconds, b, cold, args.threads)
+            res[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+            print(f"{name:14s} 32 voices, X/Y moving, MIDI flood, board + OLED: block mean {r['mean']:.1%}, "
+                  f"p99 {r['p99']:.1%}, max {r['max']:.1%} of the period (from the period's start; own p99 "
+                  f"{r['own_p99']:.1%}, max {r['own_max']:.1%}); {r['over_period']} of {r['blocks']} over; "
+                  f"{r['starved']} voice segments muted; page cache before {r['resident_before']:.0%}; "
+                  f"{'held whole' if r['whole'] else 'streamed'}; RT {r['realtime']}; MIDI {r['midi_received']} "
+                  f"of {r['midi_sent']}; RSS {r['rss_peak_mb']:.0f} MB", flush=True)
+        res["block_fraction_32"] = res["warm"]["mean"]
+        res["max_warm"] = res["warm"]["max"]
+        res["p99_cold"] = res["cold"]["p99"]
+        res["max_cold"] = res["cold"]["max"]
+        res["p99_cold_streamed"] = res["cold_streamed"]["p99"]
+        res["max_cold_streamed"] = res["cold_streamed"]["max"]
+        res["rss_mb"] = round(max(res[p]["rss_peak_mb"] for p in phases), 1)
+        res["preload_budget_mb"] = budget >> 20
+
         if shutil.which("fluidsynth") and os.path.exists(SOUNDFONT):
-            fluid = fluidsynth_per_voice_block(tmp)
-            res["per_voice_vs_fluidsynth"] = round(ours / fluid, 3)
-            res["fluidsynth_us_per_voice_block"] = round(fluid * 1e6, 3)
-            print(f"per voice: engine {ours * 1e6:.2f} us per block, FluidSynth {fluid * 1e6:.2f} us "
-                  f"(fast render, {os.path.basename(SOUNDFONT)}): ratio {ours / fluid:.2f}")
+            f = fluidsynth_total(tmp, bank_path, 20.0)
+            res.update({k: round(v, 3) for k, v in f.items()})
+            print(f"32 held notes, 20 s: FluidSynth {f['fluidsynth_cpu_s']:.2f} s CPU ({f['fluidsynth_s_rendered']:.1f} "
+                  f"s rendered, TimGM6mb organ: 2 voices a note), ours {f['ours_cpu_s']:.2f} s "
+                  f"({f['ours_s_rendered']:.1f} s): {f['vs_fluidsynth_total']:.2f}x; our whole render-midi process "
+                  f"{f['ours_process_cpu_s']:.2f} s: {f['vs_fluidsynth_process']:.2f}x")
         else:
-            res["per_voice_vs_fluidsynth"] = None
-            print("FluidSynth or its SoundFont is missing: no per-voice comparison")
-        res["engine_us_per_voice_block"] = round(ours * 1e6, 3)
-        if not args.no_memory:
-            rss = {}
-            for name, pitches, vels in (("small", list(range(21, 99, 11)), [75]),
-                                        ("large", list(range(21, 109)), [25, 50, 75, 100, 127])):
-                sparse_bank(tmp / name, pitches, vels)
-                rss[name] = rss_playing(tmp / name)
-                shutil.rmtree(tmp / name)
-                print(f"RSS playing 400 notes from a {rss[name][3] / 1024:5.2f} GB bank: {rss[name][0]:6.1f} MB "
-                      f"(peak {rss[name][1]:.1f}, anonymous {rss[name][2]:.1f})")
-            res.update(rss_mb_small_bank=round(rss["small"][1], 1), rss_mb_large_bank=round(rss["large"][1], 1),
-                       large_bank_gb=round(rss["large"][3] / 1024, 2))
-        res["targets_met"] = bool(res["block_fraction_32"] <= 0.10 and
-                                  (res["per_voice_vs_fluidsynth"] or 99) <= 2.0)
+            res["vs_fluidsynth_total"] = None
+            print("FluidSynth or its SoundFont is missing: no comparison")
+        res["load_average"] = round(os.getloadavg()[0], 2)
+        res["targets_met"] = bool(res["block_fraction_32"] <= 0.03 and res["max_warm"] <= 0.30
+                                  and res["p99_cold"] <= 0.50 and res["max_cold"] <= 1.0
+                                  and (res["vs_fluidsynth_total"] or 99) <= 1.0
+                                  and res["rss_mb"] <= 100 + min(budget >> 20, res["bank_mb"]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(res))

@@ -22,7 +22,8 @@ manifest.json::
      "model": str, "config_hash": str, "sha256": hex digest of samples.i16, "created": ISO-8601 time,
      "extra": {free-form}}
 
-`BankWriter` builds a bank in a sibling temp directory and swaps it in atomically on `close()`;
+`BankWriter` builds a bank in a sibling temp directory and, on `close()`, moves it to `.store/` beside the final
+path and points the symlink BANK at it with rename(2), so BANK is the old bank or the new one at every instant;
 `open_bank` validates everything and raises `BankError` naming the file and the problem.
 
 Checked before played: `open_verified` (what the players call) hashes the samples on a bank's first use and
@@ -33,6 +34,7 @@ samples failed is refused at once until its files change; `nsynth bank verify` a
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -48,7 +50,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes, fsync_dir, pid_alive
+from device.fsutil import atomic_write_bytes, exchange_paths, fsync_dir, pid_alive
 
 FORMAT_NAME = "nsynth-bank"
 FORMAT_VERSION = 1
@@ -57,6 +59,7 @@ SAMPLES = "samples.i16"
 TIMBRE_MAP = "timbre_map.png"
 STAMP = "verified.json"
 STAMP_FORMAT = "nsynth-bank-verified"
+STORE = ".store"  # BANKS/NAME is a symlink to BANKS/.store/<version> (shared with `nsynth bank import`)
 DTYPE = np.dtype("<i2")
 CORNER_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))  # (x, y) of corners[0..3]: BL, BR, TL, TR
 _HASH_CHUNK = 1 << 24
@@ -135,7 +138,8 @@ def _check_loops(loops: np.ndarray, note_length: int) -> str | None:
 
 
 class BankWriter:
-    """Write a bank into `<path>.partial-<pid>`, then atomically put it at `path` on `close()`.
+    """Write a bank into `<path>.partial-<pid>`, then atomically put it at `path` on `close()`: `path` becomes a
+    symlink to `<parent>/.store/<name>.<stamp>.<pid>`, replaced with rename(2); the old version is then removed.
 
     An existing bank at `path` stays intact until the new one is complete; an exception inside a `with`
     block (or `abort()`) removes the partial directory and leaves nothing under the final name. Notes not
@@ -165,10 +169,7 @@ class BankWriter:
         except (ValueError, TypeError) as e:
             raise BankError(f"{self.path}: cannot write bank: {e}") from None
         self.partial = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
-        for stale in self.path.parent.glob(f"{self.path.name}.partial-*"):  # left by writers that were killed
-            suffix = stale.name.rsplit("-", 1)[1]
-            if suffix.isdigit() and (int(suffix) == os.getpid() or not pid_alive(int(suffix))):
-                shutil.rmtree(stale, ignore_errors=True)
+        self._clear_stale()
         self.partial.mkdir(parents=True)
         shape = self.info.shape
         self.samples = np.memmap(self.partial / SAMPLES, dtype=DTYPE, mode="w+", shape=shape)
@@ -176,6 +177,29 @@ class BankWriter:
         self.loops[...] = default_loop(note_length)
         self.written = np.zeros(shape[:4], dtype=bool)
         self._done = False
+
+    def _clear_stale(self) -> None:
+        """Remove what writers that were killed left: partial banks, temporary links, versions never linked."""
+        parent, name = self.path.parent, self.path.name
+        live = (parent / os.readlink(self.path)).resolve() if self.path.is_symlink() else None
+
+        def dead(pid: str) -> bool:
+            return pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid)))
+
+        for stale in parent.glob(f"{name}.partial-*"):
+            if dead(stale.name.rsplit("-", 1)[1]):
+                shutil.rmtree(stale, ignore_errors=True)
+        for stale in parent.glob(f".{name}.link-*"):  # a new link, or (after the exchange) the old plain folder
+            if dead(stale.name.rsplit("-", 1)[1]):
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+        for stale in (parent / STORE).glob(f"{name}.*"):
+            parts = stale.name[len(name) + 1:].split(".")
+            ours = (len(parts) == 2 or (len(parts) == 3 and parts[0] == "plain")) and parts[-2].isdigit()
+            if ours and dead(parts[-1]) and stale.resolve() != live:
+                shutil.rmtree(stale, ignore_errors=True)
 
     def _check_index(self, p_idx: int, v_idx: int) -> None:
         if not (0 <= p_idx < len(self.info.pitches) and 0 <= v_idx < len(self.info.velocities)):
@@ -258,20 +282,30 @@ class BankWriter:
         return info
 
     def _swap_in(self) -> None:
-        old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
-        had_old = self.path.exists()
-        if had_old:
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(self.path, old)
-        try:
-            os.rename(self.partial, self.path)
-        except BaseException:
-            if had_old:
-                os.rename(old, self.path)
-            raise
-        fsync_dir(self.path.parent)
-        if had_old:
+        """Move the finished bank into `<parent>/.store/<name>.<stamp>` and point the symlink `path` at it with
+        rename(2) (the scheme of `nsynth bank import`): at every instant `path` is the old bank or the new one."""
+        parent, name = self.path.parent, self.path.name
+        store = parent / STORE
+        store.mkdir(exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d%H%M%S%f")
+        final = store / f"{name}.{stamp}.{os.getpid()}"
+        os.rename(self.partial, final)
+        fsync_dir(store)
+        old: Path | None = None
+        if self.path.is_symlink():
+            old = parent / os.readlink(self.path)
+        link = parent / f".{name}.link-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        os.symlink(os.path.relpath(final, parent), link)
+        if self.path.is_dir() and not self.path.is_symlink():  # a plain bank folder (an older writer's)
+            old = store / f"{name}.plain.{stamp}.{os.getpid()}"
+            exchange_paths(link, self.path)  # now `link` names the old folder, `path` the symlink
+            os.rename(link, old)
+        else:
+            os.replace(link, self.path)
+        fsync_dir(parent)
+        if old is not None and old.resolve() != final.resolve():
             shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
@@ -291,19 +325,17 @@ class BankWriter:
 
 
 class Bank:
-    """An open bank: `.info`, `.samples` (read-only memmap [P, V, N, N, L]), `.loops` (int [P, V, N, N, 2])."""
+    """An open bank: `.info`, `.samples` (read-only memmap [P, V, N, N, L]), `.loops` (int [P, V, N, N, 2]);
+    `.residency`: which of its pages are in memory (device/residency.py), set by the live instrument (None: every
+    page may be read, waiting for the disk if need be, as offline rendering does)."""
 
     def __init__(self, path: Path, info: BankInfo, samples: np.memmap, loops: np.ndarray):
         self.path, self.info, self.samples, self.loops = path, info, samples, loops
+        self.residency = None
 
     def note(self, p_idx: int, v_idx: int, y: int, x: int) -> np.ndarray:
         """One note's samples (a read-only view into the memmap)."""
         return self.samples[p_idx, v_idx, y, x]
-
-    def prefetch(self, flat_offset: int, count: int) -> None:
-        """Ask the kernel to read samples [flat_offset, flat_offset + count) in the background (MADV_WILLNEED)."""
-        _madvise(self.samples, getattr(mmap, "MADV_WILLNEED", None), flat_offset * DTYPE.itemsize,
-                 count * DTYPE.itemsize)
 
     def __repr__(self) -> str:
         i = self.info
@@ -378,7 +410,7 @@ def open_bank(path: str | os.PathLike, verify: bool = False) -> Bank:
                         f"({'truncated' if size < expected else 'too long'})")
     samples = np.memmap(spath, dtype=DTYPE, mode="r", shape=shape)
     # no read-around: a page fault reads its page, not megabytes around it, so what stays resident is what
-    # was played, however large the bank (the engine prefetches each note it starts)
+    # was played, however large the bank (the live instrument's prefetch thread asks for what it needs)
     _madvise(samples, getattr(mmap, "MADV_RANDOM", None), 0, samples.nbytes)
     bank = Bank(path, info, samples, loops)
     if verify:

@@ -1,17 +1,24 @@
-"""The voice engine: bank notes -> 48 kHz stereo, all voices at once with numpy array operations.
+"""The voice engine: bank notes -> 48 kHz stereo.
 
 Per voice: the nearest rendered pitch, resampled (4-point Catmull-Rom) to the exact MIDI pitch plus pitch bend;
-a crossfade of the two nearest velocity layers, then a velocity gain; the four grid cells around the voice's
-(smoothed) XY position with bilinear weights; an ADSR envelope; a forward sustain loop between the bank's loop
-points with a crossfade, so a key can be held forever.
+a crossfade of the two nearest velocity layers (each layer is already levelled for its velocity; a gain only
+outside the layers' range); the four grid cells around the voice's (smoothed) XY position with bilinear weights; an
+ADSR envelope; a forward sustain loop between the bank's loop points with a crossfade, so a key can be held
+forever. The output passes a soft limiter, so it never leaves +-1.0.
 
 The 8 source streams of a voice (4 cells x 2 velocity layers) are mixed on the bank's 16 kHz grid with weights
 that ramp linearly across each segment, and the mix is resampled once (resampling is linear, so this is exact).
+The per-segment loop is compiled (device/kernels.py, numba) where numba is installed; the numpy version here,
+all voices at once in array operations, is its reference (tests hold them to each other) and its fallback.
 
-Threading: producers (MIDI, controls, code) call `post*` from any thread; they only append to a
-`collections.deque` (atomic, lock-free for the audio thread). The audio thread calls `process(out)`, which
-drains the deque, applies each event at its exact frame (the block is split into segments at event frames),
-and renders. Events carry an absolute frame number, or None for "at the start of the next block".
+Threading: producers (MIDI, controls, code) call `post*` from any thread; the event is checked there and only
+appended to a `collections.deque` (atomic, lock-free for the audio thread). The audio thread calls
+`process(out)`, which drains the deque, applies each event at its exact frame (the block is split into segments at
+event frames), and renders. Events carry an absolute frame number, or None for "at the start of the next block".
+The audio thread makes no system call and reads only bank pages that are resident: when the bank has a
+`residency` (device/residency.py, kept by the live instrument's prefetch thread), a voice whose pages are not all
+in memory is muted for that segment (counted in `starved`) instead of waiting for the disk. A voice whose state
+could read outside the bank is freed and counted (`faults`).
 
 Parameters are normalised 0..1 like the original's pots (see `PARAMS`); their meaning:
   position  start offset into the note: position x half the note length
@@ -28,23 +35,22 @@ from __future__ import annotations
 
 import collections
 import math
+import operator
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
+from device import kernels
 from device.bank import Bank
+from device.kernels import ATTACK, DECAY, EPS, FAULTS, FREE, KILL, RELEASE, STARVED
 
 PARAMS = ("position", "attack", "decay", "sustain", "release", "volume", "x", "y")
 DEFAULT_PARAMS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 0.8, "release": 0.2, "volume": 0.8,
                   "x": 0.5, "y": 0.5}
 
-# voice stages
-FREE, ATTACK, DECAY, RELEASE, KILL = 0, 1, 2, 3, 4
-_EPS = 1e-3  # -60 dB: the decay and release times are times to get this close
+LIMIT_KNEE = 0.9  # the output limiter leaves samples within +-0.9 (-0.9 dBFS) alone
 _NCH = 16
-_KINDS = frozenset({"on", "off", "params", "bend", "pedal", "note_xy", "all_notes_off", "all_sound_off",
-                    "reset_controllers", "bank"})
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,11 @@ class EngineConfig:
     xy_smooth_s: float = 0.02     # time constant of a voice following X/Y
     param_slew_s: float = 0.05    # time constant of the other parameters
     loop_crossfade: int = 4000    # source samples (the original's), shortened to fit each loop
-    velocity_curve: float = 1.0   # gain = (velocity / 127) ** velocity_curve; 0 = no velocity gain
+    velocity_curve: float = 1.0   # below the lowest layer (above the highest): (velocity / layer's) ** curve
+    limiter: bool = True          # soft-limit the output to +-1.0 (see soft_limit)
     fade_slots: int = 16
+    max_rate: float = 16.0        # source samples read per output sample at most (higher pitches are capped)
+    compiled: bool = True         # the compiled kernel where numba is installed; False: the numpy reference
 
 
 def attack_seconds(a: float) -> float:
@@ -87,56 +96,65 @@ class Engine:
         self._notes = 0
         self._target = np.array([DEFAULT_PARAMS[p] for p in PARAMS], dtype=np.float64)
         if params:
-            self._target[:] = [float(np.clip(params.get(p, DEFAULT_PARAMS[p]), 0, 1)) for p in PARAMS]
-        self._cur = self._target.copy()
+            params = checked_event(("params", params))[1]
+            self._target[:] = [min(max(params.get(p, DEFAULT_PARAMS[p]), 0.0), 1.0) for p in PARAMS]
+        self._sus, self._vol = float(self._target[3]), float(self._target[5])  # slewed sustain level and volume
+        self._rates: tuple | None = None  # envelope rates and the targets as floats (None: to be computed)
+        self._factors: dict[int, tuple[float, float]] = {}
         self._chan_bend = np.zeros(_NCH)
         self._global_bend = 0.0
-        self._chan_xy = np.full((_NCH, 2), np.nan)  # MPE per-note X/Y (NaN: follow the global X/Y)
-        self._mpe_xy = False  # any channel has its own X/Y
+        self._chan_xy = np.full((_NCH, 2), np.nan)  # MPE X/Y a channel sent for its note (NaN: none)
         self._pedal = False
         self._swap: tuple[int, Bank] | None = None
         self._t = np.arange(1, c.block + 1, dtype=np.float64)
         cap = c.max_voices + c.fade_slots
         self._cap = cap
-        self.stage = np.zeros(cap, np.int8)
+        # the voices' state: named views into the packed arrays the compiled kernel takes (kernels.F_*, I_*, S_*)
+        self._vf = np.zeros((cap, kernels.NF))
+        self._vi = np.zeros((cap, kernels.NI), np.int64)
+        self._vs = np.zeros((cap, 3), np.int8)
+        self.stage = self._vs[:, kernels.S_STAGE]
+        self.held = self._vs[:, kernels.S_HELD].view(bool)       # key is down
+        self.sustained = self._vs[:, kernels.S_SUS].view(bool)   # key is up but the pedal holds the voice
+        self.level = self._vf[:, kernels.F_LEVEL]
+        self.gain = self._vf[:, kernels.F_GAIN]
+        self.pos = self._vf[:, kernels.F_POS]  # virtual read position in source samples (unwrapped by loops)
+        self.base_rate = self._vf[:, kernels.F_RATE]
+        self.sxy = self._vf[:, kernels.F_SXY:kernels.F_SXY + 2]  # smoothed position in grid units
+        self.vxy = self._vf[:, kernels.F_VXY:kernels.F_VXY + 2]  # own X/Y (MPE), 0..1; NaN: follow the global X/Y
+        self.vxy[:] = np.nan
+        self.v_w = self._vf[:, kernels.F_VW:kernels.F_VW + 2]
+        self.w8 = self._vf[:, kernels.F_W8:kernels.F_W8 + 8]  # stream weights at the voice's current X/Y
+        self.chan = self._vi[:, kernels.I_CHAN]
+        self.p_idx = self._vi[:, kernels.I_P]
+        self.v_idx = self._vi[:, kernels.I_V:kernels.I_V + 2]
+        self.square = self._vi[:, kernels.I_SQ:kernels.I_SQ + 2]  # (cx, cy) of the 4 cells in use
+        self.square[:] = -1
         self.key = np.zeros(cap, np.int16)
-        self.chan = np.zeros(cap, np.int16)
-        self.held = np.zeros(cap, bool)       # key is down
-        self.sustained = np.zeros(cap, bool)  # key is up but the pedal holds the voice
         self.age = np.zeros(cap, np.int64)
-        self.pos = np.zeros(cap, np.float64)  # virtual read position in source samples (unwrapped by loops)
-        self.base_rate = np.zeros(cap, np.float64)
-        self.p_idx = np.zeros(cap, np.int64)
-        self.v_idx = np.zeros((cap, 2), np.int64)
-        self.v_w = np.zeros((cap, 2), np.float32)
-        self.gain = np.zeros(cap, np.float64)
-        self.level = np.zeros(cap, np.float64)
-        self.sxy = np.zeros((cap, 2), np.float64)  # smoothed position in grid units
-        self.square = np.full((cap, 2), -1, np.int64)  # (cx, cy) of the 4 cells in use
         # per stream (8 per voice, cell-major, layer-minor): flat sample offset of its note, loop start, loop end,
         # loop length, crossfade length, crossfade start
         self.streams = np.zeros((cap, 8, 6), np.int64)
         self.streams[..., 2:4] = 1
-        self.w8 = np.zeros((cap, 8), np.float32)  # stream weights at the voice's current X/Y
-        self._ar = np.arange(max(c.block, 1024), dtype=np.int64)
-        self._k32 = self._ar.astype(np.float32)
+        self.counters = np.zeros(2, np.int64)  # [STARVED, FAULTS] (see the properties)
+        self._kernel = kernels.render_segment if c.compiled and kernels.COMPILED else None
+        self._knee = LIMIT_KNEE if c.limiter else 0.0
+        self._scratch = np.empty((3, int(math.ceil(c.max_rate * c.block)) + 8))  # the compiled kernel's
+        self._scratch.fill(0.0)  # written now: its pages are not first touched (faulted in) by the audio thread
         self._set_bank(bank)
 
     # ---- producers (any thread) -------------------------------------------------------------------------
     def post(self, event: tuple, frame: int | None = None) -> None:
         """Queue one event: ("on", ch, key, vel), ("off", ch, key), ("params", {name: 0..1}),
         ("bend", ch or None, semitones), ("pedal", down), ("note_xy", ch, x or None, y or None),
-        ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank)."""
-        if event[0] not in _KINDS:
-            raise ValueError(f"unknown engine event {event[0]!r}; known: {', '.join(sorted(_KINDS))}")
-        self._queue.append((frame, event))
+        ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank).
+        Channels are 0..15, keys and velocities 0..127; a malformed event raises ValueError here, in the
+        posting thread, never in the audio thread."""
+        self._queue.append((frame, checked_event(event)))
 
     def post_params(self, frame: int | None = None, **params: float) -> None:
         """Set parameters (normalised 0..1, names in PARAMS) from any thread, applied at `frame` or the next block."""
-        unknown = set(params) - set(PARAMS)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {sorted(unknown)}; known: {', '.join(PARAMS)}")
-        self._queue.append((frame, ("params", params)))
+        self.post(("params", params), frame)
 
     def note_on(self, key: int, velocity: int, channel: int = 0, frame: int | None = None) -> None:
         self.post(("on", channel, key, velocity), frame)
@@ -163,6 +181,21 @@ class Engine:
     def held_voices(self) -> int:
         """Voices whose key is down or held by the pedal."""
         return int(np.count_nonzero((self.stage != FREE) & (self.held | self.sustained)))
+
+    @property
+    def compiled(self) -> bool:
+        """Whether blocks are rendered by the compiled kernel (else by the numpy reference)."""
+        return self._kernel is not None
+
+    @property
+    def starved(self) -> int:
+        """Voice-segments muted so far because a page they needed was not resident yet."""
+        return int(self.counters[STARVED])
+
+    @property
+    def faults(self) -> int:
+        """Voices freed so far because their state could have read outside the bank."""
+        return int(self.counters[FAULTS])
 
     # ---- audio thread -----------------------------------------------------------------------------------
     def render(self, frames: int) -> np.ndarray:
@@ -207,27 +240,29 @@ class Engine:
     def _apply(self, ev: tuple) -> None:
         kind = ev[0]
         if kind == "on":
-            self._note_on(int(ev[1]), int(ev[2]), int(ev[3]))
+            self._note_on(ev[1], ev[2], ev[3])
         elif kind == "off":
-            self._note_off(int(ev[1]), int(ev[2]))
+            self._note_off(ev[1], ev[2])
         elif kind == "params":
             for name, value in ev[1].items():
-                self._target[PARAMS.index(name)] = min(max(float(value), 0.0), 1.0)
+                self._target[PARAMS.index(name)] = min(max(value, 0.0), 1.0)
+            self._rates = None
         elif kind == "bend":
             if ev[1] is None:
-                self._global_bend = float(ev[2])
+                self._global_bend = ev[2]
             else:
-                self._chan_bend[int(ev[1]) % _NCH] = float(ev[2])
+                self._chan_bend[ev[1]] = ev[2]
         elif kind == "pedal":
-            self._pedal = bool(ev[1])
+            self._pedal = ev[1]
             if not self._pedal:
                 self._release(self.sustained & (self.stage != FREE))
-        elif kind == "note_xy":
-            ch = int(ev[1]) % _NCH
+        elif kind == "note_xy":  # the channel's X/Y, for its sounding note and (until it ends) its next one
+            ch = ev[1]
+            mine = (self.chan == ch) & self.held
             for axis, value in ((0, ev[2]), (1, ev[3])):
                 if value is not None:
-                    self._chan_xy[ch, axis] = min(max(float(value), 0.0), 1.0)
-                    self._mpe_xy = True
+                    self._chan_xy[ch, axis] = min(max(value, 0.0), 1.0)
+                    self.vxy[mine, axis] = self._chan_xy[ch, axis]
         elif kind == "all_notes_off":
             self._pedal = False
             self._release((self.stage != FREE) & (self.held | self.sustained))
@@ -237,7 +272,7 @@ class Engine:
             self._chan_bend[:] = 0.0
             self._global_bend = 0.0
             self._chan_xy[:] = np.nan
-            self._mpe_xy = False
+            self.vxy[:] = np.nan
             if self._pedal:
                 self._apply(("pedal", False))
         elif kind == "bank":
@@ -260,6 +295,8 @@ class Engine:
 
     def _note_off(self, ch: int, key: int) -> None:
         mine = (self.stage != FREE) & (self.stage != KILL) & (self.key == key) & (self.chan == ch) & self.held
+        if mine.any():  # the channel's X/Y went with this note (the voice keeps it through its release)
+            self._chan_xy[ch] = np.nan
         if self._pedal:
             self.held[mine] = False
             self.sustained[mine] = True
@@ -295,9 +332,9 @@ class Engine:
         self.base_rate[v] = 2.0 ** ((key - b.info.pitches[p]) / 12.0) * b.info.sample_rate / self.fs
         self.v_idx[v] = self._vel_idx[vel]
         self.v_w[v] = self._vel_w[vel]
-        curve = self.config.velocity_curve
-        self.gain[v] = (vel / 127.0) ** curve if curve else 1.0
+        self.gain[v] = self._vel_gain[vel]
         self.level[v] = 0.0
+        self.vxy[v] = self._chan_xy[ch]
         self.pos[v] = max(1.0, self._target[0] * (b.info.note_length // 2))
         self.sxy[v] = self._voice_targets(np.array([v])).reshape(-1, 2)[0]
         self.square[v] = -1
@@ -307,7 +344,10 @@ class Engine:
         info = bank.info
         self._bank = bank
         self._flat = np.asarray(bank.samples).reshape(-1)
-        self._window_views: dict[int, np.ndarray] = {}
+        self._loops = np.ascontiguousarray(bank.loops.reshape(-1, 2))
+        res = getattr(bank, "residency", None)
+        self._resident = res.bits if res is not None else np.zeros(0, np.uint8)
+        self._shift = res.shift if res is not None else 0
         self._grid = info.grid
         self._L = info.note_length
         self._nv = len(info.velocities)
@@ -322,6 +362,7 @@ class Engine:
         lo = np.where(t == 1.0, hi, lo)  # on a layer: both streams read it (nothing read for a zero weight)
         self._vel_idx = np.stack([lo, hi], 1)
         self._vel_w = np.stack([1.0 - t, t], 1)
+        self._vel_gain = velocity_gains(info.velocities, self.config.velocity_curve)
         self.square[:] = -1
 
     def _finish_swap(self) -> None:
@@ -339,205 +380,207 @@ class Engine:
         ys = np.stack([cy, cy, cy + 1, cy + 1], 1)
         p = self.p_idx[idx][:, None, None]
         vl = self.v_idx[idx][:, None, :]
-        note = ((p * nv + vl) * n + ys[:, :, None]) * n + xs[:, :, None]  # [m, 4, 2]
-        loops = self._bank.loops.reshape(-1, 2)[note.reshape(-1, 8)]
+        note = (((p * nv + vl) * n + ys[:, :, None]) * n + xs[:, :, None]).reshape(-1, 8)  # [m, 8]
+        bad = (note < 0) | (note >= len(self._loops))
+        loops = self._loops[np.where(bad, 0, note)]
         ls, le = loops[..., 0], loops[..., 1]
         xf = np.minimum(np.minimum(self.config.loop_crossfade, (le - ls) // 2), ls)
-        off = (note * length).reshape(-1, 8)
+        off = np.where(bad, -1, note * length)  # a corrupt voice: marked unreadable (then freed)
         self.streams[idx] = np.stack([off, ls, le, le - ls, xf, le - xf], -1)
-        for start in set(off.reshape(-1).tolist()):
-            self._bank.prefetch(start, length)
 
     def _voice_targets(self, idx: np.ndarray) -> np.ndarray:
         """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y."""
         g = self._target[6:8]
-        if not self._mpe_xy:  # every voice follows the global X/Y: [2], broadcasting against [a, 2]
+        own = self.vxy[idx]
+        if np.isnan(own).all():  # every voice follows the global X/Y: [2], broadcasting against [a, 2]
             return g * (self._grid - 1)
-        own = self._chan_xy[self.chan[idx]]
         return np.where(np.isnan(own), g, own) * (self._grid - 1)
 
     # ---- rendering --------------------------------------------------------------------------------------
     def _segment(self, out: np.ndarray, at: int, n: int) -> None:
         """Render frames [at, at + n) of `out` with no event inside."""
-        k_slew = math.exp(-n / (self.config.param_slew_s * self.fs))
-        vol0 = self._cur[5]
-        self._cur[:] = self._target + (self._cur - self._target) * k_slew
-        np.copyto(self._cur, self._target, where=np.abs(self._cur - self._target) < 1e-9)  # settle exactly
-        vol1 = self._cur[5]
+        c = self.config
+        k_slew, k_xy = self._factors.get(n) or self._make_factors(n)
+        if self._rates is None:  # after a parameter change: the targets as floats, the envelope's rates per frame
+            fs, tgt = self.fs, self._target.tolist()
+            self._rates = (1.0 / (attack_seconds(tgt[1]) * fs), math.log(EPS) / (decay_seconds(tgt[2]) * fs),
+                           math.log(EPS) / (release_seconds(tgt[4]) * fs), 1.0 / (c.steal_fade_s * fs), tgt)
+        att_slope, log_d, log_r, kill_slope, tgt = self._rates
+        vol0 = self._vol
+        self._sus, self._vol = _slew(self._sus, tgt[3], k_slew), _slew(vol0, tgt[5], k_slew)
+        if self._kernel is not None:
+            self._kernel(out, at, n, self._vf, self._vi, self._vs, self.streams, self._chan_bend, self._global_bend,
+                         tgt[6], tgt[7], k_xy, att_slope, log_d, log_r, self._sus, kill_slope, vol0, self._vol,
+                         c.max_rate, self._knee, self._flat, self._loops, self._nv, self._grid, self._L,
+                         c.loop_crossfade, self._resident, self._shift, self._scratch, self.counters)
+        else:
+            self._segment_numpy(out, at, _Segment(n, vol0, self._vol, self._sus, k_xy, att_slope, log_d, log_r,
+                                                  kill_slope))
+
+    def _make_factors(self, n: int) -> tuple[float, float]:
+        """The one-pole factors over n frames: parameter slew, X/Y smoothing."""
+        c = self.config
+        f = self._factors[n] = (math.exp(-n / (c.param_slew_s * self.fs)), math.exp(-n / (c.xy_smooth_s * self.fs)))
+        return f
+
+    # the numpy reference: every voice at once, in array operations
+    def _segment_numpy(self, out: np.ndarray, at: int, k: "_Segment") -> None:
+        n = k.n
         act = np.flatnonzero(self.stage)
         if act.size == 0:
             out[at:at + n] = 0.0
             return
-        w0, dw = self._xy_weights(act, n)
-        bend = self._global_bend + self._chan_bend[self.chan[act]]
-        rate = self.base_rate[act] * np.exp2(bend / 12.0)
+        w0, dw = self._xy_weights(act, k.k_xy)
+        rate = self.base_rate[act] * np.exp2((self._global_bend + self._chan_bend[self.chan[act]]) / 12.0)
         pos0 = self.pos[act]
+        ok = self._contain(act, rate, pos0)
+        if not ok.all():
+            act, w0, dw, rate, pos0 = act[ok], w0[ok], dw[ok], rate[ok], pos0[ok]
+        rate = np.minimum(rate, self.config.max_rate)
         ip0 = np.floor(pos0).astype(np.int64) - 1  # first source sample the interpolator needs
-        span = int(math.ceil(float(rate.max()) * n)) + 4
-        mix = self._source_mix(act, ip0, span, w0, dw, (ip0 - pos0) / (rate * n), 1.0 / (rate * n))
-        # resample (4-point Catmull-Rom) to the output rate: cubic coefficients on the source grid, then
-        # each output sample evaluates the cubic of the source interval it falls in
-        # (Hermite form: slopes m = (y[j+1] - y[j-1]) / 2; on [y0, y1]: y0 + m0 t + c2 t^2 + c3 t^3 with
-        # c3 = m0 + m1 - 2 d, c2 = d - m0 - c3, d = y1 - y0)
-        m = mix[:, 2:] - mix[:, :-2]
-        m *= 0.5
-        m0, m1 = m[:, :-1], m[:, 1:]
-        coef = np.empty((4, act.size, span - 3), np.float32)
-        c0, c1, c2, c3 = coef
-        c0[...] = mix[:, 1:-2]
-        c1[...] = m0
-        d = np.subtract(mix[:, 2:-1], c0, out=c2)
-        np.add(m0, m1, out=c3)
-        c3 -= d
-        c3 -= d
-        d -= m0
-        d -= c3  # c2
-        fr = (rate.astype(np.float32)[:, None] * self._k32[:n]) + (pos0 - ip0).astype(np.float32)[:, None]
-        il = fr.astype(np.int32)  # >= 1, so truncation is floor
-        fr -= il
-        il += (np.arange(act.size, dtype=np.int32) * (span - 3) - 1)[:, None]
-        c = np.take(coef.reshape(4, -1), il, axis=1)
-        y = c[3] * fr
-        y += c[2]
-        y *= fr
-        y += c[1]
-        y *= fr
-        y += c[0]
+        span = int(math.ceil(float(rate.max(initial=0.0)) * n)) + 4
+        ph = self._physical(act, ip0, span)  # [a, 8, span]
+        audible = self._audible(act, ph[..., 0], span, w0, dw)
+        env = self._envelope(act, k)  # includes each voice's gain and the int16 scale; [a, n]
         self.pos[act] = pos0 + rate * n
-        env = self._envelope(act, n)  # includes each voice's gain and the int16 scale; [a] if constant
-        mono = env @ y if env.ndim == 1 else np.einsum("an,an->n", env, y)
-        if vol0 == vol1:
-            mono *= np.float32(vol1)
-        else:
-            mono *= (vol0 + (vol1 - vol0) * self._t[:n] / n).astype(np.float32)
+        if audible.size - np.count_nonzero(audible):
+            self.counters[STARVED] += audible.size - np.count_nonzero(audible)
+        mix = self._source_mix(act, ph, (w0 != 0) | (dw != 0), audible, w0, dw,
+                               (ip0 - pos0) / (rate * n), 1.0 / (rate * n))
+        # resample (4-point Catmull-Rom): output sample j sits at source position pos0 + rate j, between mix[il]
+        # and mix[il + 1]; slopes m = (y[i+1] - y[i-1]) / 2, and on [y1, y2]:
+        # y1 + m1 t + c2 t^2 + c3 t^3 with c3 = m1 + m2 - 2 d, c2 = d - m1 - c3, d = y2 - y1
+        xj = (pos0 - ip0)[:, None] + rate[:, None] * np.arange(n)
+        il = xj.astype(np.int64)  # >= 1, so truncation is floor
+        t = xj - il
+        y0, y1, y2, y3 = (np.take_along_axis(mix, il + d, 1) for d in (-1, 0, 1, 2))
+        m1, m2, d = 0.5 * (y2 - y0), 0.5 * (y3 - y1), y2 - y1
+        c3 = m1 + m2 - 2.0 * d
+        c2 = d - m1 - c3
+        y = ((c3 * t + c2) * t + m1) * t + y1
+        mono = np.einsum("an,an->n", env, y)
+        mono *= k.vol1 if k.vol0 == k.vol1 else k.vol0 + (k.vol1 - k.vol0) * self._t[:n] / n
+        if self.config.limiter:
+            soft_limit(mono)
         out[at:at + n] = mono[:, None]
+
+    def _contain(self, act: np.ndarray, rate: np.ndarray, pos0: np.ndarray) -> np.ndarray:
+        """Which voices may be read ([a] bool); the others (a state that could read outside the bank) are freed
+        and counted."""
+        st = self.streams[act]
+        off, ls, le, xf = st[..., 0], st[..., 1], st[..., 2], st[..., 4]
+        sane = ((off >= 0) & (off + self._L <= self._flat.size) & (ls >= 0) & (ls < le) & (le <= self._L)
+                & (xf >= 0) & (xf <= ls)).all(1)
+        ok = sane & (rate > 0) & (rate < np.inf) & (pos0 >= 1.0) & (pos0 < 4.0e15)
+        if not ok.all():
+            bad = act[~ok]
+            self.stage[bad] = FREE
+            self.held[bad] = self.sustained[bad] = False
+            self.counters[FAULTS] += bad.size
+        return ok
+
+    def _physical(self, act: np.ndarray, ip0: np.ndarray, span: int) -> np.ndarray:
+        """The physical sample index (within its note) each stream reads at source samples ip0 .. ip0 + span - 1:
+        [a, 8, span], wrapped through the sustain loop."""
+        st = self.streams[act][..., None]
+        ls, le, ll = st[:, :, 1], st[:, :, 2], st[:, :, 3]
+        q = ip0[:, None, None] + np.arange(span)
+        return np.where(q >= le, ls + (q - ls) % ll, q)
+
+    def _audible(self, act: np.ndarray, ph0: np.ndarray, span: int, w0: np.ndarray, dw: np.ndarray) -> np.ndarray:
+        """Which voices have every page their weighted streams read this segment resident ([a] bool)."""
+        audible = np.ones(act.size, bool)
+        bits, shift = self._resident, self._shift
+        if bits.size == 0:
+            return audible
+        for i, s in zip(*np.nonzero((w0 != 0) | (dw != 0))):
+            off, ls, le, _, xf, _ = self.streams[act[i], s].tolist()
+            lo, hi = kernels.needed_range(int(ph0[i, s]), span, ls, le, xf)
+            if not bits[(off + lo) >> shift:((off + hi - 1) >> shift) + 1].all():
+                audible[i] = False
+        return audible
 
     def _weights8(self, idx: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Stream weights [m, 8] (cell-major, layer-minor) at local square positions uv [m, 2]."""
         return (_corner_weights(uv)[:, :, None] * self.v_w[idx][:, None, :]).reshape(-1, 8)
 
-    def _xy_weights(self, act: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _xy_weights(self, act: np.ndarray, k_xy: float) -> tuple[np.ndarray, np.ndarray]:
         """Move each voice towards its X/Y target (staying inside its square for this segment): stream weights
-        at the segment start [a, 8] and their change over the segment (None if no voice moves)."""
-        tgt = self._voice_targets(act)
+        at the segment start [a, 8] and their change over the segment [a, 8] (zero for a voice that is settled)."""
+        tgt = np.broadcast_to(self._voice_targets(act), (act.size, 2))
         s0 = self.sxy[act]
-        if (s0 == tgt).all() and (self.square[act, 0] >= 0).all():  # settled: nothing moves
-            return self.w8[act], None
-        sq = np.clip(np.floor(s0 + 1e-9 * np.sign(tgt - s0)), 0, self._grid - 2).astype(np.int64)
-        changed = (sq != self.square[act]).any(1)
-        if changed.any():  # entering a new square (or a new voice): same cells, same weights at the boundary
-            idx = act[changed]
-            self.square[idx] = sq[changed]
-            self._assign_streams(idx)
-            self.w8[idx] = self._weights8(idx, s0[changed] - sq[changed])
+        settled = (s0 == tgt).all(1)
+        redo = ~(settled & (self.square[act, 0] >= 0))
+        if redo.any():
+            r, s0r = act[redo], s0[redo]
+            sq = np.clip(np.floor(s0r + 1e-9 * np.sign(tgt[redo] - s0r)), 0, self._grid - 2).astype(np.int64)
+            changed = (sq != self.square[r]).any(1)
+            if changed.any():  # entering a new square (or a new voice): same cells, same weights at the boundary
+                idx = r[changed]
+                self.square[idx] = sq[changed]
+                self._assign_streams(idx)
+                self.w8[idx] = self._weights8(idx, s0r[changed] - sq[changed])
         w0 = self.w8[act]
-        if (s0 == tgt).all():
-            return w0, None
-        s1 = tgt + (s0 - tgt) * math.exp(-n / (self.config.xy_smooth_s * self.fs))
-        s1 = np.where(np.abs(s1 - tgt) < 1e-7, tgt, s1)  # settle exactly
-        s1 = np.clip(s1, sq, sq + 1)
-        self.sxy[act] = s1
-        w1 = self._weights8(act, s1 - sq)
-        self.w8[act] = w1
-        return w0, w1 - w0
+        dw = np.zeros_like(w0)
+        moving = ~settled
+        if moving.any():
+            m, t, sq = act[moving], tgt[moving], self.square[act[moving]]
+            s1 = t + (s0[moving] - t) * k_xy
+            s1 = np.where(np.abs(s1 - t) < 1e-7, t, s1)  # settle exactly
+            s1 = np.clip(s1, sq, sq + 1)
+            self.sxy[m] = s1
+            w1 = self._weights8(m, s1 - sq)
+            self.w8[m] = w1
+            dw[moving] = w1 - w0[moving]
+        return w0, dw
 
-    def _source_mix(self, act: np.ndarray, ip0: np.ndarray, span: int, w0: np.ndarray, dw: np.ndarray | None,
-                    ramp0: np.ndarray, ramp1: np.ndarray) -> np.ndarray:
-        """Source samples ip0 .. ip0 + span of each voice's 8 streams, read through their sustain loops and
-        mixed with weights w0 + dw * ramp (ramp = ramp0 + ramp1 * k, 0..1 across the segment): [a, span]."""
-        a = act.size
-        st = self.streams[act]
-        off, ls, le, ll, xf, zs = (st[..., i] for i in range(6))
-        v0 = ip0[:, None]
-        ph0 = np.where(v0 >= le, ls + (v0 - ls) % ll, v0)  # physical index of each stream's first sample [a, 8]
-        rows = self._windows(span)  # every run of `span` samples: reading a stream's span is copying one row
-        last = rows.shape[0] - 1  # (a wrapping stream at the very end of the file would read past it)
-        src = rows[np.minimum((off + ph0).reshape(-1), last)].astype(np.float32)
-        wrap = np.flatnonzero(ph0 + span > le)  # streams that wrap to their loop start inside the span
-        if wrap.size:
-            q = ph0.reshape(-1)[wrap, None] + self._span_range(span)
-            lsw, lew, llw = ls.reshape(-1)[wrap, None], le.reshape(-1)[wrap, None], ll.reshape(-1)[wrap, None]
-            src[wrap] = self._flat[off.reshape(-1)[wrap, None] + np.where(q >= lew, lsw + (q - lsw) % llw, q)]
-        zone = np.flatnonzero(ph0 + span > zs)  # streams touching a loop crossfade
-        if zone.size:  # blend towards the sample one loop earlier, weight rising through the crossfade
-            pz = ph0.reshape(-1)[zone]
-            inv = 1.0 / (xf.reshape(-1)[zone] + 1.0)
-            self._span_range(span)
-            g = self._k32[:span] * inv.astype(np.float32)[:, None]
-            g += ((pz - zs.reshape(-1)[zone] + 1) * inv).astype(np.float32)[:, None]
-            np.clip(g, 0.0, 1.0, out=g)
-            until = le.reshape(-1)[zone] - pz
-            for r in np.flatnonzero(until < span).tolist():  # past its wrap a stream is back at the loop start
-                g[r, until[r]:] = 0.0
-            partner = rows[np.minimum((off + ph0 - ll).reshape(-1)[zone], last)].astype(np.float32)
-            sz = src[zone]
-            partner -= sz
-            partner *= g
-            partner += sz
-            src[zone] = partner
-        src = src.reshape(a, 8, span)
-        if dw is None:
-            return np.matmul(w0[:, None, :], src)[:, 0]
-        ab = np.matmul(np.stack([w0, dw], 1), src)
-        ramp = (ramp0[:, None] + ramp1[:, None] * np.arange(span)).astype(np.float32)
-        return ab[:, 0] + ramp * ab[:, 1]
+    def _source_mix(self, act: np.ndarray, ph: np.ndarray, weighted: np.ndarray, audible: np.ndarray,
+                    w0: np.ndarray, dw: np.ndarray, ramp0: np.ndarray, ramp1: np.ndarray) -> np.ndarray:
+        """Each voice's 8 streams at physical indices ph [a, 8, span], through the loop crossfade, mixed with
+        weights w0 + dw * ramp (ramp = ramp0 + ramp1 * k: 0 at the segment's start position, 1 at its end):
+        [a, span]. Only weighted streams of audible voices are read (the rest are zero)."""
+        st = self.streams[act][..., None]
+        off, ll, xf, zs = st[:, :, 0], st[:, :, 3], st[:, :, 4], st[:, :, 5]
+        read = np.broadcast_to((weighted & audible[:, None])[..., None], ph.shape)
+        src = np.zeros(ph.shape)
+        idx = off + ph
+        src[read] = self._flat[idx[read]]
+        zone = read & (ph >= zs)  # in a loop crossfade: blend towards the sample one loop earlier
+        if zone.any():
+            g = ((ph - zs + 1) / (xf + 1.0))[zone]
+            x = src[zone]
+            src[zone] = x + g * (self._flat[(idx - ll)[zone]] - x)
+        span = ph.shape[2]
+        ramp = ramp0[:, None] + ramp1[:, None] * np.arange(span)
+        return np.einsum("as,asn->an", w0, src) + ramp * np.einsum("as,asn->an", dw, src)
 
-    def _windows(self, span: int) -> np.ndarray:
-        """A read-only [n - span + 1, span] view of the bank's samples whose row i starts at sample i."""
-        view = self._window_views.get(span)
-        if view is None:
-            f = self._flat
-            view = np.lib.stride_tricks.as_strided(f, (f.size - span + 1, span), (f.strides[0],) * 2, writeable=False)
-            self._window_views[span] = view
-        return view
-
-    def _span_range(self, span: int) -> np.ndarray:
-        """0 .. span - 1 as int64 (the float32 twin is self._k32, grown together)."""
-        if self._ar.size < span:
-            self._ar = np.arange(2 * span, dtype=np.int64)
-            self._k32 = self._ar.astype(np.float32)
-        return self._ar[:span]
-
-    def _envelope(self, act: np.ndarray, n: int) -> np.ndarray:
-        """Envelope x gain / 32768 per sample, float32 [a, n] (or [a] when every voice holds a steady level),
-        for voices `act`; advances their stages.
-        Linear stages (attack, steal fade): l0 + inc * t; exponential ones (decay, release): base + amp * c ** t."""
-        fs = self.fs
-        att, dec, rel, sus = self._target[1], self._target[2], self._target[4], self._cur[3]
+    def _envelope(self, act: np.ndarray, k: "_Segment") -> np.ndarray:
+        """Envelope x gain / 32768 per frame, float64 [a, n], for voices `act`; advances their stages.
+        Linear stages (attack, steal fade): l0 + slope * t; exponential ones (decay, release): base + amp * c ** t."""
+        n, sus = k.n, k.sus
         stage = self.stage[act]
         l0 = self.level[act]
         t = self._t[:n]
         scale = self.gain[act] * (1.0 / 32768.0)
-        if (stage == DECAY).all() and (l0 == sus).all():  # every voice sustaining steadily
-            return (scale * sus).astype(np.float32)
+        steady = (stage == DECAY) & (l0 == sus)
         is_rel = stage == RELEASE
-        lin = (stage == ATTACK) | (stage == KILL)
-        log_d = math.log(_EPS) / (decay_seconds(dec) * fs)
-        logc = np.where(is_rel, math.log(_EPS) / (release_seconds(rel) * fs), log_d)
-        base = np.where(is_rel, -_EPS, sus)
-        amp = np.where(is_rel, l0 + _EPS, l0 - sus)
-        any_lin = bool(lin.any())
-        if any_lin:
-            slope = np.where(stage == ATTACK, 1.0 / (attack_seconds(att) * fs),
-                             np.where(lin, -1.0 / (self.config.steal_fade_s * fs), 0.0))
-            logc[lin], base[lin], amp[lin] = 0.0, l0[lin], 0.0
-        env = np.exp((logc[:, None] * t).astype(np.float32))
-        env *= (amp * scale).astype(np.float32)[:, None]
-        env += (base * scale).astype(np.float32)[:, None]
-        end = base + amp * np.exp(logc * n)
-        if any_lin:
-            env += (slope * scale).astype(np.float32)[:, None] * t.astype(np.float32)
-            end += slope * n
-            for i in np.flatnonzero((stage == ATTACK) & (end >= 1.0)):  # the attack peaks in this segment
-                tc = (1.0 - l0[i]) / slope[i]
-                after = t >= tc
-                env[i, after] = scale[i] * (sus + (1.0 - sus) * np.exp(log_d * (t[after] - tc)))
-                end[i] = sus + (1.0 - sus) * math.exp(log_d * (n - tc))
-                self.stage[act[i]] = DECAY
+        logc = np.where(is_rel, k.log_r, np.where(stage == DECAY, k.log_d, 0.0))
+        base = np.where(is_rel, -EPS, np.where(stage == DECAY, sus, l0))
+        amp = np.where(is_rel, l0 + EPS, np.where(stage == DECAY, l0 - sus, 0.0))
+        slope = np.where(stage == ATTACK, k.att_slope, np.where(stage == KILL, -k.kill_slope, 0.0))
+        env = (base[:, None] + amp[:, None] * np.exp(logc[:, None] * t) + slope[:, None] * t) * scale[:, None]
+        end = base + amp * np.exp(logc * n) + slope * n
+        for i in np.flatnonzero((stage == ATTACK) & (end >= 1.0)):  # the attack peaks in this segment
+            tc = (1.0 - l0[i]) / slope[i]
+            after = t >= tc
+            env[i, after] = scale[i] * (sus + (1.0 - sus) * np.exp(k.log_d * (t[after] - tc)))
+            end[i] = sus + (1.0 - sus) * math.exp(k.log_d * (n - tc))
+            self.stage[act[i]] = DECAY
         np.maximum(env, 0.0, out=env)
+        env[steady] = (scale * sus)[steady, None]
         np.maximum(end, 0.0, out=end)
         end[(stage == DECAY) & (np.abs(end - sus) < 1e-9)] = sus  # settle exactly on the sustain level
-        self.level[act] = end
+        self.level[act] = np.where(steady, l0, end)
         ended = ((stage == RELEASE) | (stage == KILL)) & (end <= 0.0)
         if ended.any():
             done = act[ended]
@@ -547,8 +590,107 @@ class Engine:
         return env
 
 
+def _slew(value: float, target: float, k: float) -> float:
+    """One step of a one-pole slew towards target (factor k), settling exactly once within 1e-9."""
+    value = target + (value - target) * k
+    return target if abs(value - target) < 1e-9 else value
+
+
+class _Segment(NamedTuple):
+    """What one segment's rendering needs besides the voices: its length, the master volume ramp, the sustain
+    level, the X/Y smoothing factor and the envelope rates (per frame)."""
+    n: int
+    vol0: float
+    vol1: float
+    sus: float
+    k_xy: float
+    att_slope: float
+    log_d: float
+    log_r: float
+    kill_slope: float
+
+
+def _int_in(value, lo: int, hi: int, what: str, ev: tuple) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"bad engine event {ev!r}: {what} must be an integer, got {value!r}")
+    try:
+        i = operator.index(value)
+    except TypeError:
+        raise ValueError(f"bad engine event {ev!r}: {what} must be an integer, got {value!r}") from None
+    if not lo <= i <= hi:
+        raise ValueError(f"bad engine event {ev!r}: {what} {i} is outside {lo}..{hi}")
+    return i
+
+
+def _finite(value, what: str, ev: tuple) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"bad engine event {ev!r}: {what} must be a number, got {value!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"bad engine event {ev!r}: {what} must be finite, got {value!r}")
+    return f
+
+
+_ARITY = {"on": 4, "off": 3, "params": 2, "bend": 3, "pedal": 2, "note_xy": 4, "all_notes_off": 1,
+          "all_sound_off": 1, "reset_controllers": 1, "bank": 2}
+
+
+def checked_event(ev: tuple) -> tuple:
+    """`ev` with its fields checked and made plain Python numbers; ValueError naming the problem otherwise."""
+    if not isinstance(ev, tuple) or not ev or ev[0] not in _ARITY:
+        kind = ev[0] if isinstance(ev, tuple) and ev else ev
+        raise ValueError(f"unknown engine event {kind!r}; known: {', '.join(sorted(_ARITY))}")
+    kind = ev[0]
+    if len(ev) != _ARITY[kind]:
+        raise ValueError(f"bad engine event {ev!r}: {kind!r} takes {_ARITY[kind] - 1} field(s)")
+    if kind == "on":
+        return (kind, _int_in(ev[1], 0, _NCH - 1, "channel", ev), _int_in(ev[2], 0, 127, "key", ev),
+                _int_in(ev[3], 0, 127, "velocity", ev))
+    if kind == "off":
+        return kind, _int_in(ev[1], 0, _NCH - 1, "channel", ev), _int_in(ev[2], 0, 127, "key", ev)
+    if kind == "params":
+        if not isinstance(ev[1], dict):
+            raise ValueError(f"bad engine event {ev!r}: parameters must be a dict")
+        unknown = set(ev[1]) - set(PARAMS)
+        if unknown:
+            raise ValueError(f"bad engine event: unknown parameter(s) {sorted(unknown)}; known: {', '.join(PARAMS)}")
+        return kind, {name: _finite(v, name, ev) for name, v in ev[1].items()}
+    if kind == "bend":
+        ch = None if ev[1] is None else _int_in(ev[1], 0, _NCH - 1, "channel", ev)
+        return kind, ch, _finite(ev[2], "bend", ev)
+    if kind == "pedal":
+        return kind, bool(ev[1])
+    if kind == "note_xy":
+        return (kind, _int_in(ev[1], 0, _NCH - 1, "channel", ev),
+                *(None if v is None else _finite(v, axis, ev) for axis, v in (("x", ev[2]), ("y", ev[3]))))
+    if kind == "bank" and not isinstance(ev[1], Bank):
+        raise ValueError(f"bad engine event: 'bank' takes an open Bank, got {type(ev[1]).__name__}")
+    return ev
+
+
 def _event_order(e: tuple) -> tuple[int, int]:
     return e[0], e[1]
+
+
+def velocity_gains(layers: Iterable[int], curve: float) -> np.ndarray:
+    """Gain of each velocity 0..127 [128]: 1 from the lowest layer's velocity to the highest's (each layer is
+    already levelled for its velocity, and between two the voice crossfades them); outside, the nearest layer
+    scaled by (velocity / its velocity) ** curve (curve 0: no scaling)."""
+    layers = list(layers)
+    v = np.arange(128, dtype=np.float64)
+    edge = np.clip(v, layers[0], layers[-1])
+    return (v / edge) ** curve
+
+
+def soft_limit(x: np.ndarray, knee: float = LIMIT_KNEE) -> None:
+    """In place: samples within +-knee unchanged, above it a tanh curve (continuous slope) that approaches but
+    never passes +-1.0."""
+    over = np.abs(x) > knee
+    if over.any():
+        a = x[over]
+        head = np.float32(1.0 - knee)
+        x[over] = np.sign(a) * (np.float32(knee) + head * np.tanh((np.abs(a) - np.float32(knee)) / head))
 
 
 def _corner_weights(uv: np.ndarray) -> np.ndarray:

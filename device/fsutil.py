@@ -3,6 +3,7 @@ built beside their final name (`<name>.partial-<pid>`) and swapped in with renam
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 from pathlib import Path
@@ -59,22 +60,38 @@ def remove_stale_partials(path: str | os.PathLike) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def replace_dir(partial: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Put the finished folder `partial` at `path` with renames (an old folder there is kept until the new one
-    is in place, then removed), and fsync the parent."""
-    partial, path = Path(partial), Path(path)
-    old = path.with_name(f"{path.name}.old-{os.getpid()}")
-    had_old = path.exists()
-    if had_old:
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(path, old)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> None:
+    """Swap two names atomically (Linux renameat2 RENAME_EXCHANGE): e.g. a folder and a symlink. Where the system
+    cannot (another OS, an old kernel or file system), two renames: `b` is missing for an instant."""
+    a, b = os.fsencode(a), os.fsencode(b)
     try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None and renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
+        return
+    if renameat2 is not None and ctypes.get_errno() not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fsdecode(a), None, os.fsdecode(b))
+    tmp = b + b".exchange-" + str(os.getpid()).encode()
+    os.rename(b, tmp)
+    os.rename(a, b)
+    os.rename(tmp, a)
+
+
+def replace_dir(partial: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Put the finished folder `partial` at `path` (an old folder there is exchanged with it in one step, then
+    removed), and fsync the parent."""
+    partial, path = Path(partial), Path(path)
+    if path.exists() or path.is_symlink():
+        exchange_paths(partial, path)  # `partial` now names the old folder
+        fsync_dir(path.parent)
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
         os.rename(partial, path)
-    except BaseException:
-        if had_old:
-            os.rename(old, path)
-        raise
-    fsync_dir(path.parent)
-    if had_old:
-        shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(path.parent)

@@ -21,7 +21,8 @@ from device.errors import NsynthError
 from device.fsutil import atomic_write_bytes
 from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
 from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
-from device.realtime import configured_priority, promote_current_thread
+from device.realtime import GIL_SWITCH_S, configured_priority, promote_current_thread, promote_threads
+from device.residency import Prefetcher, Residency, memory_budget
 from device.sdnotify import Watchdog
 
 STATE_FILE = "last_good_bank"
@@ -63,26 +64,28 @@ def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Ba
 def remember_bank(path: str | os.PathLike, state: Path) -> None:
     """Record `path` (atomically) as the last good bank in the state directory."""
     record = state / STATE_FILE
-    try:
-        atomic_write_bytes(record, f"{Path(path).resolve()}\n".encode())
+    try:  # the path as given (made absolute), not where its symlink points: a rewrite replaces that version
+        atomic_write_bytes(record, f"{os.path.abspath(path)}\n".encode())
     except OSError as e:
         _warn(f"cannot remember the last good bank in {record}: {e}")
 
 
-def switch_bank(engine: Engine, path: str | os.PathLike) -> Bank | None:
+def switch_bank(engine: Engine, path: str | os.PathLike, prefetcher: Prefetcher | None = None) -> Bank | None:
     """Switch a running engine to another bank (returned); a refused bank leaves the current one playing (None)."""
     try:
         bank = open_bank(path)
     except BankError as e:
         _warn(f"{e}; keeping {engine.bank.path}")
         return None
-    hand_over(engine, bank)
+    hand_over(engine, bank, prefetcher)
     return bank
 
 
-def hand_over(engine: Engine, bank: Bank) -> None:
-    """Give an opened bank to a running engine: its sounding voices fade out (5 ms), then the new bank plays."""
-    warm_page_cache(bank)
+def hand_over(engine: Engine, bank: Bank, prefetcher: Prefetcher | None = None) -> None:
+    """Give an opened bank to a running engine: the heads of its notes are brought into memory first (with a
+    prefetcher), then its sounding voices fade out (5 ms) and the new bank plays."""
+    if prefetcher is not None:
+        prefetcher.prepare(bank)
     engine.set_bank(bank)
 
 
@@ -91,40 +94,27 @@ class BankSlot:
     SIGHUP). `install(bank)` hands an opened bank over and remembers it as the last good bank; `reload()`
     re-opens the path (a refused bank keeps the current one). A lock keeps the switches in order."""
 
-    def __init__(self, engine: Engine, path: str | os.PathLike, state: Path):
-        self.engine, self.path, self.state = engine, Path(path), state
+    def __init__(self, engine: Engine, path: str | os.PathLike, state: Path, prefetcher: Prefetcher | None = None):
+        self.engine, self.path, self.state, self.prefetcher = engine, Path(path), state, prefetcher
         self._lock = threading.Lock()
 
     def install(self, bank: Bank) -> None:
         with self._lock:
-            hand_over(self.engine, bank)
             self.path = bank.path
             remember_bank(bank.path, self.state)
+            hand_over(self.engine, bank, self.prefetcher)
 
     def reload(self) -> Bank | None:
         with self._lock:
-            bank = switch_bank(self.engine, self.path)
+            bank = switch_bank(self.engine, self.path, self.prefetcher)
             if bank is not None:
                 remember_bank(self.path, self.state)
             return bank
 
 
-def warm_page_cache(bank: Bank, fraction: float = 0.25) -> bool:
-    """Ask the kernel to read the whole bank into the page cache in the background when it takes less than
-    `fraction` of the available memory, so first notes do not wait on the SD card. True if asked."""
-    try:
-        with open("/proc/meminfo") as f:
-            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return False
-    if bank.samples.nbytes > fraction * avail:
-        return False
-    threading.Thread(target=bank.prefetch, args=(0, bank.samples.size), name="bank-warm", daemon=True).start()
-    return True
-
-
 def warm_up(bank: Bank, config: EngineConfig) -> None:
-    """Run a throwaway engine for a few blocks, so the first real callback does not pay numpy's first calls."""
+    """Run a throwaway engine for a few blocks, so the first real callback does not pay for loading the compiled
+    kernel (or numpy's first calls)."""
     scratch = Engine(bank, config)
     scratch.note_on(60, 100)
     scratch.post_params(x=0.3, y=0.6)
@@ -162,8 +152,13 @@ class LiveAudio:
         self.error: BaseException | None = None
         self.underflows = 0
         self.callbacks = 0
+        # callback durations: a histogram in hundredths of the block period (the last bin: 10 periods or more)
+        self.period = engine.block / engine.fs
+        self.histogram = np.zeros(1001, np.int64)
+        self.longest = 0.0
 
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        t0 = time.perf_counter()
         if self.realtime is None:
             self.realtime = promote_current_thread(self.rt_priority)
         self.callbacks += 1
@@ -180,6 +175,21 @@ class LiveAudio:
             outdata.fill(0)
             if self.error is None:
                 self.error = e
+        dt = time.perf_counter() - t0
+        self.histogram[min(int(dt * 100 / self.period), 1000)] += 1
+        if dt > self.longest:
+            self.longest = dt
+
+    def timing(self) -> str:
+        """The callback time distribution so far: mean, p99, p99.9 and max, in ms."""
+        n = int(self.histogram.sum())
+        if not n:
+            return "no callbacks"
+        bins = (np.arange(self.histogram.size) + 0.5) * self.period / 100 * 1e3
+        cum = np.cumsum(self.histogram)
+        pct = lambda q: float(bins[min(int(np.searchsorted(cum, q * n)), bins.size - 1)])
+        return (f"callback mean {float((self.histogram * bins).sum()) / n:.3f} ms, p99 {pct(0.99):.3f}, "
+                f"p99.9 {pct(0.999):.3f}, max {self.longest * 1e3:.3f} ms (period {self.period * 1e3:.3f} ms)")
 
 
 def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
@@ -205,7 +215,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
          device: str | int | None = None, block: int = 128, control_sources: Iterable[Any] = (),
          router: MidiRouter | None = None, config: EngineConfig | None = None, params: dict | None = None,
          duration: float | None = None, stop: threading.Event | None = None, reload: threading.Event | None = None,
-         state: str | Path | None = None) -> int:
+         state: str | Path | None = None, preload_bytes: int | None = None) -> int:
     """Play live until interrupted (or `duration` seconds, or `stop` set). `midi` is a port name (None: the first
     USB MIDI input, now or when one is plugged in) or an open mido input; `uart` a serial device for DIN MIDI;
     each control source has `start(post)` / `stop()` and calls `post(**params)` (0..1 values) from its own
@@ -213,16 +223,36 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     FrameClock, or switch banks through the BankSlot), and one source may have `foreground(poll)`, which then
     runs on this thread (a window's event loop) until it returns, calling `poll()` often and returning once
     `poll()` is False. SIGHUP (or setting `reload`) re-reads the bank playing now (at first `bank_path`),
-    keeping the current one if refused."""
-    import sounddevice as sd
-
+    keeping the current one if refused. `preload_bytes`: the memory budget for holding a bank whole (default
+    `$NSYNTH_PRELOAD_MB`, else a quarter of the RAM); a larger bank is streamed (device/residency.py)."""
     if block < 16 or block > 8192:
         raise NsynthError(f"--block must be 16..8192 frames, got {block}")
+    stop = stop or threading.Event()
+    reload = reload or threading.Event()
+    previous_hup = _install_sighup(reload.set)  # from the start: a reload asked for while starting waits
+    previous_switch = sys.getswitchinterval()
+    try:
+        return _play(bank_path, midi=midi, uart=uart, device=device, block=block, control_sources=control_sources,
+                     router=router, config=config, params=params, duration=duration, stop=stop, reload=reload,
+                     state=state, preload_bytes=preload_bytes)
+    finally:
+        if previous_hup is not None:
+            signal.signal(signal.SIGHUP, previous_hup)
+        sys.setswitchinterval(previous_switch)
+
+
+def _play(bank_path, *, midi, uart, device, block, control_sources, router, config, params, duration, stop, reload,
+          state, preload_bytes) -> int:
+    import sounddevice as sd
+
     state = state_dir() if state is None else Path(state)
     bank = load_bank(bank_path, state=state)
+    bank.residency = Residency(bank)  # the audio thread reads only pages the prefetch thread brought in
     engine = Engine(bank, replace(config or EngineConfig(), block=block), params)
+    prefetcher = Prefetcher(engine, memory_budget() if preload_bytes is None else preload_bytes)
+    prefetcher.prepare(bank)  # the heads of every note, before the first one can start
     clock = FrameClock(engine.fs, block)
-    slot = BankSlot(engine, bank_path, state)
+    slot = BankSlot(engine, bank_path, state, prefetcher)
     router = router or MidiRouter()
 
     received = [0]
@@ -246,9 +276,10 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
         if usb.port_name is None:
             _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
         inputs.append(usb)
-    warm_page_cache(bank)
     warm_up(bank, engine.config)
     gc.freeze()  # what exists now is never scanned again: shorter collector pauses in the audio thread
+    # a thread that wants the GIL gets it within this long (Python's default, 5 ms, is longer than a block)
+    sys.setswitchinterval(GIL_SWITCH_S)
     watchdog = Watchdog.from_env()
     audio = LiveAudio(engine, clock, heartbeat=watchdog.heartbeat, rt_priority=configured_priority())
     try:
@@ -256,8 +287,6 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
                                  callback=audio.callback, latency="low")
     except sd.PortAudioError as e:
         raise NsynthError(f"cannot open audio output {out!r}: {e}") from None
-    stop = stop or threading.Event()
-    reload = reload or threading.Event()
     t_end = None if duration is None else time.monotonic() + duration
 
     def keep_playing() -> bool:
@@ -274,8 +303,7 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     foreground = [s.foreground for s in control_sources if hasattr(s, "foreground")]
     if len(foreground) > 1:
         raise NsynthError("only one control source can run in the foreground (one simulator window)")
-    previous_hup = _install_sighup(reload.set)
-    started: list[Any] = [watchdog.start()]
+    started: list[Any] = [watchdog.start(), prefetcher.start()]
     try:
         for src in inputs:
             started.append(src.start())
@@ -284,11 +312,17 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
                 src.attach(engine, clock, slot)
             src.start(engine.post_params)
             started.append(src)
+        # the instrument's other threads (and this one) just below the audio thread: while one of them holds the
+        # GIL, nothing else on the machine preempts it, so the audio callback never waits long for it
+        promote_threads(max(1, audio.rt_priority - 10) if audio.rt_priority else 0)
         with stream:
             midi_names = ", ".join(repr(getattr(i, "port_name", None) or getattr(i, "device", "?")) for i in inputs)
+            held = ("held whole in RAM" if prefetcher.whole(bank) else
+                    f"streamed (over the {prefetcher.budget >> 20} MB preload budget)")
             summary = (f"playing {bank.path} ({len(bank.info.pitches)} pitches, {bank.info.grid}x{bank.info.grid} "
-                       f"grid) on audio output {out if out is not None else 'default'!r}, {block}-frame blocks; "
-                       f"MIDI: {midi_names or 'none'}")
+                       f"grid, {bank.samples.nbytes / 2**20:.0f} MB, {held}) on audio output "
+                       f"{out if out is not None else 'default'!r}, {block}-frame blocks, "
+                       f"{'compiled' if engine.compiled else 'numpy'} engine; MIDI: {midi_names or 'none'}")
             _warn(summary)
             watchdog.ready(summary)
             if foreground:
@@ -299,10 +333,9 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
     finally:
         for src in reversed(started):
             src.stop()
-        if previous_hup is not None:
-            signal.signal(signal.SIGHUP, previous_hup)
         _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
-              f"{received[0]} MIDI messages")
+              f"{received[0]} MIDI messages; {engine.starved} voice segments muted waiting for the bank, "
+              f"{engine.faults} voices freed for a bad state; {audio.timing()}")
     return 0
 
 

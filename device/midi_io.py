@@ -1,7 +1,9 @@
 """MIDI inputs: USB (mido + python-rtmidi, re-opened after an unplug), DIN from a UART (pyserial), MIDI files.
 
-Each live input runs its own thread and calls `on_message(msg)` for every channel message; the caller turns
-messages into engine events (device.midi_map) and stamps them with frames (device.live.FrameClock).
+Each live input calls `on_message(msg)` for every channel message from a thread of its own (python-rtmidi's
+callback thread for USB, a reader thread blocked in the serial read for DIN); the caller turns messages into engine
+events (device.midi_map) and stamps them with frames (device.live.FrameClock). Nothing polls in a tight loop: the
+audio callback shares the GIL with these threads.
 """
 from __future__ import annotations
 
@@ -25,6 +27,15 @@ def input_names(lister: Callable[[], list[str]] = mido.get_input_names) -> list[
         return list(lister())
     except (OSError, SystemError, RuntimeError):
         return []
+
+
+def alsa_clients(path: str = "/proc/asound/seq/clients") -> bytes | None:
+    """The ALSA sequencer's client list (it changes when a MIDI device comes or goes), or None where there is none."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def pick_port(name: str | None, names: list[str]) -> str | None:
@@ -68,22 +79,34 @@ class _ReaderThread:
         raise NotImplementedError
 
 
+def _open_with_callback(name: str, callback: OnMessage) -> mido.ports.BaseInput:
+    return mido.open_input(name, callback=callback)
+
+
 class UsbMidiInput(_ReaderThread):
     """A USB MIDI input by name (or the first port found), re-opened when the device comes back after an unplug.
     A missing port is an error, unless `wait`: then the port is opened when it appears.
 
-    `lister` and `opener` default to mido's (python-rtmidi backend); tests inject fakes with the same interface.
+    Messages arrive through python-rtmidi's callback, on its own thread, as they come: nothing polls. This
+    thread only lists the ports now and then: while a port is open, to notice an unplug, every `relist_s` if the
+    ALSA sequencer's client list (/proc/asound/seq/clients; `watch`) changed, or every `relist_s` where there is
+    no such list (listing ports makes a MIDI client, which under JACK can hold the GIL for a second); every
+    `poll_s` while waiting for a port.
+
+    `lister` and `opener(name, callback)` default to mido's (python-rtmidi backend); tests inject fakes with the
+    same interface.
     """
 
     thread_name = "usb-midi"
 
     def __init__(self, name: str | None, on_message: OnMessage, *, lister: Callable[[], list[str]] | None = None,
-                 opener: Callable[[str], mido.ports.BaseInput] | None = None, poll_s: float = 0.5,
-                 wait: bool = False):
+                 opener: Callable[[str, OnMessage], mido.ports.BaseInput] | None = None, poll_s: float = 0.5,
+                 relist_s: float = 2.0, wait: bool = False, watch: Callable[[], bytes | None] | None = None):
         super().__init__()
-        self.name, self.on_message, self.poll_s = name, on_message, poll_s
+        self.name, self.on_message, self.poll_s, self.relist_s = name, on_message, poll_s, relist_s
         self._lister = lister or mido.get_input_names
-        self._opener = opener or mido.open_input
+        self._opener = opener or _open_with_callback
+        self._watch = watch or alsa_clients
         self.port_name: str | None = None
         self.opens = 0
         names = input_names(self._lister)
@@ -92,35 +115,46 @@ class UsbMidiInput(_ReaderThread):
             what = f"MIDI input {name!r} not found" if name else "no MIDI input ports"
             raise NsynthError(f"{what}; MIDI inputs that exist: {_listing(names)}")
 
+    def _deliver(self, msg: mido.Message) -> None:  # python-rtmidi's thread
+        if not msg.is_realtime and msg.type != "sysex":
+            self.on_message(msg)
+
     def _run(self) -> None:
         port = None
+        seen = None
         while not self._stop.is_set():
+            if port is not None:  # list ports again only when the MIDI system's clients changed (if it says)
+                now = self._watch()
+                if now is not None and now == seen:
+                    self._stop.wait(self.relist_s)
+                    continue
+                seen = now
             names = input_names(self._lister)
             if port is None:
                 target = pick_port(self.name, names)
                 if target is not None:
                     try:
-                        port = self._opener(target)
+                        port = self._opener(target, self._deliver)
                         self.port_name, self.opens = target, self.opens + 1
                     except (OSError, SystemError, RuntimeError):
                         port = None
             elif self.port_name not in names:  # unplugged: release its notes, close, wait for it to come back
-                port.close()
+                _close(port)
                 port = None
                 for msg in all_notes_off():
                     self.on_message(msg)
                 continue
-            deadline = time.monotonic() + self.poll_s
-            while port is not None and not self._stop.is_set() and time.monotonic() < deadline:
-                msg = port.poll()
-                if msg is None:
-                    time.sleep(0.001)
-                elif not msg.is_realtime and msg.type != "sysex":
-                    self.on_message(msg)
-            if port is None:
-                self._stop.wait(self.poll_s)
+            self._stop.wait(self.relist_s if port is not None else self.poll_s)
         if port is not None:
-            port.close()
+            _close(port)
+
+
+def _close(port: mido.ports.BaseInput) -> None:
+    """Close an input; one with a callback loses it first (closing python-rtmidi's port while its callback is
+    set can crash the process: mido issue #368)."""
+    if hasattr(port, "callback"):
+        port.callback = None
+    port.close()
 
 
 class UartMidiInput(_ReaderThread):
@@ -175,22 +209,38 @@ class UartMidiInput(_ReaderThread):
 
 
 class PortInput(_ReaderThread):
-    """An already-open mido input port (any `mido.ports.BaseInput`), read on its own thread."""
+    """An already-open mido input port (any `mido.ports.BaseInput`): through its callback where it has one (mido's
+    rtmidi ports), else read on its own thread."""
 
     thread_name = "midi-port"
 
-    def __init__(self, port: mido.ports.BaseInput, on_message: OnMessage):
+    def __init__(self, port: mido.ports.BaseInput, on_message: OnMessage, poll_s: float = 0.002):
         super().__init__()
-        self.port, self.on_message = port, on_message
+        self.port, self.on_message, self.poll_s = port, on_message, poll_s
         self.port_name = getattr(port, "name", None)
+
+    def _deliver(self, msg: mido.Message) -> None:
+        if not msg.is_realtime and msg.type != "sysex":
+            self.on_message(msg)
+
+    def start(self):
+        if hasattr(self.port, "callback"):
+            self.port.callback = self._deliver
+            return self
+        return super().start()
+
+    def stop(self) -> None:
+        if hasattr(self.port, "callback") and self._thread is None:
+            self.port.callback = None  # the port is the caller's to close
+        super().stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             msg = self.port.poll()
             if msg is None:
-                time.sleep(0.001)
-            elif not msg.is_realtime and msg.type != "sysex":
-                self.on_message(msg)
+                time.sleep(self.poll_s)
+            else:
+                self._deliver(msg)
 
 
 def midi_file_messages(path: str | Path, sample_rate: int) -> list[tuple[int, mido.Message]]:

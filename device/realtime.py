@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+GIL_SWITCH_S = 0.0005  # sys.setswitchinterval while playing: the audio callback waits at most this for the GIL
+
 
 def configured_priority(environ=None) -> int:
     """NSYNTH_RT_PRIORITY (1..99), or 0 = leave the scheduling alone."""
@@ -27,3 +29,23 @@ def promote_current_thread(priority: int) -> bool:
         return True
     except (OSError, ValueError):
         return False
+
+
+def promote_threads(priority: int, threads=None) -> int:
+    """Put the process's other Python threads (default: all that run now) on SCHED_FIFO at `priority`, below the
+    audio thread's: a thread that holds the GIL is then not preempted by the rest of the system while the audio
+    callback waits for it. Returns how many were moved (0 when off or not allowed)."""
+    import threading
+    if priority < 1 or not hasattr(os, "sched_setscheduler"):
+        return 0
+    moved = 0
+    for t in threads if threads is not None else threading.enumerate():
+        tid = getattr(t, "native_id", None)
+        if not tid:
+            continue
+        try:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+            moved += 1
+        except (OSError, ValueError):
+            pass
+    return moved

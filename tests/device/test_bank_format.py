@@ -140,7 +140,7 @@ def test_interrupted_writer_leaves_old_bank(tmp_path):
             w.write(0, 0, 0, 0, np.ones(16, np.int16))
             raise RuntimeError("killed mid-render")
     assert open_bank(path, verify=True).info == old
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]
 
 
 def test_killed_writer_process_leaves_old_bank(tmp_path):
@@ -155,7 +155,8 @@ def test_killed_writer_process_leaves_old_bank(tmp_path):
     assert len(list(tmp_path.glob("bank.partial-*"))) == 1
     new = write_bank(path, note_length=300)  # the next writer clears what the dead one left
     assert open_bank(path, verify=True).info == new
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]
+    assert len(list((tmp_path / ".store").iterdir())) == 1
 
 
 def test_numpy_integers_are_accepted(tmp_path):
@@ -172,7 +173,59 @@ def test_new_bank_replaces_old(tmp_path):
     write_bank(path, note_length=500)
     new = write_bank(path, note_length=300, pitches=(60,))
     assert open_bank(path, verify=True).info == new
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]
+    assert path.is_symlink() and len(list((tmp_path / ".store").iterdir())) == 1  # the old version is gone
+
+
+_CRASH = """
+import os, signal, sys
+import numpy as np
+import device.bank as bank_mod
+from device.bank import BankWriter
+
+crash_at, path, calls = int(sys.argv[1]), sys.argv[2], [0]
+
+def counted(name, fn):
+    def call(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # killed just before this step: no cleanup runs
+        return fn(*args, **kwargs)
+    return call
+
+for name in ("rename", "replace", "symlink", "unlink", "rmdir"):
+    setattr(os, name, counted(name, getattr(os, name)))
+bank_mod.exchange_paths = counted("exchange", bank_mod.exchange_paths)
+with BankWriter(path, grid=2, pitches=[60], velocities=[100], note_length=16, corners="abcd") as w:
+    w.write_block(0, 0, np.ones((2, 2, 16), np.int16))
+"""
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_a_writer_killed_at_any_step_leaves_a_whole_bank(tmp_path, plain):
+    """Kill the writer before each file-system step of its swap in turn: the path always opens, as the old bank or
+    the new one. (`plain`: the old bank is a plain folder, as written before the symlink scheme.)"""
+    path = tmp_path / "bank"
+    old = write_bank(path, note_length=500)
+    if plain:
+        target = path.resolve()
+        path.unlink()
+        os.rename(target, path)
+    seen = set()
+    for crash_at in range(1, 30):
+        r = subprocess.run([sys.executable, "-c", _CRASH, str(crash_at), str(path)])
+        info = open_bank(path, verify=True).info
+        assert info == old or (info.note_length, info.grid) == (16, 2), crash_at
+        seen.add(info.note_length)
+        if r.returncode == 0:
+            break
+        assert r.returncode == -9
+        if info != old:  # the swap happened: start again from the old bank
+            write_bank(path, note_length=500)
+    assert seen == {500, 16} and r.returncode == 0
+    write_bank(path, note_length=300)  # a later writer clears every leftover
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]
+    assert len(list((tmp_path / ".store").iterdir())) == 1
 
 
 def test_commands(small_bank, capsys):

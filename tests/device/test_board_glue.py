@@ -119,7 +119,7 @@ def test_encoders_switch_banks_and_a_refused_bank_keeps_the_old_one(rig, banks, 
     rig.board.turn(0, 1)
     assert rig.render_until(lambda: rig.engine.bank.path == banks / "tl2_tr_bl_br")
     assert rig.slot.path == banks / "tl2_tr_bl_br"
-    assert (tmp_path / "state" / STATE_FILE).read_text().strip() == str((banks / "tl2_tr_bl_br").resolve())
+    assert (tmp_path / "state" / STATE_FILE).read_text().strip() == str(banks / "tl2_tr_bl_br")
     rig.board.turn(0, 1)  # tl3: truncated
     assert rig.render_until(lambda: rig.source.controls.screen.kind == "message")
     assert rig.source.controls.screen.data["title"] == "BANK REFUSED"

@@ -2,12 +2,21 @@
 import numpy as np
 import pytest
 
+from device import kernels
 from device.bank import BankWriter, open_bank
 from device.engine import Engine, EngineConfig, bilinear_weights, render_events
 
 from synth_banks import synth_note, write_bank
 
 FS = 48000
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def engine_path(request, monkeypatch):
+    """Every test here runs on the compiled kernel and on the numpy reference."""
+    if request.param == "numpy":
+        monkeypatch.setattr(kernels, "COMPILED", False)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -160,20 +169,6 @@ def test_pitch_and_bend(bank, key, bend, expect):
     assert abs(freq(out[4800:]) / (440 * 2 ** ((expect - 69) / 12)) - 1) < 0.002
 
 
-def test_velocity_crossfades_layers_then_gain(tmp_path):
-    """Between two layers the voice is the weighted mix of both layers times the velocity gain."""
-    one = lambda v: render_events(open_bank(path), [(0, ("on", 0, 60, v))], 4800)[:, 0]
-    path = tmp_path / "vb"
-    with BankWriter(path, grid=2, pitches=[60], velocities=[40, 120], note_length=8000, corners="abcd") as w:
-        for vi, v in enumerate([40, 120]):
-            for y in range(2):
-                for x in range(2):
-                    w.write(0, vi, y, x, synth_note(60 + 12 * vi, 100, y, x, 2, 8000))  # layers differ in pitch
-    lo, hi, mid = one(40), one(120), one(80)
-    np.testing.assert_allclose(mid, 0.5 * (lo / 40 + hi / 120) * 80, atol=2e-6)
-    assert np.abs(hi).max() > 2.5 * np.abs(lo).max() / 1.2
-
-
 def test_release_and_sustain_pedal(bank):
     e = Engine(bank, params={"release": 0.0})
     e.note_on(60, 100)
@@ -262,3 +257,87 @@ def test_extreme_pitch_reads_through_many_loop_wraps(bank):
     """Key 127 bent up 48 semitones reads ~125 source samples per output sample: many loop wraps per block."""
     out = render_events(bank, [(0, ("bend", 0, 48.0)), (0, ("on", 0, 127, 100)), (0, ("on", 0, 0, 100))], 9600)
     assert np.isfinite(out).all() and np.abs(out).max() > 0.01
+
+
+def test_loop_crossfade_reads_the_same_at_any_offset_in_the_file(tmp_path):
+    """A note renders the same whether it is the first note of the samples file or further in: the crossfade's
+    reads one loop earlier never wrap round to the file's end."""
+    def bank_with(pitches):
+        path = tmp_path / "-".join(map(str, pitches))
+        write_bank(path, grid=2, pitches=pitches, velocities=(100,), note_length=4000, loop=(1000, 3000))
+        return open_bank(path)
+
+    first, later = bank_with((72,)), bank_with((48, 72))  # the 72s: at sample 0, and after the 48s
+    np.testing.assert_array_equal(first.samples[0], later.samples[1])
+    events = [(0, ("params", {"x": 0.0, "y": 0.0, "sustain": 1.0})), (0, ("on", 0, 96, 100))]
+    a, b = render_events(first, events, FS), render_events(later, events, FS)
+    assert np.abs(a).max() > 0.05
+    np.testing.assert_array_equal(a, b)
+
+
+def test_mpe_xy_does_not_carry_into_the_next_note_on_its_channel(bank):
+    """A member channel's X/Y belongs to its note: the channel's next note starts at the global X/Y."""
+    glob = [(0, ("params", {"x": 0.0, "y": 0.0, "release": 0.0}))]
+    second = [(24000, ("on", 2, 72, 100))]
+    first = [(0, ("note_xy", 2, 1.0, 1.0)), (0, ("on", 2, 72, 100)), (9600, ("off", 2, 72))]
+    both = render_events(bank, glob + first + second, 2 * FS)[:, 0]
+    alone = render_events(bank, glob + second, 2 * FS)[:, 0]
+    assert np.abs(both[:9600]).max() > 0.05
+    np.testing.assert_array_equal(both[24000:], alone[24000:])
+    # while it sounds, the first note follows its own X/Y, and keeps it through its release
+    held = render_events(bank, glob + first[:2], 9600)[:, 0]
+    f0 = 440 * 2 ** ((72 - 69) / 12)
+    assert abs(freq(held[4800:]) / (4 * f0) - 1) < 0.002
+
+
+@pytest.mark.parametrize("event", [("on", 0, 60, 128), ("on", 0, 60, -1), ("on", 0, 128, 100), ("on", 16, 60, 100),
+                                   ("on", 0, 60, 100.5), ("on", 0, 60), ("off", 0, -1), ("off", 0),
+                                   ("bend", 0, float("nan")), ("bend", 99, 1.0), ("params", {"x": float("inf")}),
+                                   ("params", {"loudness": 1.0}), ("note_xy", 0, float("nan"), None),
+                                   ("pedal",), ("bank", "not a bank"), ("all_notes_off", 1)])
+def test_bad_events_are_refused_when_posted(bank, event):
+    """What the audio thread could not apply is refused in the thread that posts it."""
+    e = Engine(bank)
+    with pytest.raises(ValueError, match="engine event"):
+        e.post(event)
+    e.render(256)  # nothing reached the queue
+
+
+def test_velocity_is_the_layer_level(tmp_path):
+    """Each velocity layer is already levelled for its velocity: on a layer the voice plays it as it is, between
+    two layers it crossfades them, and only below the lowest (or above the highest) is it scaled, by
+    (velocity / layer velocity) ** velocity_curve."""
+    path = tmp_path / "vb"
+    with BankWriter(path, grid=2, pitches=[60], velocities=[40, 120], note_length=8000, corners="abcd") as w:
+        for vi, v in enumerate([40, 120]):
+            for y in range(2):
+                for x in range(2):
+                    w.write(0, vi, y, x, synth_note(60 + 12 * vi, v, y, x, 2, 8000))  # layers differ in pitch
+    b = open_bank(path)
+    start = {"sustain": 1.0, "volume": 1.0, "x": 0.0, "y": 0.0}  # from the first sample (no slew)
+    one = lambda v, **kw: render_events(b, [(0, ("on", 0, 60, v))], 4800, params=start, **kw)[:, 0]
+    lo, hi, mid = one(40), one(120), one(80)
+    np.testing.assert_allclose(mid, 0.5 * (lo + hi), atol=2e-6)
+    np.testing.assert_allclose(one(20), 0.5 * lo, atol=2e-6)
+    np.testing.assert_allclose(one(20, config=EngineConfig(velocity_curve=2.0)), 0.25 * lo, atol=2e-6)
+    np.testing.assert_allclose(one(127), hi * 127 / 120, atol=2e-6)
+    # on its layer, a note is as loud as the layer's samples (after the attack, at sustain 1 and volume 1)
+    assert abs(np.abs(lo[2400:]).max() / (np.abs(b.samples[0, 0, 0, 0]).max() / 32768) - 1) < 0.02
+
+
+def test_output_never_exceeds_full_scale(tmp_path):
+    """32 voices at velocity 127 on loud notes, full volume: a soft limiter keeps every sample within +-1, and
+    leaves a quiet signal untouched."""
+    path = tmp_path / "loud"
+    write_bank(path, grid=2, pitches=(48, 60, 72), velocities=(127,), note_length=8000)
+    b = open_bank(path)
+    loud = [(0, ("params", {"volume": 1.0, "sustain": 1.0}))] + [(0, ("on", 0, 40 + k, 127)) for k in range(32)]
+    out = render_events(b, loud, FS)
+    assert np.abs(out).max() <= 1.0
+    assert np.mean(np.abs(out) > 0.8) > 0.01  # it is loud: the limiter is working, not idle
+    quiet = [(0, ("params", {"volume": 0.3})), (0, ("on", 0, 60, 100))]
+    q = render_events(b, quiet, FS)
+    ref = render_events(b, quiet, FS, config=EngineConfig(limiter=False))
+    assert 0.05 < np.abs(q).max() < 0.5
+    np.testing.assert_array_equal(q, ref)
+

@@ -1,4 +1,5 @@
 """MIDI: the DIN byte framer (fuzzed), the router (CC map, channels, MPE, RPN), USB re-open, UART, files."""
+import threading
 import time
 
 import mido
@@ -169,11 +170,16 @@ def test_mpe_routing():
 
 
 class FakePort(mido.ports.BaseInput):
-    """A mido input port fed by the test (the hardware edge)."""
+    """A mido input port fed by the test (the hardware edge); with a callback, its messages arrive on a thread of
+    the port's own, as python-rtmidi delivers them."""
 
     def __init__(self, name, messages=()):
         self._pending = list(messages)
         super().__init__(name)
+
+    def deliver_to(self, callback):
+        threading.Thread(target=lambda: [callback(m) for m in self._pending], daemon=True).start()
+        return self
 
     def _receive(self, block=True):
         return self._pending.pop(0) if self._pending else None
@@ -183,18 +189,33 @@ def test_usb_port_is_reopened_after_unplug():
     names = {"now": ["Keys MIDI 1 20:0"]}
     opened = []
 
-    def opener(name):
-        port = FakePort(name, [mido.Message("note_on", note=60 + len(opened), velocity=1)])
+    def opener(name, callback):
+        port = FakePort(name, [mido.Message("note_on", note=60 + len(opened), velocity=1),
+                               mido.Message("clock")])  # realtime messages are dropped
         opened.append(port)
-        return port
+        return port.deliver_to(callback)
 
     got = []
-    inp = UsbMidiInput("keys", got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02).start()
+    listed = []
+
+    def lister():
+        listed.append(1)
+        return names["now"]
+
+    clients = {"now": b"Client 20 : Keys"}  # the ALSA sequencer's client list: ports are listed when it changes
+    inp = UsbMidiInput("keys", got.append, lister=lister, opener=opener, poll_s=0.02, relist_s=0.02,
+                       watch=lambda: clients["now"]).start()
     try:
         _wait(lambda: len(got) == 1)
+        time.sleep(0.2)
+        n = len(listed)
+        time.sleep(0.2)
+        assert len(listed) == n  # nothing changed: no listing
         names["now"] = []  # unplugged
+        clients["now"] = b""
         _wait(lambda: opened[0].closed)
         names["now"] = ["Keys MIDI 1 24:0"]  # back, with a new ALSA client number
+        clients["now"] = b"Client 24 : Keys"
         _wait(lambda: len(got) == 18)
     finally:
         inp.stop()
@@ -275,7 +296,7 @@ def test_midi_file_frames(tmp_path):
 def test_usb_input_waits_for_a_first_port():
     names = {"now": []}
     got = []
-    opener = lambda name: FakePort(name, [mido.Message("note_on", note=64, velocity=5)])
+    opener = lambda name, callback: FakePort(name, [mido.Message("note_on", note=64, velocity=5)]).deliver_to(callback)
     inp = UsbMidiInput(None, got.append, lister=lambda: names["now"], opener=opener, poll_s=0.02, wait=True)
     inp.start()
     try:

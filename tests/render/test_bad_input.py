@@ -87,4 +87,4 @@ def test_write_failure_leaves_nothing_and_resumes(setup, reference, tmp_path, li
     assert (len(shards) == 5) == (where == "bank")
     render_bank(corners, run, out, **SMALL)
     assert same_bank(out, reference)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]

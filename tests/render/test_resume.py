@@ -76,7 +76,7 @@ def test_sigkill_at_random_moments_then_the_same_command_finishes(setup, referen
     assert killed_mid_render >= 1
     assert subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0
     assert same_bank(out, reference)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]  # no job folder or partial bank left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]  # no job folder or partial bank left
 
 
 def test_shards_of_another_plan_are_not_used(setup, reference, tmp_path):

@@ -24,7 +24,7 @@ def test_torchrun_two_processes(setup, reference, tmp_path):
     assert "3 to render here (torch (cpu), rank 0/2)" in proc.stderr
     assert "2 to render here (torch (cpu), rank 1/2)" in proc.stderr
     assert same_bank(out, reference)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]
 
 
 def test_ray_local_instance(setup, reference, tmp_path):
