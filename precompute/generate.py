@@ -74,31 +74,49 @@ def capture_chunk(stepper: Stepper) -> Callable[[], None]:
     return graph.replay
 
 
+class BatchDecoding:
+    """One batch's decoding: the packed stepper, the notes' uniforms and excitation; `chunk(t)` decodes steps
+    t .. t + chunk - 1 (t a multiple of `chunk`, in order from 0) into stepper.codes. The per-chunk inputs are
+    named for profilers (torch.profiler.record_function: "noise", "excitation")."""
+
+    def __init__(self, decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], *, pitch: torch.Tensor | None,
+                 greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool):
+        self.hop = decoder.cfg.hop
+        self.steps = math.gcd(self.hop, NOISE_CHUNK, CHUNK_STEPS)
+        self.stepper = Stepper(decoder, emb.shape[0], chunk=self.steps, greedy=greedy, temperature=temperature,
+                               dtype=dtype, device=emb.device)
+        self.frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
+        self.note_exc = decoder.note_excitation(pitch, emb)
+        self.run = self.stepper.run_chunk
+        if graph:
+            self.stepper.set_frame(self.frames[0])
+            self.run = capture_chunk(self.stepper)
+        self.noise = None if greedy else _NoteNoise(seeds, emb.device, quantile)
+
+    def chunk(self, t: int) -> None:
+        st = self.stepper
+        if t % self.hop == 0:
+            st.set_frame(self.frames[t // self.hop])
+        if self.noise is not None:
+            with torch.profiler.record_function("noise"):
+                st.noise.copy_(self.noise.steps(t, self.steps))
+        if self.note_exc is not None:
+            with torch.profiler.record_function("excitation"):
+                st.exc.copy_(self.note_exc.at(torch.arange(t, t + self.steps, device=st.exc.device)).transpose(0, 1))
+        self.run()
+
+
 def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, pitch: torch.Tensor | None,
             greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool,
             progress: Callable[[int], None]) -> None:
     """Decode one batch: emb [B, F, E] (pitch [B] with an excitation) -> class indices written into out [B, length]."""
-    hop, length = decoder.cfg.hop, out.shape[1]
-    chunk = math.gcd(hop, NOISE_CHUNK, CHUNK_STEPS)
-    stepper = Stepper(decoder, emb.shape[0], chunk=chunk, greedy=greedy, temperature=temperature, dtype=dtype,
-                      device=emb.device)
-    frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
-    note_exc = decoder.note_excitation(pitch, emb)
-    run = stepper.run_chunk
-    if graph:
-        stepper.set_frame(frames[0])
-        run = capture_chunk(stepper)
-    noise = None if greedy else _NoteNoise(seeds, emb.device, quantile)
-    for t in range(0, length, chunk):
-        if t % hop == 0:
-            stepper.set_frame(frames[t // hop])
-        if noise is not None:
-            stepper.noise.copy_(noise.steps(t, chunk))
-        if note_exc is not None:
-            stepper.exc.copy_(note_exc.at(torch.arange(t, t + chunk, device=emb.device)).transpose(0, 1))
-        run()
-        n = min(chunk, length - t)
-        out[:, t:t + n].copy_(stepper.codes[:n, :, 0].T)
+    dec = BatchDecoding(decoder, emb, seeds, pitch=pitch, greedy=greedy, temperature=temperature, quantile=quantile,
+                        dtype=dtype, graph=graph)
+    length = out.shape[1]
+    for t in range(0, length, dec.steps):
+        dec.chunk(t)
+        n = min(dec.steps, length - t)
+        out[:, t:t + n].copy_(dec.stepper.codes[:n, :, 0].T)
         progress(t + n)
 
 
