@@ -143,7 +143,7 @@ def inputs(dec: Decoder, batch: int, steps: int, dev: torch.device) -> tuple[tor
     return emb, pitch
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as generate() decodes; every method alike
 def bench_row(name: str, batch: int, dev: torch.device, dtype: torch.dtype, steps: int, rounds: int, *,
               naive: bool, textbooks=("fifo", "shift"), quantile: float | None = None) -> tuple[dict, Ours]:
     """Best-of-rounds samples/s of ours, the baselines and the matmul reference at one batch size."""
@@ -191,7 +191,7 @@ CATEGORIES = {  # top-level operations of a decoding chunk -> what they do
 }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def breakdown(ours: Ours, dev: torch.device, rounds: int = 3) -> dict:
     """Microseconds per step by kind of operation: each kind's share of a profiled run (torch.profiler: the
     top-level operations and the per-chunk inputs; "python + dispatch" is the profiled wall time outside them)
