@@ -10,7 +10,9 @@ encoded by the model, and its decoder is run in fp32 and in bf16:
                    decodes (precompute.quality), beside that between fp32's one-step decode and the note itself
   free runs        the packed stepper (generate()'s path, the model's recommended decoding) over `free-seconds`
                    in each dtype: fraction of equal codes, and the spectral distance between the two outputs,
-                   beside that between two different notes' fp32 outputs (the scale of a real difference)
+                   beside two references in fp32: a run whose embeddings differ by a rounding error (x (1 + 2^-20):
+                   how far any tiny difference carries in an autoregressive run) and two different notes' outputs
+                   (the scale of a real difference)
 On a CPU without native bf16 arithmetic (no AMX or AVX512-BF16) torch's bf16 matmuls are ~10x slower than fp32,
 so bf16 matmuls are emulated exactly as AMX and oneDNN compute them: bf16 operands, products accumulated in fp32,
 the result rounded to bf16 (`emulated_bf16`; tests/precompute/test_bf16_bench.py holds it to torch's own bf16
@@ -41,7 +43,7 @@ from precompute.config import preset  # noqa: E402
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT  # noqa: E402
 from precompute.datasets.nsynth import load_examples, read_note  # noqa: E402
 from precompute.datasets.soundfont import render_soundfont_dataset  # noqa: E402
-from precompute.generate import generate  # noqa: E402
+from precompute.generate import cpu_has_bf16 as native_bf16, generate  # noqa: E402
 from precompute.model import Decoder, WaveNetAutoencoder, shift  # noqa: E402
 from precompute.mulaw import codes_to_input, mulaw_decode, mulaw_encode  # noqa: E402
 from precompute.quality import log_spectral_distance  # noqa: E402
@@ -49,11 +51,6 @@ from precompute.run import load_model, resolve_sampling  # noqa: E402
 from precompute.threads import use_threads  # noqa: E402
 
 PITCHES = (48, 60)
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 @contextlib.contextmanager
@@ -150,9 +147,12 @@ def free_runs(model: WaveNetAutoencoder, codes: torch.Tensor, pitch: torch.Tenso
     with bf16_context():
         c16 = generate(model.decoder, emb, dtype=torch.bfloat16, **kw)
     t2 = time.perf_counter()
+    nudged = generate(model.decoder, emb * (1 + 2 ** -20), dtype=torch.float32, **kw)
     n = c32.numel()
     return {"free_agreement": round(float((c32 == c16).float().mean()), 4),
             "free_distance": round(spectral(c32, c16), 3),
+            "free_nudged_agreement": round(float((c32 == nudged).float().mean()), 4),
+            "free_nudged_distance": round(spectral(c32, nudged), 3),
             "free_other_note_distance": round(spectral(c32, c32.roll(1, 0)), 3) if len(c32) > 1 else None,
             "samples_per_s": {"float32": round(n / (t1 - t0), 1),
                               "bfloat16": round(n / (t2 - t1), 1) if native_bf16() else "emulated"}}
@@ -194,8 +194,9 @@ def main() -> None:
     if free:
         res.update(free_runs(model, codes[:, :free], pitch, free, greedy, quantile))
         print(f"free runs ({mode}, {free} samples): {res['free_agreement']:.2%} equal codes, spectral distance "
-              f"{res['free_distance']} (two different notes: {res['free_other_note_distance']}); samples/s "
-              f"{res['samples_per_s']}", flush=True)
+              f"{res['free_distance']} (fp32 with embeddings nudged by 2^-20: {res['free_nudged_agreement']:.2%} "
+              f"equal, {res['free_nudged_distance']}; two different notes: {res['free_other_note_distance']}); "
+              f"samples/s {res['samples_per_s']}", flush=True)
     print(json.dumps({"bench": "bf16", "model": name, "decoding": mode, "notes": len(codes),
                       "samples": codes.shape[1], "free_samples": free, "cpu": cpu_name(),
                       "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_native": native_bf16(),

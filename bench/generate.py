@@ -9,7 +9,8 @@ Rows, on the CPU:
   (c) naive generation re-running the full pass over the receptive field for every sample, at the same batch size
   (batches up to --naive-max-batch: one step there takes ~0.8 s per note on a 2-core machine);
 - `compact` (the bundled preset, with its excitation) at --compact-batch: ours as `nsynth render` decodes it
-  (median decoding, the notes' excitation computed per chunk, pitches 24..84).
+  (median decoding, the notes' excitation computed per chunk, pitches 24..84);
+- on a CPU with bf16 in hardware (AMX, AVX512-BF16), the largest `small` batch and `compact` again in bf16.
 Every row also times torch.mm over the matmul shapes ours runs per step, in the same dtype: `matmul_fraction` is
 ours' FLOP/s over mm's (FLOPs: every matmul of a step, start to logits; the per-frame conditioning, under 0.02%
 of the work, is left out of both). All methods of a row run in interleaved rounds (one naive step per round,
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 
 from bench.textbook import naive_step, textbook_generate  # noqa: E402
 from precompute.config import ModelConfig, preset  # noqa: E402
-from precompute.generate import BatchDecoding  # noqa: E402
+from precompute.generate import BatchDecoding, cpu_has_bf16  # noqa: E402
 from precompute.model import Decoder, WaveNetAutoencoder  # noqa: E402
 from precompute.stepper import Stepper, auto_batch  # noqa: E402
 from precompute.threads import choose_threads  # noqa: E402
@@ -264,6 +265,13 @@ def main() -> None:
         if not args.no_breakdown:
             parts["compact"] = breakdown(ours, cpu)
             print(show_breakdown(compact, parts["compact"]), flush=True)
+    bf16_rows = []
+    if cpu_has_bf16():  # bf16 in hardware (AMX, AVX512-BF16): the rows generate() then decodes in by default
+        for name, b, q in (("small", max(batches), None), ("compact", args.compact_batch, 0.5)):
+            if b:
+                bf16_rows.append(bench_row(name, b, cpu, torch.bfloat16, args.steps, args.rounds, naive=False,
+                                           textbooks=(), quantile=q)[0])
+                print(row(bf16_rows[-1]) + " (bf16)", flush=True)
     gpu_rows = []
     if torch.cuda.is_available():
         dev = torch.device("cuda")
@@ -287,7 +295,7 @@ def main() -> None:
                "matmul_fraction": head["matmul_fraction"], "samples_per_s": head["samples_per_s"]["ours"],
                "compact_matmul_fraction": compact["matmul_fraction"] if compact else None,
                "compact_samples_per_s": compact["samples_per_s"]["ours"] if compact else None,
-               "cpu_rows": cpu_rows + ([compact] if compact else []), "breakdown_us_per_step": parts}
+               "cpu_rows": cpu_rows + ([compact] if compact else []) + bf16_rows, "breakdown_us_per_step": parts}
     if gpu_rows:
         best = min(gpu_rows, key=lambda r: r["ms_per_note"])
         summary.update(gpu=torch.cuda.get_device_name(dev), gpu_best_batch=best["batch"],

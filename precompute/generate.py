@@ -140,7 +140,7 @@ def generate(
     pitch: the notes' MIDI pitches [B], for a decoder with an excitation (cfg.exc_width).
     quantile: decode deterministically, each sample the quantile of its (tempered) predicted distribution
     (0.5: the median) instead of a draw from it; greedy takes the mode.
-    dtype: compute dtype (default fp32 on CPU, bf16 on CUDA); cuda_graph: default on for CUDA.
+    dtype: compute dtype (default: decode_dtype); cuda_graph: default on for CUDA.
     progress(done_steps, total_steps) is called every chunk of steps (all parts of the batch counted).
     On CUDA the batch is decoded in parts of as many notes as ~70% of the free memory holds.
     """
@@ -159,10 +159,22 @@ def generate(
     pitch = check_pitch(decoder.cfg, pitch, b)
     dev = emb.device
     on_cuda = dev.type == "cuda"
-    dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
+    dtype = dtype or decode_dtype(dev)
     return render_parts(decoder, emb, seeds, length, None, pitch=pitch, greedy=greedy, temperature=temperature,
                         quantile=quantile, dtype=dtype,
                         graph=on_cuda and cuda_graph is not False, progress=progress)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def decode_dtype(device: torch.device) -> torch.dtype:
+    """The default decoding dtype: bf16 on CUDA and on CPUs with bf16 in hardware, where it keeps the output
+    (bench/bf16.py, bench/quality.py --dtypes; docs/performance.md) and runs faster; fp32 elsewhere (without
+    hardware bf16 a CPU's bf16 matmuls are ~10x slower than its fp32 ones)."""
+    return torch.bfloat16 if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else torch.float32
 
 
 def check_pitch(cfg: ModelConfig, pitch, b: int) -> torch.Tensor | None:

@@ -239,3 +239,23 @@ def test_the_gate_takes_tanh_through_sigmoid_only_where_tanh_is_slow(monkeypatch
     assert not tanh_is_slow(torch.device("cuda"), torch.float32)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert not tanh_is_slow(cpu, torch.float32)
+
+
+@torch.no_grad()
+def test_bf16_is_the_default_where_the_hardware_has_it(monkeypatch):
+    from precompute.generate import decode_dtype
+
+    cpu = torch.device("cpu")
+    assert decode_dtype(torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert decode_dtype(cpu) == torch.float32
+    model = _model("tiny")
+    emb = torch.randn(4, 1, 16)
+    fp32 = generate(model.decoder, emb, greedy=True, length=512, dtype=torch.float32)
+    assert torch.equal(generate(model.decoder, emb, greedy=True, length=512), fp32)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # an AMX CPU
+    assert decode_dtype(cpu) == torch.bfloat16
+    bf16 = generate(model.decoder, emb, greedy=True, length=512, dtype=torch.bfloat16)
+    assert not torch.equal(bf16, fp32)
+    assert torch.equal(generate(model.decoder, emb, greedy=True, length=512), bf16)
