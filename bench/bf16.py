@@ -134,7 +134,8 @@ def teacher_forced(model: WaveNetAutoencoder, codes: torch.Tensor, pitch: torch.
             "logit_error_p99": round(float(err.flatten().kthvalue(int(err.numel() * 0.99)).values), 4),
             "logit_error_max": round(float(err.max()), 3), "logit_std": round(float(a.std(-1).mean()), 3),
             "median_decode_distance": round(spectral(ma, mb), 3),
-            "fp32_step_vs_note_distance": round(spectral(ma, codes), 3), "seconds": [round(t1 - t0, 1), round(t2 - t1, 1)]}
+            "fp32_step_vs_note_distance": round(spectral(ma, codes), 3),
+            "seconds": [round(t1 - t0, 1), round(t2 - t1, 1)]}
 
 
 def free_runs(model: WaveNetAutoencoder, codes: torch.Tensor, pitch: torch.Tensor | None, length: int,

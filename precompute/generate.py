@@ -207,7 +207,7 @@ def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], leng
     for i, part in enumerate(parts):
         report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)
         with torch.inference_mode():  # the stepper's buffers as inference tensors: less work per operation
-                _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part],
+            _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part],
                     greedy=greedy, temperature=temperature, quantile=quantile, dtype=dtype,
                     graph=graph, progress=report)
     return out.sub_(decoder.cfg.quant // 2)
