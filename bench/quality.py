@@ -6,13 +6,16 @@ pitch accuracy (fraction of reconstructions whose YIN fundamental is within 50 c
 multi-resolution log-spectral distance to the input, beside two baselines measured in the same run: white noise at
 the note's loudness, and a sine at the note's pitch. Two more rows frame the scale: silence (what a model that
 has learned nothing but to be quiet would score) and the input through 8-bit mu-law and back (the best any model
-of this kind can score). The last line is one JSON object.
+of this kind can score). With --dtypes float32,bfloat16 the notes are decoded in each dtype in the same run (bf16
+matmuls emulated exactly where the CPU has no native bf16: bench/bf16.py), each scored, and the two decodes
+compared (equal codes, spectral distance between them). The last line is one JSON object.
 
-    python bench/quality.py [--model models/compact] [--pitches 40,52,64,76] [--seconds 1.0]
+    python bench/quality.py [--model models/compact] [--pitches 40,52,64,76] [--seconds 1.0] [--dtypes float32]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -24,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bf16 import bf16_context  # noqa: E402
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT  # noqa: E402
 from precompute.datasets.nsynth import load_examples, read_note  # noqa: E402
 from precompute.datasets.soundfont import render_soundfont_dataset  # noqa: E402
@@ -50,8 +54,10 @@ def main() -> None:
     ap.add_argument("--quantile", type=float, default=None,
                     help="deterministic decoding: each sample the Q-quantile of its prediction (0.5: the median)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small matmuls: 1 is fastest)")
+    ap.add_argument("--dtypes", default="float32", help="decoding dtypes, each scored (e.g. float32,bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
 
     model = load_model(args.model)
     greedy, temperature, quantile = resolve_sampling(args.model, args.temperature == 0 or None,
@@ -69,30 +75,28 @@ def main() -> None:
     print(f"{len(notes)} held-out notes from {len({n.instrument_str for n in notes})} instruments, "
           f"{length} samples each, model {args.model} ({model.cfg.preset})", file=sys.stderr)
 
-    t0 = time.monotonic()
-    recon = []
-    with torch.no_grad():
-        for i in range(0, len(notes), args.batch):
-            codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
-            emb = model.encode(codes)
-            out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=greedy,
-                           temperature=temperature, quantile=quantile, pitch=[n.pitch for n in notes[i: i + len(codes)]],
-                           progress=ETA(f"decode notes {i}-{i + len(codes)}"))
-            recon.append(mulaw_decode(out).numpy())
-    recon = np.concatenate(recon)
-    decode_s = time.monotonic() - t0
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for note, x, y in zip(notes, audio, recon):
-        rows.append({"note": note.note_str, "pitch": note.pitch,
-                     "cents": cents_off(estimate_f0(y, sr), note.pitch),
-                     "input_cents": cents_off(estimate_f0(x, sr), note.pitch),
-                     "model": log_spectral_distance(x, y),
-                     "noise": log_spectral_distance(x, noise_baseline(x, rng)),
-                     "sine": log_spectral_distance(x, sine_baseline(x, note.pitch, sr)),
-                     "silence": log_spectral_distance(x, np.zeros_like(x)),
-                     "mulaw": log_spectral_distance(x, mulaw_decode(mulaw_encode(torch.from_numpy(x))).numpy())})
+    recons, seconds = {}, {}
+    for dtype in dtypes:
+        t0 = time.monotonic()
+        recon = []
+        with torch.no_grad(), (bf16_context() if dtype == torch.bfloat16 else contextlib.nullcontext()):
+            for i in range(0, len(notes), args.batch):
+                codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
+                emb = model.encode(codes)
+                out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=greedy,
+                               temperature=temperature, quantile=quantile, dtype=dtype,
+                               pitch=[n.pitch for n in notes[i: i + len(codes)]],
+                               progress=ETA(f"decode notes {i}-{i + len(codes)} ({str(dtype)[6:]})"))
+                recon.append(out)
+        recons[dtype] = torch.cat(recon)
+        seconds[dtype] = time.monotonic() - t0
+    by_dtype = {}
+    for dtype in reversed(dtypes):  # the first dtype's rows last: they are the table's
+        rows = score(notes, audio, mulaw_decode(recons[dtype]).numpy(), sr)
+        by_dtype[str(dtype)[6:]] = {"pitch_accuracy": float(np.mean([abs(r["cents"]) <= 50 for r in rows])),
+                                    "spectral_distance": float(np.mean([r["model"] for r in rows])),
+                                    "decode_seconds": round(seconds[dtype], 1)}
+    decode_s = seconds[dtypes[0]]
     print(f"{'note':<34}{'cents':>9}{'input':>9}{'model':>8}{'noise':>8}{'sine':>8}")
     for r in rows:
         print(f"{r['note']:<34}{r['cents']:>9.1f}{r['input_cents']:>9.1f}{r['model']:>8.3f}{r['noise']:>8.3f}"
@@ -109,7 +113,35 @@ def main() -> None:
         "mulaw_roundtrip_distance": float(np.mean([r["mulaw"] for r in rows])),
         "decode_seconds": round(decode_s, 1),
     }
+    if len(dtypes) > 1:
+        a, b = (recons[d] for d in dtypes[:2])
+        summary["by_dtype"] = by_dtype
+        summary["dtype_comparison"] = {
+            "dtypes": [str(d)[6:] for d in dtypes[:2]], "equal_codes": round(float((a == b).float().mean()), 4),
+            "spectral_distance_between": round(float(np.mean([log_spectral_distance(x, y) for x, y in zip(
+                mulaw_decode(a).numpy(), mulaw_decode(b).numpy())])), 3)}
+        for d, v in by_dtype.items():
+            print(f"{d}: pitch accuracy {v['pitch_accuracy']:.2f}, spectral distance {v['spectral_distance']:.3f}, "
+                  f"decoded in {v['decode_seconds']} s")
+        print(f"{summary['dtype_comparison']}")
     print(json.dumps(summary))
+
+
+def score(notes, audio: np.ndarray, recon: np.ndarray, sr: int) -> list[dict]:
+    """Per note: the reconstruction's and the input's pitch error, and the spectral distances of the
+    reconstruction and the baselines to the input."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for note, x, y in zip(notes, audio, recon):
+        rows.append({"note": note.note_str, "pitch": note.pitch,
+                     "cents": cents_off(estimate_f0(y, sr), note.pitch),
+                     "input_cents": cents_off(estimate_f0(x, sr), note.pitch),
+                     "model": log_spectral_distance(x, y),
+                     "noise": log_spectral_distance(x, noise_baseline(x, rng)),
+                     "sine": log_spectral_distance(x, sine_baseline(x, note.pitch, sr)),
+                     "silence": log_spectral_distance(x, np.zeros_like(x)),
+                     "mulaw": log_spectral_distance(x, mulaw_decode(mulaw_encode(torch.from_numpy(x))).numpy())})
+    return rows
 
 
 if __name__ == "__main__":

@@ -38,15 +38,20 @@ def encode_file(wav: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
 
 def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike | None = None, *,
                       greedy: bool | None = None, temperature: float | None = None, quantile: float | None = None,
-                      seed: int = 0, pitch: int | None = None, progress: bool = True) -> np.ndarray:
+                      seed: int = 0, pitch: int | None = None, threads: int | None = None,
+                      progress: bool = True) -> np.ndarray:
     """Embeddings .npy [frames, bottleneck] -> float32 audio [frames * hop] at 16 kHz; written as WAV when `out`.
     pitch: the note's MIDI pitch, which a model with an excited decoder (sines, harmonic source) needs; greedy, temperature
-    and quantile all None: decoded as the model's config recommends (run.resolve_sampling)."""
+    and quantile all None: decoded as the model's config recommends (run.resolve_sampling).
+    threads: torch's CPU threads (None: precompute.threads.choose_threads)."""
     torch = _torch()
     from precompute.audio import write_audio
     from precompute.generate import ETA, generate
     from precompute.mulaw import mulaw_decode
     from precompute.run import load_model, resolve_sampling
+    from precompute.threads import use_threads
+
+    use_threads(threads)
 
     model = load_model(run)
     greedy, temperature, quantile = resolve_sampling(run, greedy, temperature, quantile)
@@ -103,10 +108,10 @@ def demo_phrase(path: str | os.PathLike, bpm: float = 120.0) -> Path:
 
 
 def demo(out: str | os.PathLike, run: str | os.PathLike | None = None, work: str | os.PathLike | None = None,
-         quiet: bool = False) -> Path:
+         quiet: bool = False, threads: int | None = None) -> Path:
     """The built-in default: render a small bank (four SoundFont corners, 3x3 grid, 7 pitches, 1 s notes) with
-    the bundled model (decoded as its config recommends), then play a phrase through the device engine while
-    sweeping XY across the grid."""
+    the bundled model (decoded as its config recommends, on `threads` CPU threads: None chooses them,
+    precompute.threads), then play a phrase through the device engine while sweeping XY across the grid."""
     from device.offline import render_midi
     from precompute.render.render import render_bank
 
@@ -115,7 +120,7 @@ def demo(out: str | os.PathLike, run: str | os.PathLike | None = None, work: str
     work.mkdir(parents=True, exist_ok=True)
     bank = work / "bank"
     render_bank(list(DEMO_CORNERS), run or BUNDLED_MODEL, bank, grid=3, pitches=list(DEMO_PITCHES),
-                velocities=[100], length=1.0, threads=1, quiet=quiet)  # small matmuls: 1 thread is fastest
+                velocities=[100], length=1.0, threads=threads, quiet=quiet)
     render_midi(bank, demo_phrase(work / "phrase.mid"), out, xy="0,0:1,0:1,1:0,1")
     return out
 
@@ -124,7 +129,9 @@ def demo(out: str | os.PathLike, run: str | os.PathLike | None = None, work: str
 def configure_demo(p) -> None:
     p.add_argument("-o", "--out", default="demo/demo.wav", help="output WAV (default: demo/demo.wav)")
     p.add_argument("--model", default=None, help="run folder (default: the bundled model, models/compact)")
-    p.set_defaults(func=lambda a: print(demo(a.out, a.model)) or 0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the idle physical cores, at least 1; see docs/performance.md)")
+    p.set_defaults(func=lambda a: print(demo(a.out, a.model, threads=a.threads)) or 0)
 
 
 def configure_encode(p) -> None:
@@ -146,9 +153,11 @@ def configure_decode(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pitch", type=int, default=None,
                    help="the note's MIDI pitch (needed by a model with a sine-excited decoder)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the idle physical cores, at least 1; see docs/performance.md)")
     p.set_defaults(func=lambda a: decode_embeddings(a.embeddings, a.model, a.out, greedy=a.greedy,
                                                     temperature=a.temperature, quantile=a.quantile, seed=a.seed,
-                                                    pitch=a.pitch) is None)
+                                                    pitch=a.pitch, threads=a.threads) is None)
 
 
 def configure_model_new(p) -> None:

@@ -74,31 +74,49 @@ def capture_chunk(stepper: Stepper) -> Callable[[], None]:
     return graph.replay
 
 
+class BatchDecoding:
+    """One batch's decoding: the packed stepper, the notes' uniforms and excitation; `chunk(t)` decodes steps
+    t .. t + chunk - 1 (t a multiple of `chunk`, in order from 0) into stepper.codes. The per-chunk inputs are
+    named for profilers (torch.profiler.record_function: "noise", "excitation")."""
+
+    def __init__(self, decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], *, pitch: torch.Tensor | None,
+                 greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool):
+        self.hop = decoder.cfg.hop
+        self.steps = math.gcd(self.hop, NOISE_CHUNK, CHUNK_STEPS)
+        self.stepper = Stepper(decoder, emb.shape[0], chunk=self.steps, greedy=greedy, temperature=temperature,
+                               dtype=dtype, device=emb.device)
+        self.frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
+        self.note_exc = decoder.note_excitation(pitch, emb)
+        self.run = self.stepper.run_chunk
+        if graph:
+            self.stepper.set_frame(self.frames[0])
+            self.run = capture_chunk(self.stepper)
+        self.noise = None if greedy else _NoteNoise(seeds, emb.device, quantile)
+
+    def chunk(self, t: int) -> None:
+        st = self.stepper
+        if t % self.hop == 0:
+            st.set_frame(self.frames[t // self.hop])
+        if self.noise is not None:
+            with torch.profiler.record_function("noise"):
+                st.noise.copy_(self.noise.steps(t, self.steps))
+        if self.note_exc is not None:
+            with torch.profiler.record_function("excitation"):
+                st.exc.copy_(self.note_exc.at(torch.arange(t, t + self.steps, device=st.exc.device)).transpose(0, 1))
+        self.run()
+
+
 def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, pitch: torch.Tensor | None,
             greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool,
             progress: Callable[[int], None]) -> None:
     """Decode one batch: emb [B, F, E] (pitch [B] with an excitation) -> class indices written into out [B, length]."""
-    hop, length = decoder.cfg.hop, out.shape[1]
-    chunk = math.gcd(hop, NOISE_CHUNK, CHUNK_STEPS)
-    stepper = Stepper(decoder, emb.shape[0], chunk=chunk, greedy=greedy, temperature=temperature, dtype=dtype,
-                      device=emb.device)
-    frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
-    note_exc = decoder.note_excitation(pitch, emb)
-    run = stepper.run_chunk
-    if graph:
-        stepper.set_frame(frames[0])
-        run = capture_chunk(stepper)
-    noise = None if greedy else _NoteNoise(seeds, emb.device, quantile)
-    for t in range(0, length, chunk):
-        if t % hop == 0:
-            stepper.set_frame(frames[t // hop])
-        if noise is not None:
-            stepper.noise.copy_(noise.steps(t, chunk))
-        if note_exc is not None:
-            stepper.exc.copy_(note_exc.at(torch.arange(t, t + chunk, device=emb.device)).transpose(0, 1))
-        run()
-        n = min(chunk, length - t)
-        out[:, t:t + n].copy_(stepper.codes[:n, :, 0].T)
+    dec = BatchDecoding(decoder, emb, seeds, pitch=pitch, greedy=greedy, temperature=temperature, quantile=quantile,
+                        dtype=dtype, graph=graph)
+    length = out.shape[1]
+    for t in range(0, length, dec.steps):
+        dec.chunk(t)
+        n = min(dec.steps, length - t)
+        out[:, t:t + n].copy_(dec.stepper.codes[:n, :, 0].T)
         progress(t + n)
 
 
@@ -122,7 +140,7 @@ def generate(
     pitch: the notes' MIDI pitches [B], for a decoder with an excitation (cfg.exc_width).
     quantile: decode deterministically, each sample the quantile of its (tempered) predicted distribution
     (0.5: the median) instead of a draw from it; greedy takes the mode.
-    dtype: compute dtype (default fp32 on CPU, bf16 on CUDA); cuda_graph: default on for CUDA.
+    dtype: compute dtype (default: decode_dtype); cuda_graph: default on for CUDA.
     progress(done_steps, total_steps) is called every chunk of steps (all parts of the batch counted).
     On CUDA the batch is decoded in parts of as many notes as ~70% of the free memory holds.
     """
@@ -141,10 +159,22 @@ def generate(
     pitch = check_pitch(decoder.cfg, pitch, b)
     dev = emb.device
     on_cuda = dev.type == "cuda"
-    dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
+    dtype = dtype or decode_dtype(dev)
     return render_parts(decoder, emb, seeds, length, None, pitch=pitch, greedy=greedy, temperature=temperature,
                         quantile=quantile, dtype=dtype,
                         graph=on_cuda and cuda_graph is not False, progress=progress)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def decode_dtype(device: torch.device) -> torch.dtype:
+    """The default decoding dtype: bf16 on CUDA and on CPUs with bf16 in hardware, where it keeps the output
+    (bench/bf16.py, bench/quality.py --dtypes; docs/performance.md) and runs faster; fp32 elsewhere (without
+    hardware bf16 a CPU's bf16 matmuls are ~10x slower than its fp32 ones)."""
+    return torch.bfloat16 if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else torch.float32
 
 
 def check_pitch(cfg: ModelConfig, pitch, b: int) -> torch.Tensor | None:
@@ -176,8 +206,9 @@ def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], leng
     parts = split_batch(b, max_batch)
     for i, part in enumerate(parts):
         report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)
-        _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part],
-                greedy=greedy, temperature=temperature, quantile=quantile, dtype=dtype,
-                graph=graph, progress=report)
+        with torch.inference_mode():  # the stepper's buffers as inference tensors: less work per operation
+            _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part],
+                    greedy=greedy, temperature=temperature, quantile=quantile, dtype=dtype,
+                    graph=graph, progress=report)
     return out.sub_(decoder.cfg.quant // 2)
 

@@ -205,23 +205,38 @@ def source_signal(log_amps: torch.Tensor, rates: torch.Tensor, t: torch.Tensor, 
     """log_amps [B, F, H] per frame, rates [B, H] (harmonics h = 1..H of rates[:, 0], as source_rates gives them),
     sample indices t [T] or [B, T], phase [B, H] (default 0) -> the source [B, T] float64: the sum over h of
     A_h(t) sin(h rates[:, 0] t + phase_h), each amplitude linear between frame centres (held beyond the first and
-    last); harmonics with rate 0 are silent."""
+    last); harmonics with rate 0 are silent.
+
+    Written as (1 - frac) S_lo + frac S_hi, where S_lo and S_hi are the harmonic sums with the amplitudes of the
+    frames before and after t, each summed by Clenshaw's recurrence (b_h = a_h + 2 cos(theta) b_h+1 - b_h+2;
+    sum of a_h sin(h theta) = b_1 sin(theta), of a_h cos(h theta) = b_1 cos(theta) - b_2): two transcendentals per
+    note and sample, then three operations on [B, 2T] per harmonic (a gather of its amplitudes, two updates)."""
     frames = log_amps.shape[1]
     t = t.to(torch.float64)
     t = t if t.dim() == 2 else t[None].expand(len(rates), -1)
     pos = ((t - hop / 2) / hop).clamp(0, frames - 1)
-    lo = pos.floor().long().clamp(max=max(frames - 2, 0))
-    hi = (lo + 1).clamp(max=frames - 1)
+    lo = pos.floor().clamp(max=max(frames - 2, 0))
     frac = pos - lo
-    amps = (log_amps.to(torch.float64).exp() * (rates > 0)[:, None, :]).permute(2, 0, 1)  # [H, B, F]
-    n = amps.shape[0]
-    amp = torch.lerp(amps.gather(2, lo.expand(n, -1, -1)), amps.gather(2, hi.expand(n, -1, -1)), frac)  # [H, B, T]
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=frames - 1)
+    first, last = int(lo.min()), int(hi.max())  # only the frames this span of t reads
+    amps = log_amps[:, first:last + 1].to(torch.float64).exp() * (rates > 0)[:, None, :]  # [B, F', H]
+    if phase is not None:  # sin(h theta + p) = cos(p) sin(h theta) + sin(p) cos(h theta)
+        amps = torch.stack([amps * torch.cos(phase)[:, None, :], amps * torch.sin(phase)[:, None, :]])
+    coef = (amps if phase is not None else amps[None]).permute(3, 0, 1, 2).contiguous()  # [H, C, B, F']
+    idx = torch.cat([lo - first, hi - first], 1)[None].expand(coef.shape[1], -1, -1)  # [C, B, 2T]: frames before, after
+    theta = rates[:, :1] * t
+    alpha = (2 * torch.cos(theta)).repeat(1, 2)  # [B, 2T]
+    b0, b1, b2 = (torch.zeros(idx.shape, dtype=torch.float64, device=t.device) for _ in range(3))
+    for h in range(coef.shape[0] - 1, -1, -1):
+        torch.gather(coef[h], 2, idx, out=b0)
+        b0.addcmul_(alpha, b1).sub_(b2)
+        b0, b1, b2 = b2, b0, b1
+    sums = b1[0] * torch.sin(theta).repeat(1, 2)  # [B, 2T]
     if phase is not None:
-        cos_p, sin_p = torch.cos(phase).T[..., None], torch.sin(phase).T[..., None]  # [H, B, 1]
-    out = torch.zeros_like(t)
-    for h, (s, c) in enumerate(_harmonics(rates[:, :1] * t, n)):
-        out.addcmul_(amp[h], s if phase is None else s * cos_p[h] + c * sin_p[h])
-    return out
+        sums += b1[1] * (alpha / 2) - b2[1]
+    n = t.shape[1]
+    return torch.lerp(sums[:, :n], sums[:, n:], frac)
 
 
 def harmonic_analysis(audio: torch.Tensor, rates: torch.Tensor, hop: int) -> tuple[torch.Tensor, slice]:

@@ -7,9 +7,10 @@ column block of G, the residual matmul, and an `index_copy_` of the result into 
 connections (and skip_start) are one matmul over G = [h0, g_1, ..., g_L] after the stack. Biases are folded away:
 the residual biases accumulate into constants c_i (rings hold h_i - c_i and start at -c_i, the image of the zero
 padding; c_i's effect on the taps joins the dilated bias), every dilated and skip bias joins a per-frame
-conditioning vector or a single skip bias, and 1/temperature is folded into the logits layer. On the CPU, where
-torch's tanh is several times slower than its sigmoid, tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded
-into the weights).
+conditioning vector or a single skip bias, and 1/temperature is folded into the logits layer. Where torch's tanh
+is several times slower than its sigmoid (fp32 on CPUs without AVX-512: 3-6x on an AVX2 EPYC, while on an AVX-512
+Xeon they cost alike), tanh(b) is computed as 2·sigmoid(2b) - 1 (the 2 folded into the weights); not in bf16,
+whose 8-bit mantissa would lose small gate values near sigmoid's 0.5.
 
 With an excitation (cfg.exc_width), its values for a chunk's steps are written into `exc` [chunk, B, exc_width]
 before the chunk runs (as the uniforms into `noise`), computed by the same NoteExcitation as the teacher-forced
@@ -29,7 +30,9 @@ class Stepper:
     """Batched, sampled or greedy decoding of `batch` notes, `chunk` steps per call of `run_chunk`."""
 
     def __init__(self, decoder: Decoder, batch: int, *, chunk: int, greedy: bool, temperature: float = 1.0,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 tanh_by_sigmoid: bool | None = None):
+        """tanh_by_sigmoid: the gate's tanh as 2·sigmoid(2b) - 1 (None: where tanh_is_slow)."""
         cfg = decoder.cfg
         r, s, q = cfg.dec_channels, cfg.skip_channels, cfg.quant
         self.r, self.q, self.batch, self.chunk, self.greedy = r, q, batch, chunk, greedy
@@ -38,7 +41,7 @@ class Stepper:
         n = len(self.dilations)
         dev = torch.device(device)
         kw = dict(device=dev, dtype=dtype)
-        self._tanh_by_sigmoid = dev.type == "cpu"
+        self._tanh_by_sigmoid = tanh_is_slow(dev, dtype) if tanh_by_sigmoid is None else tanh_by_sigmoid
         self._pack(decoder, temperature, kw)
 
         # Rings: stage 0 holds the decoder input x (taps t-2, t-1, t), stage i+1 the input of dilated layer i.
@@ -202,6 +205,11 @@ class Stepper:
         """`chunk` steps; the unit captured as one CUDA graph."""
         for k in range(self.chunk):
             self.step(k)
+
+
+def tanh_is_slow(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the gate takes tanh through sigmoid: fp32 on a CPU without AVX-512 (measured in the module doc)."""
+    return device.type == "cpu" and dtype == torch.float32 and "AVX512" not in torch.backends.cpu.get_cpu_capability()
 
 
 def auto_batch(bytes_per_note: int, free_bytes: int, *, fraction: float = 0.7, cap: int = 4096) -> int:

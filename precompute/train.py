@@ -16,6 +16,7 @@ from device.fsutil import atomic_path
 from precompute.config import preset
 from precompute.model import WaveNetAutoencoder
 from precompute.run import read_config, save_weights, write_config
+from precompute.threads import use_threads
 
 STATE = "train_state.pt"
 PROBE = (5, 25)  # with a time budget: the steps of this call between which the step rate is measured
@@ -185,13 +186,13 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     measured (PROBE) the total is set, like `steps`, so that the schedule ends within it; the call returns at the
     budget's end in any case, with a checkpoint.
     init: a new RUN starts from this run's weights (warm_start) instead of a random initialisation.
-    harmonics: a new RUN's sine excitation, instead of its preset's (0: the paper's decoder)."""
+    harmonics: a new RUN's sine excitation, instead of its preset's (0: the paper's decoder).
+    threads: torch's CPU threads (None: precompute.threads.choose_threads, the idle physical cores)."""
     started = time.monotonic()
     run = Path(run)
     data = Path(data)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if threads:
-        torch.set_num_threads(threads)
+    threads = use_threads(threads)
     resume = (run / STATE).is_file()
     if resume:
         cfg, doc = read_config(run)
@@ -219,7 +220,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         log(f"initialised from {init} (step {saved['init']['step']})")
     model = model.to(device)
     log(f"train: {len(train_notes.codes)} notes, valid: {len(valid_notes.codes)} notes, preset {cfg.preset}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}")
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}, {threads} CPU threads")
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -347,7 +348,8 @@ def configure(parser) -> None:
     parser.add_argument("--crop", type=int, default=TrainConfig.crop)
     parser.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: the idle physical cores, at least 1; see docs/performance.md)")
     parser.add_argument("--device", default=None)
     parser.set_defaults(func=_main)
 

@@ -90,7 +90,9 @@ class OnnxBackend:
         self.cfg = ModelConfig.from_dict(config)
         self.hop = self.cfg.hop
         providers = ort_providers(device_id)
-        self.sessions = {k: ort.InferenceSession(blob, providers=providers) for k, blob in files.items()}
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()  # as chosen for torch (precompute/threads.py)
+        self.sessions = {k: ort.InferenceSession(blob, opts, providers=providers) for k, blob in files.items()}
         step = self.sessions["step"]
         self.state_inputs = [(i.name, i.shape) for i in step.get_inputs() if i.name.startswith("state_in_")]
         self.providers = step.get_providers()
@@ -139,7 +141,8 @@ class OnnxBackend:
 
 
 def describe(backend) -> str:
+    threads = f", {torch.get_num_threads()} CPU thread{'s' * (torch.get_num_threads() > 1)}"
     if isinstance(backend, OnnxBackend):
-        return f"onnxruntime ({', '.join(backend.providers)})"
-    return f"torch ({backend.device})"
+        return f"onnxruntime ({', '.join(backend.providers)}{threads})"
+    return f"torch ({backend.device}{threads if torch.device(backend.device).type == 'cpu' else ''})"
 

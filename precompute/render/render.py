@@ -32,6 +32,7 @@ from precompute.render.plan import Plan, note_seed, request_key
 from precompute.render.post import rms
 from precompute.render.scale import Dist, connect_ray, render_ray, render_shard
 from precompute.run import WEIGHTS, load_model, resolve_sampling
+from precompute.threads import use_threads
 
 DEFAULT_PITCHES = list(range(21, 109))
 DEFAULT_VELOCITIES = [25, 50, 75, 100, 127]
@@ -133,6 +134,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
     """Render (or finish rendering) a bank at `out`. Corners in the order bottom-left, bottom-right, top-left,
     top-right. Under torchrun every rank calls this; rank 0 returns the BankInfo, the others None.
     greedy / temperature / quantile: all None decodes as the model's config recommends (run.resolve_sampling).
+    threads: torch's CPU threads (None: precompute.threads.choose_threads, the idle physical cores).
     A bank at `out` already rendered from these settings is returned as it is (`finished_bank`) unless
     `rerender`."""
     if len(corners) != 4:
@@ -146,8 +148,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             or (quantile is not None and not 0 < quantile < 1):
         raise NsynthError(f"bad settings: length {length} s, temperature {temperature}, quantile {quantile}, "
                           f"batch {batch}, grid {grid}")
-    if threads is not None:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     out, run = Path(out), Path(model)
     job = Job(job if job is not None else out.with_name(out.name + ".job"))
     net = load_model(run)
@@ -318,7 +319,8 @@ def configure(parser) -> None:
                              "(without it such a run says it is complete and stops)")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
                         help="run shards as Ray tasks on this cluster (auto, ray://HOST:PORT, or local)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: the idle physical cores, at least 1; see docs/performance.md)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     def run(a) -> int:

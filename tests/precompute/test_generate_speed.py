@@ -54,13 +54,15 @@ def _run(stepper, emb, steps, noise=None, note_exc=None):
     return torch.cat(codes, 1), torch.stack(logits, 1)
 
 
-@pytest.mark.parametrize("name,steps,harmonics,source", [("tiny", 3 * 512 + 128, 0, 0), ("small", 640, 0, 0),
-                                                          ("tiny", 3 * 512 + 128, 6, 0), ("tiny", 3 * 512 + 128, 2, 8)])
+@pytest.mark.parametrize("name,steps,harmonics,source,tanh_by_sigmoid", [
+    ("tiny", 3 * 512 + 128, 0, 0, False), ("small", 640, 0, 0, True), ("tiny", 3 * 512 + 128, 6, 0, True),
+    ("tiny", 3 * 512 + 128, 2, 8, False)])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 @torch.no_grad()
-def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics, source):
+def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics, source, tanh_by_sigmoid):
     """Every step's logits (scaled by 1/temperature) equal the teacher-forced pass over the generated codes
-    (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist; and a harmonic source)."""
+    (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist; and a harmonic source), with
+    either gate (tanh, as CUDA and AVX-512 CPUs run it, or through sigmoid)."""
     model = _model(name, harmonics=harmonics, source_bands=source)
     excited = harmonics or source
     if excited:
@@ -71,7 +73,7 @@ def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonic
                 model.decoder.source.net[-1].weight.normal_(0, 0.5)
     emb = torch.randn(3, 2 + steps // 512, 16)
     pitch = torch.tensor([30, 64, 100]) if excited else None
-    stepper = Stepper(model.decoder, 3, chunk=64, greedy=True, temperature=temperature)
+    stepper = Stepper(model.decoder, 3, chunk=64, greedy=True, temperature=temperature, tanh_by_sigmoid=tanh_by_sigmoid)
     idx, logits = _run(stepper, emb, steps, note_exc=model.decoder.note_excitation(pitch, emb))
     codes = idx - 128
     full = _full_pass(model, codes, emb[:, : -(-steps // 512)], pitch)
@@ -225,3 +227,35 @@ def test_sample_codes_follows_the_stepper():
     picked = torch.stack([sample_codes(logits[:, t], noise.steps(t, 1)[0, :, 0], 0.8) for t in range(codes.shape[1])], 1)
     assert (picked == codes).float().mean() > 0.99  # equal up to float rounding at a bin edge
     assert torch.equal(sample_codes(logits[:, 7], None), logits[:, 7].argmax(-1) - 128)
+
+
+def test_the_gate_takes_tanh_through_sigmoid_only_where_tanh_is_slow(monkeypatch):
+    from precompute.stepper import tanh_is_slow
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert tanh_is_slow(cpu, torch.float32)
+    assert not tanh_is_slow(cpu, torch.bfloat16)  # bf16 keeps tanh: 2·sigmoid(2b) - 1 loses small values there
+    assert not tanh_is_slow(torch.device("cuda"), torch.float32)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert not tanh_is_slow(cpu, torch.float32)
+
+
+@torch.no_grad()
+def test_bf16_is_the_default_where_the_hardware_has_it(monkeypatch):
+    from precompute.generate import decode_dtype
+
+    cpu = torch.device("cpu")
+    assert decode_dtype(torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert decode_dtype(cpu) == torch.float32
+    model = _model("tiny")
+    emb = torch.randn(4, 1, 16)
+    fp32 = generate(model.decoder, emb, greedy=True, length=512, dtype=torch.float32)
+    assert torch.equal(generate(model.decoder, emb, greedy=True, length=512), fp32)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # an AMX CPU
+    assert decode_dtype(cpu) == torch.bfloat16
+    bf16 = generate(model.decoder, emb, greedy=True, length=512, dtype=torch.bfloat16)
+    assert not torch.equal(bf16, fp32)
+    assert torch.equal(generate(model.decoder, emb, greedy=True, length=512), bf16)

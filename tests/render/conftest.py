@@ -1,4 +1,6 @@
 """Shared fixtures: a tiny model run and four WAV-folder corners (distinct timbres), rendered small and fast."""
+import os
+
 import pytest
 import torch
 
@@ -9,8 +11,10 @@ from render_setup import CLI_SMALL, write_corner
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
-    """One torch thread: the CPU is shared, and every process of a comparison computes alike."""
+    """One torch thread: the CPU is shared, and every process of a comparison computes alike (also where a
+    command chooses its threads: from OMP_NUM_THREADS, precompute/threads.py)."""
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

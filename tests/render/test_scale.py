@@ -21,8 +21,8 @@ def test_torchrun_two_processes(setup, reference, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # 5 shards: rank 0 takes 0, 2, 4 and rank 1 takes 1, 3
-    assert "3 to render here (torch (cpu), rank 0/2)" in proc.stderr
-    assert "2 to render here (torch (cpu), rank 1/2)" in proc.stderr
+    assert "3 to render here (torch (cpu, 1 CPU thread), rank 0/2)" in proc.stderr
+    assert "2 to render here (torch (cpu, 1 CPU thread), rank 1/2)" in proc.stderr
     assert same_bank(out, reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store", "bank"]
 
