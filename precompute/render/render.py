@@ -21,7 +21,7 @@ import torch
 from device.bank import BankError, BankInfo, open_bank
 from device.errors import NsynthError
 from precompute.corners import Corner, check_compatible, load_corners
-from precompute.generate import ETA
+from precompute.generate import ETA, decode_dtype
 from precompute.model import WaveNetAutoencoder
 from precompute.onnx_export import export_onnx
 from precompute.render.assemble import assemble
@@ -64,8 +64,9 @@ def corner_id(corner: Corner) -> str:
 
 def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder, *, grid: int, length: int,
                  interpolation: str, greedy: bool, temperature: float, seed: int, backend: str,
-                 quantile: float | None = None) -> dict:
-    """What decides every sample of the bank (its hash names the plan; a job folder holds one)."""
+                 quantile: float | None = None, dtype: torch.dtype = torch.float32) -> dict:
+    """What decides every sample of the bank (its hash names the plan; a job folder holds one), the decoding
+    dtype included: a job begun in bf16 (a GPU) is not finished in fp32 (a CPU without bf16), nor the reverse."""
     request = {"corners": [{"name": c.name, "audio_sha256": corner_id(c), "filled": len(c.fill_report)}
                            for c in corners],
                "model": {"name": run.resolve().name, "config_hash": model.cfg.hash(),
@@ -75,6 +76,8 @@ def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder
                "temperature": temperature, "seed": seed, "backend": backend}
     if quantile is not None:  # only when set: the keys of plans made before quantiles existed stay the same
         request["quantile"] = quantile
+    if dtype != torch.float32:  # likewise for plans decoded in fp32
+        request["dtype"] = str(dtype).removeprefix("torch.")
     return request
 
 
@@ -123,6 +126,14 @@ def _device(device: str | None, dist: Dist) -> torch.device:
     return dev
 
 
+def _decode_dtype(backend: str, dev: torch.device, ray_gpus) -> torch.dtype:
+    """The dtype the notes will be decoded in: generate's default on the device that decodes them (Ray's
+    workers: GPUs); the ONNX backend decodes in fp32."""
+    if backend != "torch":
+        return torch.float32
+    return decode_dtype(torch.device("cuda") if ray_gpus else dev)
+
+
 def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.PathLike, *, grid: int = 9,
                 pitches: Sequence[int] = DEFAULT_PITCHES, velocities: Sequence[int] = DEFAULT_VELOCITIES,
                 length: float = 4.0, interpolation: str = "bilinear", batch: int | None = None,
@@ -167,7 +178,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             check_corner_set(loaded, length=samples, sample_rate=net.cfg.sample_rate)
             request = make_request(loaded, run, net, grid=grid, length=samples, interpolation=interpolation,
                                    greedy=greedy, temperature=temperature, seed=seed, backend=backend,
-                                   quantile=quantile)
+                                   quantile=quantile, dtype=_decode_dtype(backend, dev, ray_gpus))
             finished = None if rerender else finished_bank(out, request)
             if finished is None or job.path.exists():
                 stack.enter_context(job.lock())

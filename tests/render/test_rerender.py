@@ -46,6 +46,20 @@ def test_a_finished_render_is_not_rendered_again(setup, reference, tmp_path, cap
     assert not same_bank(out, reference)
 
 
+def test_a_bank_decoded_in_another_dtype_is_not_taken_for_finished(setup, reference, tmp_path, monkeypatch, capsys):
+    """A bank rendered in fp32 is not the render a bf16 machine (a GPU, a CPU with AMX) would make: its plan
+    key differs, so it is rendered again there instead of being reported complete."""
+    import torch
+    from precompute.render import render as render_mod
+    root, corners, run = setup
+    out = finished_copy(reference, tmp_path)
+    fp32_plan = open_bank(out).info.extra["plan"]
+    monkeypatch.setattr(render_mod, "decode_dtype", lambda dev: torch.bfloat16)
+    info = render_bank(corners, run, out, **SMALL)
+    assert "already rendered" not in capsys.readouterr().err
+    assert info.extra["plan"] != fp32_plan
+
+
 def test_the_cli_says_complete_and_rerenders_when_told(setup, reference, tmp_path, capsys):
     root, corners, run = setup
     out = finished_copy(reference, tmp_path)
