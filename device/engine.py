@@ -308,19 +308,11 @@ class Engine:
             self._note_off(ch, key)
             return
         key = min(max(key, 0), 127)
-        # a retriggered key: the old voice fades out quickly, the new one starts from its attack
-        self._kill((self.key == key) & (self.chan == ch) & (self.stage != RELEASE))
-        live = (self.stage != FREE) & (self.stage != KILL)
-        if np.count_nonzero(live) >= self.config.max_voices:  # steal the oldest, released voices first
-            released = live & (self.stage == RELEASE)
-            pool = released if released.any() else live
-            ages = np.where(pool, self.age, np.iinfo(np.int64).max)
-            self._kill(np.arange(self._cap) == int(np.argmin(ages)))
-        free = np.flatnonzero(self.stage == FREE)
-        if free.size:
-            v = int(free[0])
-        else:  # every slot fading: cut the quietest fading voice
-            v = int(np.argmin(np.where(self.stage == KILL, self.level, np.inf)))
+        if self._kernel is not None:
+            v = kernels.claim_voice(self._vs, self.key, self.chan, self.age, self.level, int(key), int(ch),
+                                    self.config.max_voices)
+        else:
+            v = self._claim_voice(ch, key)
         b = self._bank
         self._notes += 1
         self.stage[v] = ATTACK
@@ -334,10 +326,26 @@ class Engine:
         self.v_w[v] = self._vel_w[vel]
         self.gain[v] = self._vel_gain[vel]
         self.level[v] = 0.0
-        self.vxy[v] = self._chan_xy[ch]
+        own = self._chan_xy[ch]
+        self.vxy[v] = own
         self.pos[v] = max(1.0, self._target[0] * (b.info.note_length // 2))
-        self.sxy[v] = self._voice_targets(np.array([v])).reshape(-1, 2)[0]
+        self.sxy[v] = np.where(own != own, self._target[6:8], own) * (self._grid - 1)  # as _voice_targets
         self.square[v] = -1
+
+    def _claim_voice(self, ch: int, key: int) -> int:
+        """kernels.claim_voice's reference: the slot a note-on plays in."""
+        # a retriggered key: the old voice fades out quickly, the new one starts from its attack
+        self._kill((self.key == key) & (self.chan == ch) & (self.stage != RELEASE))
+        live = (self.stage != FREE) & (self.stage != KILL)
+        if np.count_nonzero(live) >= self.config.max_voices:  # steal the oldest, released voices first
+            released = live & (self.stage == RELEASE)
+            pool = released if released.any() else live
+            ages = np.where(pool, self.age, np.iinfo(np.int64).max)
+            self._kill(np.arange(self._cap) == int(np.argmin(ages)))
+        free = np.flatnonzero(self.stage == FREE)
+        if free.size:
+            return int(free[0])
+        return int(np.argmin(np.where(self.stage == KILL, self.level, np.inf)))  # every slot fading: the quietest
 
     # ---- bank -------------------------------------------------------------------------------------------
     def _set_bank(self, bank: Bank) -> None:
