@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.bank import BankWriter, open_bank  # noqa: E402
-from device.engine import bilinear_weights  # noqa: E402
+from device.engine import EngineConfig, bilinear_weights, velocity_gains  # noqa: E402
 from device.midi_io import midi_file_messages  # noqa: E402
 from device.offline import render_midi  # noqa: E402
 from device.sfz import SfzOptions, export_sfz  # noqa: E402
@@ -132,7 +132,7 @@ def expected_weights(grid: int, vel: int, cx: int, cy: int) -> np.ndarray:
 
 
 NOTES = [(60, 127, 0, 0), (60, 127, 127, 127), (60, 96, 64, 64), (60, 100, 20, 90), (62, 80, 100, 30),
-         (60, 64, 127, 40)]
+         (60, 64, 127, 40), (60, 40, 64, 64)]  # the last below the lowest layer: scaled by the velocity curve
 
 
 def compare(folder: Path, grid: int = 3, notes=NOTES) -> dict:
@@ -152,7 +152,8 @@ def compare(folder: Path, grid: int = 3, notes=NOTES) -> dict:
     w_ours = np.array([stream_weights(ours, t, grid, n[0]) for t, n in zip(onsets, notes)])
     w_theirs = np.array([stream_weights(theirs, t, grid, n[0]) for t, n in zip(onsets, notes)])
     expected = np.array([expected_weights(grid, vel, cx, cy) for _, vel, cx, cy in notes])
-    vel_gain = np.array([vel / 127 for _, vel, _, _ in notes])[:, None, None, None]  # both apply it
+    gains = velocity_gains(VELOCITIES, EngineConfig().velocity_curve)  # the engine's, which the export mirrors
+    vel_gain = np.array([gains[vel] for _, vel, _, _ in notes])[:, None, None, None]
     k_ours = (w_ours * expected).sum() / (expected * expected * vel_gain).sum()
     k_theirs = (w_theirs * expected).sum() / (expected * expected * vel_gain).sum()
     ours_n, theirs_n = w_ours / (k_ours * vel_gain), w_theirs / (k_theirs * vel_gain)

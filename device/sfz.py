@@ -5,8 +5,8 @@ velocity layer and a <region> per grid cell, built to play what the engine (devi
 - keys: a pitch plays the keys nearer to it than to its neighbours (a tie goes to the lower pitch), transposed
   from its pitch_keycenter, as the engine picks the nearest rendered pitch;
 - velocity: a layer fades in from the layer below and out towards the layer above (xfin_/xfout_lovel/hivel with
-  xf_velcurve=gain): the engine's linear crossfade of the two nearest layers; the velocity gain follows the
-  engine's (vel / 127) ** velocity_curve (amp_velcurve_N);
+  xf_velcurve=gain): the engine's linear crossfade of the two nearest layers; each layer plays at its own level
+  (it is levelled for its velocity), scaled only outside the layers as the engine does (amp_velcurve_N);
 - X/Y: two CCs (by default those of `nsynth play`'s CC map, 16 and 17) move over the grid. Grid point j of an axis
   sits at CC 127 j / (grid - 1); a cell fades in over the CC span from its lower neighbour's grid point to its own
   and out over the span to its upper neighbour's (xfin_/xfout_locc/hicc with xf_cccurve=gain). A player that
@@ -32,9 +32,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from device.bank import Bank, open_bank
-from device.engine import DEFAULT_PARAMS, EngineConfig, attack_seconds, decay_seconds, release_seconds
+from device.engine import (DEFAULT_PARAMS, EngineConfig, attack_seconds, decay_seconds, release_seconds,
+                           velocity_gains)
 from device.errors import NsynthError
 from device.fsutil import atomic_write_bytes, remove_stale_partials, replace_dir
 from device.midi_map import DEFAULT_CC_MAP, parse_cc_map
@@ -101,13 +105,15 @@ def axis_opcodes(cc: int, j: int, points: list[float], reach: int) -> list[str]:
     return ops
 
 
-def velocity_curve_opcodes(curve: float) -> list[str]:
-    """The engine's velocity gain (vel / 127) ** curve (0: none) as an amp_velcurve."""
-    if curve == 0:
+def velocity_curve_opcodes(layers: Sequence[int], curve: float) -> list[str]:
+    """The engine's velocity gain (velocity_gains: 1 across the layers, each levelled for its velocity; the nearest
+    layer scaled by (velocity / its velocity) ** curve outside them) as amp_velcurve points (0: none)."""
+    gains = velocity_gains(layers, curve)
+    if np.all(gains[1:] == 1.0):
         return ["amp_veltrack=0"]
-    if curve == 1:
-        return ["amp_velcurve_127=1"]  # linear from 0
-    return [f"amp_velcurve_{v}={_num(round((v / 127) ** curve, 6))}" for v in range(1, 128)]
+    lo, hi = min(layers), max(layers)
+    points = [v for v in range(1, 128) if v <= lo or v >= hi]  # straight lines between: 1 across the layers
+    return [f"amp_velcurve_{v}={_num(round(float(gains[v]), 6))}" for v in points]
 
 
 def sample_name(pitch: int, velocity: int, y: int, x: int) -> str:
@@ -132,7 +138,7 @@ def sfz_text(bank: Bank, samples_dir: str, options: SfzOptions, config: EngineCo
         f"label_cc{options.x_cc}=X (timbre grid) label_cc{options.y_cc}=Y (timbre grid)",
         "<global>",
         "loop_mode=loop_continuous xf_cccurve=gain xf_velcurve=gain",
-        " ".join(velocity_curve_opcodes(config.velocity_curve)),
+        " ".join(velocity_curve_opcodes(i.velocities, config.velocity_curve)),
         f"ampeg_attack={attack_seconds(p['attack']):.4g} ampeg_decay={decay_seconds(p['decay']):.4g} "
         f"ampeg_sustain={100 * p['sustain']:.4g} ampeg_release={release_seconds(p['release']):.4g} "
         f"volume={20 * math.log10(p['volume']):.3f}",
@@ -168,7 +174,7 @@ def export_sfz(bank_path: str | os.PathLike, out_dir: str | os.PathLike, *, name
     bank = open_bank(bank_path)
     i = bank.info
     options.check(i.grid)
-    name = name or bank.path.resolve().name
+    name = name or Path(os.path.abspath(bank.path)).name  # the bank's own name, not its store folder's
     out_dir = Path(out_dir)
     samples = out_dir / f"{name}_samples"
     try:
