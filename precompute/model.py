@@ -414,25 +414,32 @@ class WaveNetAutoencoder(nn.Module):
         audio = mulaw_decode(codes)
         exc = self.decoder.excitation(pitch, torch.arange(codes.shape[1], device=codes.device), align=audio, emb=emb)
         past = shift(x.unsqueeze(-1), 1).squeeze(-1)
-        return self.decoder(past if noise is None else past + noise, emb, exc), emb, audio
+        return self.decoder(past if noise is None else past + noise, emb, exc), emb
 
     def losses(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training losses of a batch of crops (forward's arguments): "ce", the decoder's cross-entropy (nats per
-        sample), and with a source "source": the mean |log-amplitude error| of the source's harmonics against
-        the crop's own (harmonic_analysis; both floored SOURCE_FLOOR below the crop's strongest harmonic)."""
-        logits, emb, audio = self._teacher_forced(codes, pitch, noise)
+        sample), and with a source "source" (source_loss)."""
+        logits, emb = self._teacher_forced(codes, pitch, noise)
         out = {"ce": F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                      codes_to_target(codes).reshape(-1))}
         if self.decoder.source is not None:
-            rates = source_rates(pitch, self.cfg).to(audio.device)
-            measured, frames = harmonic_analysis(audio.float(), rates, self.cfg.hop)
-            predicted = harmonic_log_amps(self.decoder.source(emb[:, frames]), rates, self.cfg)
-            floor = torch.log(measured.amax((1, 2), keepdim=True).clamp_min(1e-4) * SOURCE_FLOOR)
-            error = (torch.logaddexp(predicted, floor) - torch.logaddexp(measured.clamp_min(1e-12).log(), floor)).abs()
-            live = (rates > 0)[:, None, :].expand_as(error)
-            out["source"] = error[live].mean()
+            out["source"] = self.source_loss(codes, pitch, emb)
         return out
+
+    def source_loss(self, codes: torch.Tensor, pitch: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        """losses()'s "source" alone: crops codes [B, T], pitch [B] (emb [B, T // hop, E]: their embeddings, when
+        already computed) -> the mean |log-amplitude error| of the source's harmonics against the crops' own
+        (harmonic_analysis; both floored SOURCE_FLOOR below the crop's strongest harmonic)."""
+        emb = self.encode(codes) if emb is None else emb
+        audio = mulaw_decode(codes).float()
+        rates = source_rates(pitch, self.cfg).to(audio.device)
+        measured, frames = harmonic_analysis(audio, rates, self.cfg.hop)
+        predicted = harmonic_log_amps(self.decoder.source(emb[:, frames]), rates, self.cfg)
+        floor = torch.log(measured.amax((1, 2), keepdim=True).clamp_min(1e-4) * SOURCE_FLOOR)
+        error = (torch.logaddexp(predicted, floor) - torch.logaddexp(measured.clamp_min(1e-12).log(), floor)).abs()
+        live = (rates > 0)[:, None, :].expand_as(error)
+        return error[live].mean()
 
     def encode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, T] -> embeddings [B, T // hop, E]."""
