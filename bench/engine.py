@@ -399,7 +399,7 @@ def fluidsynth_total(tmp: Path, bank_path: Path, seconds: float) -> dict:
     fluid_frames = os.path.getsize(tmp / "f.raw") // 4  # stereo s16, with FluidSynth's ~2 s tail
     ours, frames = min(render_cpu(bank_path, song) for _ in range(3))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = min(child_cpu([sys.executable, "-m", "device.cli", "render-midi", "--bank", str(bank_path), str(song),
+    process = min(child_cpu([sys.executable, "-m", "nsynth.cli", "render-midi", "--bank", str(bank_path), str(song),
                              "-o", str(tmp / "o.wav"), "--xy", "0.37,0.61"], env=env) for _ in range(2))
     return {"fluidsynth_cpu_s": fluid, "fluidsynth_s_rendered": fluid_frames / FS, "ours_cpu_s": ours,
             "ours_s_rendered": frames / FS, "ours_process_cpu_s": process,

@@ -47,7 +47,8 @@ from scipy.signal import correlate, correlation_lags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device.bank import default_loop, open_bank  # noqa: E402
+from device.bank import open_bank  # noqa: E402
+from nsynth.loops import default_loop, pitch_period  # noqa: E402
 from device.offline import render_midi  # noqa: E402
 from precompute.datasets import gm  # noqa: E402
 from precompute.datasets.soundfont import VALID_FRACTION  # noqa: E402
@@ -121,7 +122,7 @@ def old_postprocess_block(audio: np.ndarray, *, pitch: int, target_rms: float, s
     x = post.remove_dc(audio.astype(np.float64))
     x, clicks = post.repair_clicks(x)
     x = post.match_level(post.apply_fades(old_align_onsets(x), sample_rate), target_rms)
-    period = post.pitch_period(pitch, sample_rate)
+    period = pitch_period(pitch, sample_rate)
     loops = np.array([old_find_loop(row, period) for row in x], dtype=np.int64).reshape(len(x), 2)
     return post.to_int16(x), loops, clicks
 

@@ -38,7 +38,7 @@ threading.Thread(target=sample, daemon=True).start()
 import numpy as np
 from device.original import Layout, import_original, bank_cell, corner_names, MODEL, VELOCITY, manifest_corners
 from device.bank import BankWriter
-from precompute.render.post import find_loop, pitch_period
+from nsynth.loops import find_loop, pitch_period
 src, out, mode = sys.argv[2], sys.argv[3], sys.argv[4]
 time.sleep(0.05)
 base = dict(peak)

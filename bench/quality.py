@@ -31,7 +31,8 @@ from bench.bf16 import bf16_context  # noqa: E402
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT  # noqa: E402
 from precompute.datasets.nsynth import load_examples, read_note  # noqa: E402
 from precompute.datasets.soundfont import render_soundfont_dataset  # noqa: E402
-from precompute.generate import ETA, generate  # noqa: E402
+from nsynth.progress import ETA  # noqa: E402
+from precompute.generate import generate  # noqa: E402
 from precompute.mulaw import mulaw_decode, mulaw_encode  # noqa: E402
 from precompute.quality import (cents_off, estimate_f0, log_spectral_distance, noise_baseline,  # noqa: E402
                                 sine_baseline)

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.bank import BankWriter, open_bank  # noqa: E402
-from device.engine import EngineConfig, bilinear_weights, velocity_gains  # noqa: E402
+from device.engine import EngineConfig, velocity_gains  # noqa: E402
 from device.midi_io import midi_file_messages  # noqa: E402
 from device.offline import render_midi  # noqa: E402
 from device.sfz import SfzOptions, export_sfz  # noqa: E402
@@ -120,8 +120,17 @@ def stream_weights(audio: np.ndarray, onset_s: float, grid: int, key: int = 60) 
     return amps
 
 
+def bilinear_weights(x: float, y: float, grid: int) -> dict[tuple[int, int], float]:
+    """The bilinear rule written out (the oracle; the engine computes it its own way): the cells (cx, cy) around
+    normalised (x, y) and their weights."""
+    gx, gy = x * (grid - 1), y * (grid - 1)
+    cx, cy = min(int(gx), grid - 2), min(int(gy), grid - 2)
+    u, v = gx - cx, gy - cy
+    return {(cx, cy): (1 - u) * (1 - v), (cx + 1, cy): u * (1 - v), (cx, cy + 1): (1 - u) * v, (cx + 1, cy + 1): u * v}
+
+
 def expected_weights(grid: int, vel: int, cx: int, cy: int) -> np.ndarray:
-    """The engine's rule, from its public bilinear weights and a linear crossfade of the velocity layers."""
+    """The engine's rule: bilinear weights of the cells and a linear crossfade of the velocity layers."""
     w = np.zeros((len(VELOCITIES), grid, grid))
     lo, hi = VELOCITIES
     t = min(max((vel - lo) / (hi - lo), 0.0), 1.0)

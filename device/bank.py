@@ -49,8 +49,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes, exchange_paths, fsync_dir, pid_alive
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_write_bytes, exchange_paths, fsync_dir, pid_alive
+from nsynth.loops import default_loop
 
 FORMAT_NAME = "nsynth-bank"
 FORMAT_VERSION = 1
@@ -90,11 +91,6 @@ class BankInfo:
     def shape(self) -> tuple[int, int, int, int, int]:
         """[pitches, velocities, y, x, samples] of samples.i16."""
         return (len(self.pitches), len(self.velocities), self.grid, self.grid, self.note_length)
-
-
-def default_loop(note_length: int) -> tuple[int, int]:
-    """The original's sustain loop: 20 % to 41 % of the note."""
-    return note_length * 20 // 100, max(note_length * 41 // 100, note_length * 20 // 100 + 1)
 
 
 def _sha256(path: Path) -> str:

@@ -23,11 +23,11 @@ from typing import Callable
 
 from device.bank import MANIFEST, Bank, BankError, open_verified
 from device.engine import Engine
-from device.errors import NsynthError
 from device.live import BankSlot, FrameClock, state_dir
 from hardware.banks import BankSwitcher, bank_name, bank_path
 from hardware.corners import CornerChoices, Instrument, bank_stem, corners_from_banks
 from hardware.errors import HardwareError
+from nsynth.errors import NsynthError
 
 PATCH_FILE = "patches.json"
 IMPORT_STATUS = "import.json"  # written by `nsynth bank import --status` (hardware/image/bank_import.py)

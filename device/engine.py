@@ -44,10 +44,7 @@ import numpy as np
 from device import kernels
 from device.bank import Bank
 from device.kernels import ATTACK, DECAY, EPS, FAULTS, FREE, KILL, RELEASE, STARVED
-
-PARAMS = ("position", "attack", "decay", "sustain", "release", "volume", "x", "y")
-DEFAULT_PARAMS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 0.8, "release": 0.2, "volume": 0.8,
-                  "x": 0.5, "y": 0.5}
+from nsynth.params import DEFAULT_PARAMS, PARAMS
 
 LIMIT_KNEE = 0.9  # the output limiter leaves samples within +-0.9 (-0.9 dBFS) alone
 _NCH = 16
@@ -709,23 +706,4 @@ def _corner_weights(uv: np.ndarray) -> np.ndarray:
     return (f[:, 1, :, None] * f[:, 0, None, :]).reshape(-1, 4)  # y-major, x-minor
 
 
-def bilinear_weights(x: float, y: float, grid: int) -> dict[tuple[int, int], float]:
-    """The cells (cx, cy) and weights a voice at normalised (x, y) mixes (at most 4, summing to 1)."""
-    g = np.array([[x, y]], dtype=np.float64) * (grid - 1)
-    sq = np.clip(np.floor(g), 0, grid - 2).astype(np.int64)
-    w = _corner_weights(g - sq)[0]
-    cells = [(0, 0), (1, 0), (0, 1), (1, 1)]
-    return {(int(sq[0, 0]) + dx, int(sq[0, 1]) + dy): float(wi) for (dx, dy), wi in zip(cells, w)}
-
-
-def render_events(bank: Bank, events: Iterable[tuple[int, tuple]], frames: int,
-                  config: EngineConfig = EngineConfig(), params: dict | None = None) -> np.ndarray:
-    """Offline: render frame-stamped events [(frame, event)] for `frames` frames; float32 [frames, 2]."""
-    engine = Engine(bank, config, params)
-    for frame, ev in events:
-        engine.post(ev, frame)
-    return engine.render(frames)
-
-
-__all__ = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "bilinear_weights", "render_events",
-                      "attack_seconds", "decay_seconds", "release_seconds"]
+__all__ = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "attack_seconds", "decay_seconds", "release_seconds"]

@@ -17,13 +17,13 @@ import numpy as np
 
 from device.bank import Bank, BankError, open_bank
 from device.engine import Engine, EngineConfig
-from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes
 from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
 from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
 from device.realtime import GIL_SWITCH_S, configured_priority, promote_current_thread, promote_threads
 from device.residency import Prefetcher, Residency, memory_budget
 from device.sdnotify import Watchdog
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_write_bytes
 
 STATE_FILE = "last_good_bank"
 

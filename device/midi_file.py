@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mido
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 
 _HEADER = 14  # "MThd", length 6, format, tracks, division
 

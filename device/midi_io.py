@@ -15,8 +15,8 @@ from typing import Callable
 
 import mido
 
-from device.errors import NsynthError
 from device.midi_stream import MidiByteParser
+from nsynth.errors import NsynthError
 
 OnMessage = Callable[[mido.Message], None]
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from device.engine import PARAMS
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
+from nsynth.params import PARAMS
 
 DEFAULT_CC_MAP: dict[int, str] = {7: "volume", 16: "x", 17: "y", 18: "position", 73: "attack", 75: "decay",
                                   79: "sustain", 72: "release"}

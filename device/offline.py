@@ -10,10 +10,10 @@ import numpy as np
 
 from device.bank import open_verified
 from device.engine import Engine, EngineConfig, release_seconds
-from device.errors import NsynthError
-from device.fsutil import atomic_path
 from device.midi_file import midi_file_messages
 from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_path
 
 
 def parse_xy_path(text: str) -> list[tuple[float, float]]:

@@ -30,9 +30,9 @@ import numpy as np
 
 from device.bank import BankError, BankWriter, open_bank
 from device.board_glue import manifest_corners
-from device.errors import NsynthError
-from device.progress import ETA
-from precompute.render.post import find_loop, pitch_period
+from nsynth.errors import NsynthError
+from nsynth.loops import find_loop, pitch_period
+from nsynth.progress import ETA
 
 SUFFIX = ".bin"
 VELOCITY = 127  # the original has one layer and plays velocity as a gain

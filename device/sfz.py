@@ -37,12 +37,12 @@ from typing import Sequence
 import numpy as np
 
 from device.bank import Bank, open_bank
-from device.engine import (DEFAULT_PARAMS, EngineConfig, attack_seconds, decay_seconds, release_seconds,
-                           velocity_gains)
-from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes, remove_stale_partials, replace_dir
+from device.engine import EngineConfig, attack_seconds, decay_seconds, release_seconds, velocity_gains
 from device.midi_map import DEFAULT_CC_MAP, parse_cc_map
-from device.progress import ETA
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_write_bytes, remove_stale_partials, replace_dir
+from nsynth.params import DEFAULT_PARAMS
+from nsynth.progress import ETA
 
 X_CC, Y_CC = (next(cc for cc, name in DEFAULT_CC_MAP.items() if name == axis) for axis in ("x", "y"))
 

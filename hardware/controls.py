@@ -18,12 +18,12 @@ from hardware.corners import CornerChoices
 from hardware.debounce import PatchButton
 from hardware.errors import HardwareError
 from hardware.import_status import SHOW_S, ImportStatus
-from hardware.mapping import POT_PARAMS, BoardMapper
+from hardware.mapping import BoardMapper
 from hardware.patches import Patch, PatchStore
 from hardware.screens import ScreenState
+from nsynth.params import DEFAULT_PARAMS, POT_PARAMS
 
 log = logging.getLogger(__name__)
-_DEFAULTS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 1.0, "release": 0.2, "volume": 0.8}
 _SCREEN_FPS = 30.0
 
 
@@ -145,7 +145,7 @@ class BoardControls:
             self.screen.show(name, now, value=values[name])
         elif changed:
             stage = ("attack", "decay", "sustain", "release").index(changed[0])
-            self.screen.show("envelope", now, stage=stage, **{k: values.get(k, _DEFAULTS[k])
+            self.screen.show("envelope", now, stage=stage, **{k: values.get(k, DEFAULT_PARAMS[k])
                                                              for k in ("attack", "decay", "sustain", "release")})
 
     # -- patches ----------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class BoardControls:
     def save_patch(self, index: int, now: float) -> None:
         if self.patches is None:
             return
-        values = {**_DEFAULTS, **self.mapper.values()}
+        values = {**DEFAULT_PARAMS, **self.mapper.values()}
         patch = Patch(self.corners.names(), values)
         try:
             self.patches.save(index, patch)

@@ -8,10 +8,7 @@ from __future__ import annotations
 import math
 
 from hardware.frame import GRID, Frame
-
-POT_PARAMS = ("position", "attack", "decay", "sustain", "release", "volume")
-XY_PARAMS = ("x", "y")
-PARAMS = POT_PARAMS + XY_PARAMS
+from nsynth.params import POT_PARAMS, XY_PARAMS
 
 
 def rotary_steps(previous: tuple[int, ...], current: tuple[int, ...]) -> tuple[int, ...]:

@@ -20,8 +20,8 @@ except ImportError as e:  # e.g. Debian's python3 without python3-tk
 
 from hardware.frame import GRID
 from hardware.keys import ComputerKeyboard
-from hardware.mapping import POT_PARAMS
 from hardware.switches import SWITCH_PINS
+from nsynth.params import POT_PARAMS
 
 CELL = 30                  # pad pixels per touch cell
 PAD = CELL * GRID

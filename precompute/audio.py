@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import NsynthError
-from device.fsutil import atomic_path
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 
 
 @dataclass(frozen=True)

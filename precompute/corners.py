@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.datasets.nsynth import EXAMPLES_JSON, NOTE_LENGTH, SAMPLE_RATE, load_examples, read_note
 
 log = logging.getLogger(__name__)

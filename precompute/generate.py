@@ -12,7 +12,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from device.progress import ETA  # noqa: F401  (re-exported: the render pipeline's progress printer)
 from precompute.config import ModelConfig
 from precompute.model import Decoder
 from precompute.stepper import Stepper, auto_batch, split_batch

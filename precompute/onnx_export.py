@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from device.errors import NsynthError
-from device.fsutil import atomic_path, atomic_write_bytes
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_path, atomic_write_bytes
 from precompute.model import WaveNetAutoencoder
 from precompute.run import FORMAT_VERSION
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from device.errors import NsynthError
-from device.fsutil import atomic_path, atomic_write_bytes
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_path, atomic_write_bytes
 from precompute.config import ModelConfig
 from precompute.model import WaveNetAutoencoder
 

@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 
 
 def physical_cores(cpus: set[int] | None = None, sys_cpu: Path = Path("/sys/devices/system/cpu")) -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from device.errors import NsynthError
-from device.fsutil import atomic_path
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_path
 from precompute.config import preset
 from precompute.model import WaveNetAutoencoder
 from precompute.run import read_config, save_weights, write_config

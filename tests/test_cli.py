@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from device.cli import COMMANDS, main
+from nsynth.cli import COMMANDS, main
 
 
 def test_help_lists_every_command(capsys):
@@ -17,5 +17,5 @@ def test_unknown_command_is_refused(capsys):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from device.cli import main; main(['--help']); assert 'torch' not in sys.modules"
+    code = "import sys; from nsynth.cli import main; main(['--help']); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hardware.errors import HardwareError
 
-VERIFY = (sys.executable, "-m", "device.cli", "bank", "verify")
+VERIFY = (sys.executable, "-m", "nsynth.cli", "bank", "verify")
 STORE = ".store"
 
 

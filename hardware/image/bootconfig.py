@@ -39,7 +39,3 @@ def patch_cmdline(text: str) -> str:
     tokens = [t for t in text.split() if not SERIAL_CONSOLES.match(t)]
     return " ".join(tokens) + "\n"
 
-
-def root_partuuid(cmdline: str) -> str | None:
-    m = re.search(r"(?:^|\s)root=PARTUUID=(\S+)", cmdline)
-    return m.group(1) if m else None

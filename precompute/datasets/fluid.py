@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.datasets.nsynth import NOTE_LENGTH, SAMPLE_RATE
 
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")

@@ -16,8 +16,8 @@ from typing import Iterable
 import numpy as np
 import soundfile as sf
 
-from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_write_bytes
 
 SAMPLE_RATE = 16000
 NOTE_LENGTH = 64000

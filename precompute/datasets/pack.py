@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from device.errors import NsynthError
-from device.fsutil import atomic_path
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_path
 from precompute.datasets.split import SPLITS, split_dirs
 
 MAGIC = b"NSYNPACK"

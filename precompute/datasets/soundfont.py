@@ -22,12 +22,21 @@ from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
-from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_write_bytes
 from precompute.datasets import gm
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT, GAIN, HOLD, NoteRenderer
-from precompute.datasets.nsynth import (AUDIO_DIR, EXAMPLES_JSON, PITCHES, VELOCITIES, example_entry, note_str,
-                                        read_examples_json, write_examples_json, write_note)
+from precompute.datasets.nsynth import (
+    AUDIO_DIR,
+    EXAMPLES_JSON,
+    PITCHES,
+    VELOCITIES,
+    example_entry,
+    note_str,
+    read_examples_json,
+    write_examples_json,
+    write_note,
+)
 from precompute.datasets.split import SPLITS, valid_instruments
 
 RENDER_JSON = "render.json"

@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterable, Sequence, TypeVar
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 
 T = TypeVar("T")
 SPLITS = ("train", "valid")  # the folders of a dataset root

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.config import ModelConfig
 from precompute.magenta.mapping import EMA_SUFFIX, WEIGHT, check_names, find_prefix, infer_config, to_state_dict
 from precompute.magenta.tfckpt import Checkpoint

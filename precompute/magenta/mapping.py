@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.config import PRESETS, ModelConfig
 
 WEIGHT = re.compile(r"^[^/]+/(W|biases)$")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from device.bank import TIMBRE_MAP, BankInfo, BankWriter
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.mulaw import mulaw_decode
 from precompute.render.job import Job, remove_stale
 from precompute.render.plan import Plan

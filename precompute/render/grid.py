@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from device.bank import CORNER_ORDER
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 
 MODES = ("bilinear", "distance")
 _KEY_DECIMALS = 9  # weights equal to this many decimals are the same weights

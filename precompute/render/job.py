@@ -27,8 +27,8 @@ from typing import Iterator
 
 import numpy as np
 
-from device.errors import NsynthError
-from device.fsutil import atomic_write_bytes, pid_alive
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_write_bytes, pid_alive
 from precompute.render.plan import PLAN_VERSION, Plan
 
 log = logging.getLogger(__name__)

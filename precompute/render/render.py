@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from device.bank import BankError, BankInfo, open_bank
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
+from nsynth.progress import ETA
 from precompute.corners import Corner, check_compatible, load_corners
-from precompute.generate import ETA, decode_dtype
+from precompute.generate import decode_dtype
 from precompute.model import WaveNetAutoencoder
 from precompute.onnx_export import export_onnx
 from precompute.render.assemble import assemble

@@ -8,8 +8,8 @@ from typing import Sequence
 import numpy as np
 
 from device.bank import TIMBRE_MAP, open_bank
-from device.errors import NsynthError
-from device.fsutil import atomic_path
+from nsynth.errors import NsynthError
+from nsynth.fsutil import atomic_path
 
 FRAME, HOP = 512, 256
 FLOOR_DB = -80.0

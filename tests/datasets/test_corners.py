@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.corners import Fill, check_compatible, load_corner, load_corners, plan_fills
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT, NoteRenderer
 
@@ -186,7 +186,7 @@ def test_corners_must_agree(folder, dataset):
 
 
 def test_check_command(folder, dataset, capsys):
-    from device.cli import main
+    from nsynth.cli import main
     assert main(["corners", "check", str(folder), "sf2:0", "--pitches", "57-69:12", "--velocities", "64,127",
                  "-v"]) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.datasets.nsynth import (NOTE_LENGTH, SAMPLE_RATE, Note, instrument_str, load_examples, note_str,
                                         read_note, write_note)
 

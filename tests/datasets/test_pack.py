@@ -5,8 +5,8 @@ import struct
 import pytest
 import torch
 
-from device.cli import main as cli
-from device.errors import NsynthError
+from nsynth.cli import main as cli
+from nsynth.errors import NsynthError
 from precompute.datasets import pack
 from precompute.datasets.pack import MAGIC, read_pack, write_pack
 from precompute.train import load_notes

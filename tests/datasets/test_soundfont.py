@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from device.cli import main
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from precompute.datasets import gm
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT, HOLD, NoteRenderer
 from precompute.datasets.nsynth import NOTE_LENGTH, SAMPLE_RATE, load_examples, read_note

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device.cli import main
+from nsynth.cli import main
 from hardware.errors import HardwareError
 from hardware.image import bank_import
 from hardware.image.bank_import import import_banks, install_bank, write_status

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from device.cli import main
+from nsynth.cli import main
 from hardware.errors import HardwareError
 from hardware.image.deploy import deploy, ssh_command
 from tests.deploy.test_bank_import import VERIFY_SCRIPT, make_bank

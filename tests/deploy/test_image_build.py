@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from device.cli import main
+from nsynth.cli import main
 from hardware.errors import HardwareError
 from hardware.image.bootconfig import BEGIN, patch_cmdline, patch_config_txt
 from hardware.image.build import ImageOptions, build_image

@@ -32,3 +32,14 @@ def write_bank(path, *, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note
                     for x in range(grid):
                         w.write(pi, vi, y, x, synth_note(p, v, y, x, grid, note_length), loop=loop)
         return w.close()
+
+
+def render_events(bank, events, frames: int, config=None, params: dict | None = None) -> np.ndarray:
+    """Offline: render frame-stamped events [(frame, event)] for `frames` frames through a fresh engine;
+    float32 [frames, 2]."""
+    from device.engine import Engine, EngineConfig
+
+    engine = Engine(bank, config or EngineConfig(), params)
+    for frame, ev in events:
+        engine.post(ev, frame)
+    return engine.render(frames)

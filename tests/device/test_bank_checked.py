@@ -12,7 +12,7 @@ import device.bank as bank_mod
 from device.bank import SAMPLES, STAMP, BankError, check_samples, open_bank, open_verified, read_stamp
 from device.bank_commands import inspect_bank
 from device.board_glue import open_combination
-from device.cli import main
+from nsynth.cli import main
 
 from synth_banks import write_bank
 from test_board_glue import SMALL, Rig

@@ -8,7 +8,7 @@ import pytest
 
 from device.bank import FORMAT_VERSION, MANIFEST, SAMPLES, BankError, BankWriter, open_bank
 from device.bank_commands import inspect_bank, verify_bank
-from device.cli import main
+from nsynth.cli import main
 
 from synth_banks import synth_note, write_bank
 

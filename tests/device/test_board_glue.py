@@ -200,7 +200,7 @@ def test_a_new_usb_import_outcome_shows_on_the_oled(rig, tmp_path):
 _SIM_SCRIPT = textwrap.dedent('''
     import sys, time
     from device import board_glue
-    from device.cli import main
+    from nsynth.cli import main
 
     run = board_glue.SimulatorSource.foreground
 
@@ -259,7 +259,7 @@ def test_sighup_reloads_the_bank_the_encoders_chose(rig, banks):
 
 
 def test_an_error_in_the_foreground_poll_stops_play_and_is_raised():
-    from device.errors import NsynthError
+    from nsynth.errors import NsynthError
     from device.live import _run_foreground
     polls = []
 
@@ -272,7 +272,7 @@ def test_an_error_in_the_foreground_poll_stops_play_and_is_raised():
 
 
 def test_banks_needs_board(capsys):
-    from device.cli import main
+    from nsynth.cli import main
     assert main(["play", "--bank", "x", "--banks", "y"]) == 1
     assert "--banks needs --board" in capsys.readouterr().err
 

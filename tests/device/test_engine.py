@@ -4,9 +4,10 @@ import pytest
 
 from device import kernels
 from device.bank import BankWriter, open_bank
-from device.engine import Engine, EngineConfig, bilinear_weights, render_events
+from bench.sfz_player import write_harmonic_bank, stream_weights
+from device.engine import Engine, EngineConfig
 
-from synth_banks import synth_note, write_bank
+from synth_banks import render_events, synth_note, write_bank
 
 FS = 48000
 
@@ -43,17 +44,33 @@ def max_kink(x):
     return float(np.abs(np.diff(x, 2)).max())
 
 
+@pytest.fixture(scope="module")
+def harmonic_bank(tmp_path_factory):
+    """Every cell and velocity layer one harmonic of a 62.5 Hz tone (bench/sfz_player.py): the output's
+    spectrum gives each stream's weight."""
+    path = tmp_path_factory.mktemp("harm") / "bank"
+    write_harmonic_bank(path, grid=3)  # harmonics below 1.2 kHz, where the resampler is flat
+    return open_bank(path)
+
+
 @pytest.mark.parametrize("x, y", [(0.0, 0.0), (0.3, 0.8), (0.5, 0.5), (1.0, 0.25), (0.77, 1.0), (0.999, 0.001)])
-def test_bilinear_weights_sum_to_one(x, y):
-    w = bilinear_weights(x, y, 9)
-    assert abs(sum(w.values()) - 1.0) < 1e-6 and all(v >= 0 for v in w.values())
-    assert len(w) == 4 and all(0 <= cx < 9 and 0 <= cy < 9 for cx, cy in w)
+def test_the_cell_weights_are_bilinear_and_sum_to_one(harmonic_bank, x, y):
+    """What the engine plays at (x, y), read off the output: the four cells around it, weighted (1 - u)(1 - v),
+    u(1 - v), (1 - u)v and uv at its local position (u, v), and nothing else."""
+    unity = {"x": x, "y": y, "decay": 0.0, "sustain": 1.0, "volume": 1.0}  # the note at its own level
+    out = render_events(harmonic_bank, [(0, ("params", unity)), (0, ("on", 0, 60, 127))], FS)
+    w = stream_weights(out, 0.0, 3)[1] / 0.3  # the top layer (velocity 127); each harmonic written at 0.3
+    gx, gy = x * 2, y * 2
+    cx, cy = min(int(gx), 1), min(int(gy), 1)
+    u, v = gx - cx, gy - cy
+    expected = np.zeros((3, 3))
+    expected[cy, cx], expected[cy, cx + 1], expected[cy + 1, cx], expected[cy + 1, cx + 1] = \
+        (1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v
+    np.testing.assert_allclose(w, expected, atol=0.005)
 
 
 @pytest.mark.parametrize("cx, cy", [(0, 0), (1, 1), (2, 0), (0, 2), (2, 2), (1, 2)])
 def test_grid_points_give_the_exact_cell(tmp_path, bank, cx, cy):
-    w = bilinear_weights(cx / 2, cy / 2, 3)
-    assert w[(cx, cy)] == 1.0 and sum(v for k, v in w.items() if k != (cx, cy)) == 0.0
     # a bank whose every cell holds this cell's notes sounds the same as the real bank at this grid point
     path = tmp_path / "uniform"
     with BankWriter(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=80000,

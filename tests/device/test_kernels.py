@@ -68,6 +68,6 @@ def test_compiled_kernel_matches_the_numpy_reference(tmp_path, cfg):
 
 def test_engine_warm_command(capsys):
     """`nsynth engine warm` (run at install time) loads or compiles the kernels and says which engine runs."""
-    from device.cli import main
+    from nsynth.cli import main
     assert main(["engine", "warm"]) == 0
     assert "compiled (numba" in capsys.readouterr().out

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from device.bank import BankError, open_bank
-from device.cli import main
+from nsynth.cli import main
 from device.engine import Engine
 from device.live import FrameClock, LiveAudio, load_bank, switch_bank
 from device.midi_io import midi_file_messages
@@ -151,7 +151,7 @@ def test_fallback_survives_a_rewrite_of_the_last_good_bank(tmp_path):
 
 _PRELUDE = textwrap.dedent('''
     import json, os, signal, sys, threading, mido
-    from device.errors import NsynthError
+    from nsynth.errors import NsynthError
     from device.live import play
 
     class Port(mido.ports.BaseInput):

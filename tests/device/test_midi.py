@@ -8,7 +8,7 @@ import pytest
 
 from device.bank import open_bank
 from device.engine import Engine
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from device.midi_io import UartMidiInput, UsbMidiInput, midi_file_messages, pick_port
 from device.midi_map import DEFAULT_CC_MAP, MidiRouter, parse_cc_map
 from device.midi_stream import MidiByteParser

@@ -17,15 +17,15 @@ import pytest
 
 from device.bank import open_bank
 from device.board_glue import engine_params, open_combination
-from device.cli import main
-from device.engine import render_events
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from device import original
 from device.original import Layout, import_original
 from hardware.corners import corners_from_banks
 from hardware.frame import Frame, decode, encode
 from hardware.mapping import BoardMapper
-from precompute.render.post import default_loop, find_loop, pitch_period
+from synth_banks import render_events
+from nsynth.loops import default_loop, find_loop, pitch_period
 
 # the original's layout, with short notes so the tests stay small
 LAYOUT = Layout(note_length=2000)

@@ -6,8 +6,8 @@ import struct
 import mido
 import pytest
 
-from device.cli import main
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from device.midi_file import midi_file_messages
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from device import kernels
 from device.bank import BankWriter, open_bank
-from device.engine import Engine, EngineConfig, render_events
+from device.engine import Engine, EngineConfig
+from synth_banks import render_events
 from device.residency import HELD, PINNED, Prefetcher, Residency, memory_budget
 
 L = 16384  # 8 pages of int16 samples per note

@@ -10,12 +10,11 @@ import pytest
 import soundfile as sf
 from sfzlint.parser import validate
 
-from bench.sfz_player import compare
+from bench.sfz_player import bilinear_weights, compare
 from device import sfz as sfz_mod
 from device.bank import open_bank
-from device.cli import main
-from device.engine import bilinear_weights
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from device.sfz import SfzOptions, export_sfz
 from synth_banks import write_bank
 

@@ -232,7 +232,7 @@ def test_ons_on_a_pc_without_rpi_gpio_says_so():
 def test_board_monitor_prints_what_the_engine_would_get(tmp_path):
     import io
 
-    from device.cli import main
+    from nsynth.cli import main
     from hardware.commands import monitor
     for name in ("bass_flute_marimba_vox", "organ_flute_marimba_vox"):
         (tmp_path / name).mkdir()

@@ -1,5 +1,6 @@
 from hardware.frame import Frame
-from hardware.mapping import PARAMS, BoardMapper, PotFilter, TouchGlide, rotary_steps
+from hardware.mapping import BoardMapper, PotFilter, TouchGlide, rotary_steps
+from nsynth.params import PARAMS
 
 
 def frame(touch=(255, 255), rot=(0, 0, 0, 0), pots=(0, 0, 0, 0, 0, 0)):

@@ -4,8 +4,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from device.cli import main
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from tests.tones import synth_note
 from precompute.config import PRESETS
 from precompute.magenta.commands import import_magenta

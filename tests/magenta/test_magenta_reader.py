@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.magenta.tfckpt import FOOTER_SIZE, Checkpoint, CorruptCheckpoint
 
 from magenta_tf import save_v2

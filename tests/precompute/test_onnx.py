@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.config import preset
 from precompute.model import WaveNetAutoencoder
 from precompute.onnx_export import check_onnx_dir, export_onnx, state_names

@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from device.cli import main
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from precompute.commands import decode_embeddings, encode_file
 from tests.tones import synth_note
 from precompute.config import preset
@@ -106,7 +106,7 @@ def test_model_new_and_export_cli(tmp_path):
 
 
 def test_nsynth_console_script_runs(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "device.cli", "model", "info", str(tmp_path / "none")],
+    out = subprocess.run([sys.executable, "-m", "nsynth.cli", "model", "info", str(tmp_path / "none")],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "no such run folder" in out.stderr
 

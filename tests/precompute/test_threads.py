@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from device.cli import main
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from precompute import threads
 from precompute.commands import decode_embeddings
 from precompute.config import preset

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT
 from precompute.datasets.soundfont import render_soundfont_dataset
 from precompute.config import PRESETS, preset
@@ -54,7 +54,7 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     train(data, ref, preset_name="tiny", tc=TrainConfig(steps=steps, input_noise=0.05, **TC), log=lambda *_: None)
 
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "device.cli", "train", str(data), "--run", str(run), "--preset", "tiny",
+    cmd = [sys.executable, "-m", "nsynth.cli", "train", str(data), "--run", str(run), "--preset", "tiny",
            "--steps", str(steps), "--batch", "2", "--crop", "1024", "--lr", "3e-3", "--checkpoint-every", "5",
            "--threads", "1", "--input-noise", "0.05"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

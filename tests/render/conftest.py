@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
 def reference(setup):
     """The uninterrupted single-process bank every other path is compared with, made by the CLI (its job
     folder kept as reference.job)."""
-    from device.cli import main
+    from nsynth.cli import main
 
     root, corners, run = setup
     out = root / "reference"

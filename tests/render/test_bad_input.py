@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.cli import main
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from precompute.corners import Corner
 from precompute.render.render import check_corner_set, render_bank
 
@@ -75,7 +75,7 @@ def test_write_failure_leaves_nothing_and_resumes(setup, reference, tmp_path, li
     the write fails with EFBIG). 1 KB stops the job (a shard), 12 KB the bank (its 18 KB of samples)."""
     root, corners, run = setup
     out = tmp_path / "bank"
-    cmd = [sys.executable, "-m", "device.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out),
+    cmd = [sys.executable, "-m", "nsynth.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out),
            *CLI_SMALL]
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                           text=True, preexec_fn=_limit_file_size(limit))

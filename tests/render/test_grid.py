@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.render.grid import grid_weights, unique_cells
 
 

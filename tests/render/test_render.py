@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from device.bank import TIMBRE_MAP, open_bank
-from device.cli import main
-from device.errors import NsynthError
+from nsynth.cli import main
+from nsynth.errors import NsynthError
 from precompute.render.job import Job
 from precompute.render.post import PEAK_LIMIT, rms
 from precompute.render.render import resolve_notes

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from device.bank import SAMPLES, open_bank
-from device.cli import main
+from nsynth.cli import main
 from precompute.render.render import render_bank
 
 from render_setup import CLI_SMALL, SMALL, same_bank
@@ -89,7 +89,7 @@ def test_every_torchrun_rank_stops_on_a_finished_bank(setup, reference, tmp_path
     out = finished_copy(reference, tmp_path)
     before = identity(out)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "device.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out), *CLI_SMALL]
+           "-m", "nsynth.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out), *CLI_SMALL]
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import NsynthError
+from nsynth.errors import NsynthError
 from precompute.render.job import Job
 from precompute.render.render import render_bank
 
@@ -54,7 +54,7 @@ def test_job_folder_of_other_settings_is_refused(setup, tmp_path):
 def test_sigkill_at_random_moments_then_the_same_command_finishes(setup, reference, tmp_path):
     root, corners, run = setup
     out = tmp_path / "bank"
-    cmd = [sys.executable, "-m", "device.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out),
+    cmd = [sys.executable, "-m", "nsynth.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out),
            *CLI_SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     rng = random.Random(6)

@@ -16,7 +16,7 @@ def test_torchrun_two_processes(setup, reference, tmp_path):
     root, corners, run = setup
     out = tmp_path / "bank"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "device.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out),
+           "-m", "nsynth.cli", "render", "--corners", *corners, "--model", str(run), "-o", str(out),
            *[a for a in CLI_SMALL if a != "-q"]]
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,12 +6,12 @@ import argparse
 import importlib
 import sys
 
-from device.errors import NsynthError
 from hardware.errors import HardwareError
+from nsynth.errors import NsynthError
 
 # name -> ("module:configure", one-line help). `configure(parser)` adds the arguments and sets `func`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("precompute.commands:configure_demo", "the built-in default: render a small bank, play a phrase to a WAV"),
+    "demo": ("nsynth.demo:configure_demo", "the built-in default: render a small bank, play a phrase to a WAV"),
     "encode": ("precompute.commands:configure_encode", "encode a WAV into embeddings [frames, 16] (.npy)"),
     "decode": ("precompute.commands:configure_decode", "decode embeddings (.npy) into a 16 kHz WAV"),
     "model new": ("precompute.commands:configure_model_new", "write an initialised run folder for a preset"),
