@@ -171,7 +171,7 @@ class BoardControls:
     def save_patch(self, index: int, now: float) -> None:
         if self.patches is None:
             return
-        values = {**DEFAULT_PARAMS, **self.mapper.values()}
+        values = {**{k: DEFAULT_PARAMS[k] for k in POT_PARAMS}, **self.mapper.values()}  # X/Y once touched
         patch = Patch(self.corners.names(), values)
         try:
             self.patches.save(index, patch)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from nsynth import loops
+import nsynth.loops as sustain
 from precompute.render import post
 
 SR = 16000
@@ -95,9 +95,9 @@ def test_loop_points_repeat_the_waveform():
     for pitch in (21, 60, 100):
         x = np.stack([tone(pitch, seconds=4.0, decay=0.3) + a * tone(pitch + 12, seconds=4.0, decay=0.3)
                       for a in (0.3, 0.6)])
-        start, end = loops.find_loop(x, loops.pitch_period(pitch, SR), SR)
+        start, end = sustain.find_loop(x, sustain.pitch_period(pitch, SR), SR)
         assert 0.2 * x.shape[1] <= start < end <= 0.6 * x.shape[1]
-        periods = (end - start) / loops.pitch_period(pitch, SR)
+        periods = (end - start) / sustain.pitch_period(pitch, SR)
         assert abs(periods - round(periods)) < 0.05 and round(periods) >= 1
         w = 64
         for row in x:
@@ -119,7 +119,7 @@ def _wobbly(length, seconds, steady_from):
 
 def test_loop_is_chosen_where_the_level_is_steady():
     x = _wobbly(4 * SR, 4.0, 0.3)
-    start, end = loops.find_loop(x[None], loops.pitch_period(60, SR), SR)
+    start, end = sustain.find_loop(x[None], sustain.pitch_period(60, SR), SR)
     assert np.ptp(_level_db(x[start:end])) < 0.3
 
 
@@ -133,8 +133,8 @@ def test_loop_is_chosen_where_the_noise_band_is_steady():
     hiss = sosfilt(butter(4, 3000, "highpass", fs=SR, output="sos"), rng.standard_normal(len(t)))
     hiss *= 0.1 * 0.35 / np.std(hiss) * (np.sin(2 * np.pi * 3 * t) > 0) * (t < 1.2)
     x = tone(60, 4.0) / np.exp(-t) + hiss
-    start, end = loops.find_loop(x[None], loops.pitch_period(60, SR), SR)
-    assert start - loops.seam_window(start, end) >= 1.2 * SR
+    start, end = sustain.find_loop(x[None], sustain.pitch_period(60, SR), SR)
+    assert start - sustain.seam_window(start, end) >= 1.2 * SR
 
 
 def test_a_decaying_loop_meets_its_start_at_the_same_level():
@@ -147,7 +147,7 @@ def test_a_decaying_loop_meets_its_start_at_the_same_level():
     w = 1024
     assert abs(10 * np.log10(np.mean(y[start:start + w] ** 2) / np.mean(y[end - w:end] ** 2))) < 0.5
     assert np.ptp(_level_db(y[start:end])) < 0.5
-    before = slice(2000, start - loops.seam_window(start, end))
+    before = slice(2000, start - sustain.seam_window(start, end))
     x = post.remove_dc(x[None])[0]
     gain = y[before] @ x[before] / (x[before] @ x[before])
     assert np.allclose(y[before], gain * x[before], atol=2 / 32767)
@@ -204,25 +204,25 @@ def test_held_loop_levels_follow_the_engines_crossfade():
     x = np.stack([np.sin(2 * np.pi * 262 * t * (1 + 0.004 * np.sin(2 * np.pi * 5 * t))) * (1 + 0.3 * t),
                   rng.standard_normal(len(t)) * np.exp(-t)])
     start, end = 9000, 16200
-    h = loops.seam_window(start, end)
+    h = sustain.seam_window(start, end)
     held = x[:, start:end].copy()
     g = np.arange(1, h + 1) / (h + 1)
     held[:, -h:] = (1 - g) * x[:, end - h:end] + g * x[:, start - h:start]
     block = 64
     power = np.mean(held[:, : (end - start) // block * block].reshape(2, -1, block) ** 2, 2)
-    expect = 10 * np.log10(sum(np.roll(power, -i, 1) for i in range(loops.HELD_BLOCKS)) / loops.HELD_BLOCKS)
+    expect = 10 * np.log10(sum(np.roll(power, -i, 1) for i in range(sustain.HELD_BLOCKS)) / sustain.HELD_BLOCKS)
     energy = np.concatenate([np.zeros((2, 1)), np.cumsum(x ** 2, 1)], 1)
-    got = loops._held_levels(x, energy, lambda u: np.zeros((2, len(u))), start, end, block)
+    got = sustain._held_levels(x, energy, lambda u: np.zeros((2, len(u))), start, end, block)
     assert np.abs(got - expect).max() < 0.2
 
 
 def test_loop_falls_back_on_silence_and_short_notes():
-    assert loops.find_loop(np.zeros((2, SR)), 100.0, SR) == (3200, 6560)
-    assert loops.find_loop(tone(seconds=0.03)[None], loops.pitch_period(60, SR), SR) == (96, 196)
+    assert sustain.find_loop(np.zeros((2, SR)), 100.0, SR) == (3200, 6560)
+    assert sustain.find_loop(tone(seconds=0.03)[None], sustain.pitch_period(60, SR), SR) == (96, 196)
     for length in (3000, 4000, 6000):  # room for the search's frames, but every loop it would try is too long
         for pitch in range(24, 85, 4):
             note = np.sin(np.arange(length) * 2 * np.pi * 440 / SR)[None]
-            start, end = loops.find_loop(note, loops.pitch_period(pitch, SR), SR)
+            start, end = sustain.find_loop(note, sustain.pitch_period(pitch, SR), SR)
             assert 0 < start < end <= length
 
 
