@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from precompute.config import preset  # noqa: E402
 from precompute.model import WaveNetAutoencoder  # noqa: E402
 from precompute.render.backends import TorchBackend  # noqa: E402
+from precompute.sampling import Sampling  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
     frames = -(-args.samples // model.cfg.hop)
     emb = np.random.default_rng(0).normal(size=(args.notes, frames, model.cfg.bottleneck)).astype(np.float32)
     seeds = list(range(args.notes))
-    kw = dict(length=args.samples, greedy=False, temperature=1.0)
+    kw = dict(length=args.samples, sampling=Sampling())
 
     t = time.perf_counter()
     batched = backend.decode(emb, seeds, **kw)

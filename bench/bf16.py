@@ -47,7 +47,8 @@ from precompute.generate import cpu_has_bf16 as native_bf16, generate  # noqa: E
 from precompute.model import Decoder, WaveNetAutoencoder, shift  # noqa: E402
 from precompute.mulaw import codes_to_input, mulaw_decode, mulaw_encode  # noqa: E402
 from precompute.quality import log_spectral_distance  # noqa: E402
-from precompute.run import load_model, resolve_sampling  # noqa: E402
+from precompute.run import load_model  # noqa: E402
+from precompute.sampling import GREEDY, Sampling  # noqa: E402
 from precompute.threads import use_threads  # noqa: E402
 
 PITCHES = (48, 60)
@@ -139,9 +140,9 @@ def teacher_forced(model: WaveNetAutoencoder, codes: torch.Tensor, pitch: torch.
 
 
 def free_runs(model: WaveNetAutoencoder, codes: torch.Tensor, pitch: torch.Tensor | None, length: int,
-              greedy: bool, quantile: float | None) -> dict:
+              sampling: Sampling) -> dict:
     emb = model.encode(codes)[:, : length // model.cfg.hop]
-    kw = dict(length=length, greedy=greedy, quantile=quantile, seeds=list(range(len(codes))), pitch=pitch)
+    kw = dict(length=length, sampling=sampling, seeds=list(range(len(codes))), pitch=pitch)
     t0 = time.perf_counter()
     c32 = generate(model.decoder, emb, dtype=torch.float32, **kw)
     t1 = time.perf_counter()
@@ -172,16 +173,16 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     if args.model:
         model, name = load_model(args.model).eval(), args.model
-        greedy, _, quantile = resolve_sampling(args.model, None, None, None)
+        sampling = Sampling.resolve(args.model)
     else:
         torch.manual_seed(0)
         model, name = WaveNetAutoencoder(preset(args.preset)).eval(), f"{args.preset} (random init, seed 0)"
-        greedy, quantile = True, None
+        sampling = GREEDY
     with tempfile.TemporaryDirectory() as tmp:
         audio, pitches = held_out_notes(args.seconds, args.notes, Path(tmp))
     codes = mulaw_encode(torch.from_numpy(audio))
     pitch = torch.tensor(pitches) if model.cfg.exc_width else None
-    mode = "greedy" if greedy else f"quantile {quantile}" if quantile is not None else "sampled"
+    mode = sampling.describe()
     print(f"{name}: {len(codes)} held-out notes x {codes.shape[1]} samples; CPU {cpu_name()} "
           f"({torch.backends.cpu.get_cpu_capability()}; bf16 {'native' if native_bf16() else 'emulated'}), "
           f"{threads} threads, load average {load0:.1f}", flush=True)
@@ -193,7 +194,7 @@ def main() -> None:
           f"(fp32's vs the note: {res['fp32_step_vs_note_distance']})", flush=True)
     free = int((args.free_seconds if args.free_seconds is not None else args.seconds) * 16000) // 512 * 512
     if free:
-        res.update(free_runs(model, codes[:, :free], pitch, free, greedy, quantile))
+        res.update(free_runs(model, codes[:, :free], pitch, free, sampling))
         print(f"free runs ({mode}, {free} samples): {res['free_agreement']:.2%} equal codes, spectral distance "
               f"{res['free_distance']} (fp32 with embeddings nudged by 2^-20: {res['free_nudged_agreement']:.2%} "
               f"equal, {res['free_nudged_distance']}; two different notes: {res['free_other_note_distance']}); "

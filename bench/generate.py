@@ -39,11 +39,13 @@ from bench.textbook import naive_step, textbook_generate  # noqa: E402
 from precompute.config import ModelConfig, preset  # noqa: E402
 from precompute.generate import BatchDecoding, cpu_has_bf16  # noqa: E402
 from precompute.model import Decoder, WaveNetAutoencoder  # noqa: E402
-from precompute.stepper import Stepper, auto_batch  # noqa: E402
+from precompute.sampling import GREEDY, Sampling  # noqa: E402
+from precompute.stepper import auto_batch  # noqa: E402
 from precompute.threads import choose_threads  # noqa: E402
 
 NOTE = 64000  # samples in a 4-s note
 COMPACT_PITCHES = list(range(24, 85, 4))  # the original's pitch set
+MEDIAN = Sampling(quantile=0.5)  # the compact model's recommended decoding (models/compact/config.json)
 
 
 def matmul_shapes(cfg: ModelConfig) -> list[tuple[int, int]]:
@@ -84,9 +86,8 @@ class Ours:
     """`steps` steps of generate()'s batch decoding (BatchDecoding: stepper chunks, noise, excitation)."""
 
     def __init__(self, dec: Decoder, emb: torch.Tensor, dtype: torch.dtype, steps: int, graph: bool,
-                 pitch: torch.Tensor | None = None, quantile: float | None = None):
-        self.dec = BatchDecoding(dec, emb, [0] * len(emb), pitch=pitch, greedy=quantile is None, temperature=1.0,
-                                 quantile=quantile, dtype=dtype, graph=graph)
+                 pitch: torch.Tensor | None = None, sampling: Sampling = GREEDY):
+        self.dec = BatchDecoding(dec, emb, [0] * len(emb), pitch=pitch, sampling=sampling, dtype=dtype, graph=graph)
         self.chunks = -(-steps // self.dec.steps)
         self.steps = self.chunks * self.dec.steps
         self.t = 0
@@ -146,11 +147,11 @@ def inputs(dec: Decoder, batch: int, steps: int, dev: torch.device) -> tuple[tor
 
 @torch.inference_mode()  # as generate() decodes; every method alike
 def bench_row(name: str, batch: int, dev: torch.device, dtype: torch.dtype, steps: int, rounds: int, *,
-              naive: bool, textbooks=("fifo", "shift"), quantile: float | None = None) -> tuple[dict, Ours]:
+              naive: bool, textbooks=("fifo", "shift"), sampling: Sampling = GREEDY) -> tuple[dict, Ours]:
     """Best-of-rounds samples/s of ours, the baselines and the matmul reference at one batch size."""
     dec, low = decoders(name, dev, dtype)
     emb, pitch = inputs(dec, batch, steps, dev)
-    ours = Ours(dec, emb, dtype, steps, graph=dev.type == "cuda", pitch=pitch, quantile=quantile)
+    ours = Ours(dec, emb, dtype, steps, graph=dev.type == "cuda", pitch=pitch, sampling=sampling)
     runs = {"ours": ours, "mm": MatmulReference(dec.cfg, batch, dtype, dev, ours.steps)}
     n = {"ours": ours.steps, "mm": ours.steps, "fifo": ours.steps, "shift": max(16, ours.steps // 4), "naive": 1}
     for q in textbooks:  # r9y9's shifted buffers are slow and steady: fewer steps
@@ -168,7 +169,7 @@ def bench_row(name: str, batch: int, dev: torch.device, dtype: torch.dtype, step
     mm_flops = batch * ours.steps * flops / best["mm"]
     ratio = lambda k: round(rate["ours"] / rate[k], 2) if k in rate else None  # noqa: E731
     res = {"preset": name, "batch": batch, "dtype": str(dtype).replace("torch.", ""), "steps": ours.steps,
-           "decoding": "greedy" if quantile is None else f"quantile {quantile}",
+           "decoding": sampling.describe(),
            "samples_per_s": {k: round(v, 2 if k == "naive" else 1) for k, v in rate.items()},
            "ratio_vs_textbook": ratio("fifo"), "ratio_vs_shift_textbook": ratio("shift"),
            "ratio_vs_naive": round(rate["ours"] / rate["naive"]) if "naive" in rate else None,
@@ -260,25 +261,24 @@ def main() -> None:
     compact = None
     if args.compact_batch:
         compact, ours = bench_row("compact", args.compact_batch, cpu, torch.float32, args.steps, args.rounds,
-                                  naive=False, textbooks=(), quantile=0.5)
+                                  naive=False, textbooks=(), sampling=MEDIAN)
         print(row(compact), flush=True)
         if not args.no_breakdown:
             parts["compact"] = breakdown(ours, cpu)
             print(show_breakdown(compact, parts["compact"]), flush=True)
     bf16_rows = []
     if cpu_has_bf16():  # bf16 in hardware (AMX, AVX512-BF16): the rows generate() then decodes in by default
-        for name, b, q in (("small", max(batches), None), ("compact", args.compact_batch, 0.5)):
+        for name, b, how in (("small", max(batches), GREEDY), ("compact", args.compact_batch, MEDIAN)):
             if b:
                 bf16_rows.append(bench_row(name, b, cpu, torch.bfloat16, args.steps, args.rounds, naive=False,
-                                           textbooks=(), quantile=q)[0])
+                                           textbooks=(), sampling=how)[0])
                 print(row(bf16_rows[-1]) + " (bf16)", flush=True)
     gpu_rows = []
     if torch.cuda.is_available():
         dev = torch.device("cuda")
         print(f"GPU: {torch.cuda.get_device_name(dev)}", flush=True)
         cfg = preset("nsynth")
-        per_note = Stepper.bytes_per_note(Decoder(cfg), torch.bfloat16) + 8 * NOTE  # + output codes
-        top = auto_batch(per_note, torch.cuda.mem_get_info(dev)[0])
+        top = auto_batch(cfg, dev, length=NOTE, dtype=torch.bfloat16)
         for b in sorted({64, 256, 1024, top} & set(range(1, top + 1))):
             gpu_rows.append(bench_row("nsynth", b, dev, torch.bfloat16, 256, args.rounds, naive=b <= 64,
                                       textbooks=("fifo",) if b == 64 else ())[0])

@@ -36,7 +36,8 @@ from precompute.generate import generate  # noqa: E402
 from precompute.mulaw import mulaw_decode, mulaw_encode  # noqa: E402
 from precompute.quality import (cents_off, estimate_f0, log_spectral_distance, noise_baseline,  # noqa: E402
                                 sine_baseline)
-from precompute.run import load_model, resolve_sampling  # noqa: E402
+from precompute.run import load_model  # noqa: E402
+from precompute.sampling import Sampling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,8 +62,7 @@ def main() -> None:
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
 
     model = load_model(args.model)
-    greedy, temperature, quantile = resolve_sampling(args.model, args.temperature == 0 or None,
-                                                     args.temperature if args.temperature else None, args.quantile)
+    sampling = Sampling.resolve(args.model, args.temperature == 0 or None, args.temperature or None, args.quantile)
     sr, hop = model.cfg.sample_rate, model.cfg.hop
     pitches = [int(p) for p in args.pitches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,8 +84,8 @@ def main() -> None:
             for i in range(0, len(notes), args.batch):
                 codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
                 emb = model.encode(codes)
-                out = generate(model.decoder, emb, seeds=list(range(i, i + len(codes))), greedy=greedy,
-                               temperature=temperature, quantile=quantile, dtype=dtype,
+                out = generate(model.decoder, emb, sampling=sampling,
+                               seeds=list(range(i, i + len(codes))), dtype=dtype,
                                pitch=[n.pitch for n in notes[i: i + len(codes)]],
                                progress=ETA(f"decode notes {i}-{i + len(codes)} ({str(dtype)[6:]})"))
                 recon.append(out)
@@ -104,7 +104,7 @@ def main() -> None:
               f"{r['sine']:>8.3f}")
     summary = {
         "model": str(args.model), "notes": len(rows), "seconds": length / sr,
-        "temperature": 0.0 if greedy else temperature, "quantile": quantile,
+        "temperature": 0.0 if sampling.greedy else sampling.temperature, "quantile": sampling.quantile,
         "pitch_accuracy": float(np.mean([abs(r["cents"]) <= 50 for r in rows])),
         "input_pitch_accuracy": float(np.mean([abs(r["input_cents"]) <= 50 for r in rows])),
         "spectral_distance": float(np.mean([r["model"] for r in rows])),

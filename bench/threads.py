@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from bench.generate import cpu_name  # noqa: E402
 from precompute.config import preset  # noqa: E402
 from precompute.model import WaveNetAutoencoder  # noqa: E402
+from precompute.sampling import GREEDY  # noqa: E402
 from precompute.stepper import Stepper  # noqa: E402
 from precompute.threads import choose_threads, physical_cores  # noqa: E402
 
@@ -34,7 +35,7 @@ CASES = (("compact", 1), ("compact", 32), ("small", 64))
 def measure(name: str, batch: int, counts: list[int], steps: int, rounds: int) -> dict:
     torch.manual_seed(0)
     dec = WaveNetAutoencoder(preset(name)).decoder.eval()
-    st = Stepper(dec, batch, chunk=steps, greedy=True)
+    st = Stepper(dec, batch, chunk=steps, sampling=GREEDY)
     st.set_frame(torch.randn(batch, dec.cfg.bottleneck))
     if dec.cfg.exc_width:
         st.exc.normal_()

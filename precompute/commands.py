@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nsynth.errors import NsynthError
 from nsynth.fsutil import atomic_path
+
+if TYPE_CHECKING:
+    from precompute.sampling import Sampling
 
 
 def _torch():
@@ -36,25 +40,25 @@ def encode_file(wav: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
 
 
 def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                      greedy: bool | None = None, temperature: float | None = None, quantile: float | None = None,
-                      seed: int = 0, pitch: int | None = None, threads: int | None = None,
+                      sampling: Sampling | None = None, pitch: int | None = None, threads: int | None = None,
                       progress: bool = True) -> np.ndarray:
     """Embeddings .npy [frames, bottleneck] -> float32 audio [frames * hop] at 16 kHz; written as WAV when `out`.
-    pitch: the note's MIDI pitch, which a model with an excited decoder (sines, harmonic source) needs; greedy, temperature
-    and quantile all None: decoded as the model's config recommends (run.resolve_sampling).
+    pitch: the note's MIDI pitch, which a model with an excited decoder (sines, harmonic source) needs.
+    sampling: a precompute.sampling.Sampling, its seed the note's (None: as the model's config recommends, seed 0).
     threads: torch's CPU threads (None: precompute.threads.choose_threads)."""
     torch = _torch()
     from nsynth.progress import ETA
     from precompute.audio import write_audio
     from precompute.generate import generate
     from precompute.mulaw import mulaw_decode
-    from precompute.run import load_model, resolve_sampling
+    from precompute.run import load_model
+    from precompute.sampling import Sampling
     from precompute.threads import use_threads
 
     use_threads(threads)
 
     model = load_model(run)
-    greedy, temperature, quantile = resolve_sampling(run, greedy, temperature, quantile)
+    sampling = Sampling.resolve(run) if sampling is None else sampling
     try:
         emb = np.load(emb_path)
     except Exception as e:
@@ -66,9 +70,8 @@ def decode_embeddings(emb_path: str | os.PathLike, run: str | os.PathLike, out: 
     if model.cfg.exc_width and pitch is None:
         raise NsynthError(f"{run}: this model's decoder plays at a given pitch (its excitation); give the note's "
                           "MIDI pitch (--pitch)")
-    codes = generate(model.decoder, torch.from_numpy(emb.astype(np.float32))[None], greedy=greedy,
-                     temperature=temperature, quantile=quantile, seeds=[seed],
-                     pitch=None if pitch is None else [pitch],
+    codes = generate(model.decoder, torch.from_numpy(emb.astype(np.float32))[None], sampling=sampling,
+                     seeds=[sampling.seed], pitch=None if pitch is None else [pitch],
                      progress=ETA("decode") if progress else None)
     audio = mulaw_decode(codes[0]).numpy()
     if out is not None:
@@ -98,9 +101,15 @@ def configure_decode(p) -> None:
                    help="the note's MIDI pitch (needed by a model with a sine-excited decoder)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: the idle physical cores, at least 1; see docs/performance.md)")
-    p.set_defaults(func=lambda a: decode_embeddings(a.embeddings, a.model, a.out, greedy=a.greedy,
-                                                    temperature=a.temperature, quantile=a.quantile, seed=a.seed,
-                                                    pitch=a.pitch, threads=a.threads) is None)
+
+    def run(a) -> int:
+        from precompute.sampling import Sampling
+
+        sampling = Sampling.resolve(a.model, a.greedy, a.temperature, a.quantile, a.seed)
+        decode_embeddings(a.embeddings, a.model, a.out, sampling=sampling, pitch=a.pitch, threads=a.threads)
+        return 0
+
+    p.set_defaults(func=run)
 
 
 def configure_model_new(p) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from precompute.config import ModelConfig
 from precompute.model import Decoder
+from precompute.sampling import Sampling
 from precompute.stepper import Stepper, auto_batch, split_batch
 
 NOISE_CHUNK = 512  # steps of per-note uniforms drawn at a time
@@ -79,18 +80,18 @@ class BatchDecoding:
     named for profilers (torch.profiler.record_function: "noise", "excitation")."""
 
     def __init__(self, decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], *, pitch: torch.Tensor | None,
-                 greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool):
+                 sampling: Sampling, dtype: torch.dtype, graph: bool):
         self.hop = decoder.cfg.hop
         self.steps = math.gcd(self.hop, NOISE_CHUNK, CHUNK_STEPS)
-        self.stepper = Stepper(decoder, emb.shape[0], chunk=self.steps, greedy=greedy, temperature=temperature,
-                               dtype=dtype, device=emb.device)
+        self.stepper = Stepper(decoder, emb.shape[0], chunk=self.steps, sampling=sampling, dtype=dtype,
+                               device=emb.device)
         self.frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
         self.note_exc = decoder.note_excitation(pitch, emb)
         self.run = self.stepper.run_chunk
         if graph:
             self.stepper.set_frame(self.frames[0])
             self.run = capture_chunk(self.stepper)
-        self.noise = None if greedy else _NoteNoise(seeds, emb.device, quantile)
+        self.noise = _NoteNoise(seeds, emb.device, sampling.quantile) if sampling.draws else None
 
     def chunk(self, t: int) -> None:
         st = self.stepper
@@ -106,11 +107,9 @@ class BatchDecoding:
 
 
 def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, pitch: torch.Tensor | None,
-            greedy: bool, temperature: float, quantile: float | None, dtype: torch.dtype, graph: bool,
-            progress: Callable[[int], None]) -> None:
+            sampling: Sampling, dtype: torch.dtype, graph: bool, progress: Callable[[int], None]) -> None:
     """Decode one batch: emb [B, F, E] (pitch [B] with an excitation) -> class indices written into out [B, length]."""
-    dec = BatchDecoding(decoder, emb, seeds, pitch=pitch, greedy=greedy, temperature=temperature, quantile=quantile,
-                        dtype=dtype, graph=graph)
+    dec = BatchDecoding(decoder, emb, seeds, pitch=pitch, sampling=sampling, dtype=dtype, graph=graph)
     length = out.shape[1]
     for t in range(0, length, dec.steps):
         dec.chunk(t)
@@ -124,24 +123,24 @@ def generate(
     decoder: Decoder,
     emb: torch.Tensor,
     *,
+    sampling: Sampling = Sampling(),
     length: int | None = None,
-    greedy: bool = False,
-    temperature: float = 1.0,
-    quantile: float | None = None,
     seeds: Sequence[int] | None = None,
     pitch: torch.Tensor | Sequence[int] | None = None,
     dtype: torch.dtype | None = None,
     cuda_graph: bool | None = None,
+    max_batch: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """emb [B, F, E] -> mu-law codes [B, length] (int64 in [-128, 127]); length defaults to F * hop.
 
+    sampling: greedy, a draw at a temperature, or a quantile (its seed is not read here: seeds are per note).
+    seeds: note b's uniforms come from seeds[b] (default 0 for every note).
     pitch: the notes' MIDI pitches [B], for a decoder with an excitation (cfg.exc_width).
-    quantile: decode deterministically, each sample the quantile of its (tempered) predicted distribution
-    (0.5: the median) instead of a draw from it; greedy takes the mode.
     dtype: compute dtype (default: decode_dtype); cuda_graph: default on for CUDA.
+    max_batch: notes decoded at once (a render shard passes its own size); None: all on the CPU, and on CUDA
+    stepper.auto_batch's share of the free memory.
     progress(done_steps, total_steps) is called every chunk of steps (all parts of the batch counted).
-    On CUDA the batch is decoded in parts of as many notes as ~70% of the free memory holds.
     """
     hop = decoder.cfg.hop
     b, frames, _ = emb.shape
@@ -151,16 +150,11 @@ def generate(
     seeds = list(seeds) if seeds is not None else [0] * b
     if len(seeds) != b:
         raise ValueError(f"{len(seeds)} seeds for {b} notes")
-    if not greedy and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if quantile is not None and not 0 < quantile < 1:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
     pitch = check_pitch(decoder.cfg, pitch, b)
     dev = emb.device
     on_cuda = dev.type == "cuda"
     dtype = dtype or decode_dtype(dev)
-    return render_parts(decoder, emb, seeds, length, None, pitch=pitch, greedy=greedy, temperature=temperature,
-                        quantile=quantile, dtype=dtype,
+    return render_parts(decoder, emb, seeds, length, max_batch, pitch=pitch, sampling=sampling, dtype=dtype,
                         graph=on_cuda and cuda_graph is not False, progress=progress)
 
 
@@ -191,23 +185,21 @@ def check_pitch(cfg: ModelConfig, pitch, b: int) -> torch.Tensor | None:
 
 @torch.no_grad()
 def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], length: int, max_batch: int | None, *,
-                 pitch: torch.Tensor | None = None, greedy: bool, temperature: float,
-                 quantile: float | None = None, dtype: torch.dtype, graph: bool,
+                 pitch: torch.Tensor | None = None, sampling: Sampling, dtype: torch.dtype, graph: bool,
                  progress: Callable[[int, int], None] | None) -> torch.Tensor:
     """generate() for validated arguments, max_batch notes at a time -> codes [B, length].
-    max_batch None: all at once on the CPU; on CUDA as many as ~70% of the memory left free after `out` holds."""
+    max_batch None: all at once on the CPU; on CUDA auto_batch's count for the memory left free after `out`."""
     b = emb.shape[0]
     out = torch.empty(b, length, dtype=torch.int64, device=emb.device)
     if max_batch is None:
         max_batch = max(b, 1)
         if emb.device.type == "cuda":
-            max_batch = auto_batch(Stepper.bytes_per_note(decoder, dtype), torch.cuda.mem_get_info(emb.device)[0])
+            max_batch = auto_batch(decoder.cfg, emb.device, length=length, dtype=dtype)
     parts = split_batch(b, max_batch)
     for i, part in enumerate(parts):
         report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)
         with torch.inference_mode():  # the stepper's buffers as inference tensors: less work per operation
             _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part],
-                    greedy=greedy, temperature=temperature, quantile=quantile, dtype=dtype,
-                    graph=graph, progress=report)
+                    sampling=sampling, dtype=dtype, graph=graph, progress=report)
     return out.sub_(decoder.cfg.quant // 2)
 

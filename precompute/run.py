@@ -32,28 +32,6 @@ def write_config(run: Path, cfg: ModelConfig, train: dict | None = None) -> None
     atomic_write_bytes(run / CONFIG, (json.dumps(doc, indent=2) + "\n").encode())
 
 
-def resolve_sampling(run: str | os.PathLike, greedy: bool | None, temperature: float | None,
-                     quantile: float | None = None) -> tuple[bool, float, float | None]:
-    """How to decode with RUN -> (greedy, temperature, quantile). An explicit choice wins (greedy; else a
-    temperature and/or a quantile); with none, RUN/config.json's "sampling" section ({"greedy": true},
-    {"quantile": 0.5} or {"temperature": T}: how the model is best decoded), else sampling at temperature 1."""
-    if greedy:
-        return True, 1.0, None
-    if temperature is not None or quantile is not None or greedy is False:
-        return False, 1.0 if temperature is None else float(temperature), quantile
-    _, doc = read_config(run)
-    sampling = doc.get("sampling") or {}
-    ok = isinstance(sampling, dict) and not set(sampling) - {"greedy", "temperature", "quantile"}
-    greedy, temperature, quantile = (sampling.get("greedy", False), sampling.get("temperature", 1.0),
-                                     sampling.get("quantile")) if ok else (None, None, None)
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if not (ok and isinstance(greedy, bool) and number(temperature) and temperature > 0
-            and (quantile is None or (number(quantile) and 0 < quantile < 1))):
-        raise NsynthError(f"{Path(run) / CONFIG}: bad \"sampling\" section {sampling!r} (expected "
-                          "{\"greedy\": true}, {\"quantile\": Q in (0, 1)} and/or {\"temperature\": T > 0})")
-    return greedy, float(temperature), None if quantile is None else float(quantile)
-
-
 def read_config(run: str | os.PathLike) -> tuple[ModelConfig, dict]:
     """-> (model config, the whole config document); clear errors for a missing or foreign run folder."""
     run = Path(run)

@@ -23,26 +23,30 @@ from __future__ import annotations
 
 import torch
 
+from precompute.config import ModelConfig
 from precompute.model import Decoder
+from precompute.sampling import Sampling
 
 
 class Stepper:
     """Batched, sampled or greedy decoding of `batch` notes, `chunk` steps per call of `run_chunk`."""
 
-    def __init__(self, decoder: Decoder, batch: int, *, chunk: int, greedy: bool, temperature: float = 1.0,
+    def __init__(self, decoder: Decoder, batch: int, *, chunk: int, sampling: Sampling,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                  tanh_by_sigmoid: bool | None = None):
-        """tanh_by_sigmoid: the gate's tanh as 2·sigmoid(2b) - 1 (None: where tanh_is_slow)."""
+        """sampling: greedy (argmax) or not (inverse CDF of the uniforms written into `noise`, which a quantile
+        fills with itself), at sampling.temperature; tanh_by_sigmoid: the gate's tanh as 2·sigmoid(2b) - 1
+        (None: where tanh_is_slow)."""
         cfg = decoder.cfg
         r, s, q = cfg.dec_channels, cfg.skip_channels, cfg.quant
-        self.r, self.q, self.batch, self.chunk, self.greedy = r, q, batch, chunk, greedy
+        self.r, self.q, self.batch, self.chunk, self.greedy = r, q, batch, chunk, sampling.greedy
         self.cfg = cfg
         self.dilations = list(decoder.dilations)
         n = len(self.dilations)
         dev = torch.device(device)
         kw = dict(device=dev, dtype=dtype)
         self._tanh_by_sigmoid = tanh_is_slow(dev, dtype) if tanh_by_sigmoid is None else tanh_by_sigmoid
-        self._pack(decoder, temperature, kw)
+        self._pack(decoder, sampling.temperature, kw)
 
         # Rings: stage 0 holds the decoder input x (taps t-2, t-1, t), stage i+1 the input of dilated layer i.
         # Period 2d+1, so the slot written at t never holds a tap still to be read at t.
@@ -130,11 +134,10 @@ class Stepper:
             self._minus_one = torch.full((r,), -1.0, **kw)
 
     @staticmethod
-    def bytes_per_note(decoder: Decoder, dtype: torch.dtype) -> int:
+    def bytes_per_note(cfg: ModelConfig, dtype: torch.dtype) -> int:
         """Device memory one note of a batch needs (rings and buffers)."""
-        cfg = decoder.cfg
         r, s, q, n = cfg.dec_channels, cfg.skip_channels, cfg.quant, cfg.dec_layers
-        elems = sum(2 * d + 1 for d in decoder.dilations) * r + (n + 1) * r + n * 2 * r + s + 6 * r + 2 * s + q
+        elems = sum(2 * d + 1 for d in cfg.dilations("dec")) * r + (n + 1) * r + n * 2 * r + s + 6 * r + 2 * s + q
         return (elems + 128 * cfg.exc_width) * torch.finfo(dtype).bits // 8 + 8 * q + 16 * 128  # 128: a chunk
 
     def reset(self) -> None:
@@ -212,9 +215,25 @@ def tanh_is_slow(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype == torch.float32 and "AVX512" not in torch.backends.cpu.get_cpu_capability()
 
 
-def auto_batch(bytes_per_note: int, free_bytes: int, *, fraction: float = 0.7, cap: int = 4096) -> int:
-    """Largest batch whose buffers fit in `fraction` of the free memory, at most `cap`, at least 1."""
-    return max(1, min(cap, int(free_bytes * fraction) // bytes_per_note))
+MEMORY_FRACTION = 0.7  # of a GPU's free memory, what a batch's buffers and outputs may take
+MAX_BATCH = 4096
+CPU_BATCH = 32  # on a CPU, where memory does not bound the batch
+
+
+def auto_batch(cfg: ModelConfig, device: torch.device, *, length: int, dtype: torch.dtype,
+               free_bytes: int | None = None) -> int:
+    """Notes decoded at once (the render plan's shard size, generate's parts): on CUDA the largest batch whose
+    stepper buffers, embeddings and output codes (`length` int64 per note) fit in MEMORY_FRACTION of the free
+    memory (free_bytes: that memory; None asks the device), a multiple of 8 from 8 up, at most MAX_BATCH, at
+    least 1; CPU_BATCH elsewhere."""
+    if device.type != "cuda":
+        return CPU_BATCH
+    free = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
+    frames = -(-length // cfg.hop)
+    per_note = (Stepper.bytes_per_note(cfg, dtype) + 8 * length
+                + frames * cfg.bottleneck * (4 + torch.finfo(dtype).bits // 8))  # embeddings: float32 + a copy in dtype
+    batch = min(MAX_BATCH, int(free * MEMORY_FRACTION) // per_note)
+    return max(1, batch - batch % 8 if batch >= 8 else batch)
 
 
 def split_batch(n: int, max_batch: int) -> list[slice]:

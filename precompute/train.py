@@ -1,5 +1,5 @@
 """Training: random 6144-sample crops, Adam with the paper's step schedule scaled to the run length, gradient
-clipping, AMP on CUDA, atomic checkpoints that resume at the same step with the same optimizer and RNG state."""
+clipping, bf16 autocast on CUDA, atomic checkpoints that resume at the same step with the same optimizer and RNG state."""
 from __future__ import annotations
 
 import io
@@ -163,12 +163,131 @@ def plot_curves(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _save_state(run: Path, model, opt, scaler, gen: torch.Generator, step: int, history: dict) -> None:
-    blob = {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
-            "gen": gen.get_state(), "history": history}
+def _save_state(run: Path, model, opt, gen: torch.Generator, step: int, history: dict) -> None:
+    blob = {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+            "history": history}
     with atomic_path(run / STATE) as tmp:
         torch.save(blob, tmp)
     save_weights(run, model, step)
+
+
+def _load_state(run: Path, model, opt, gen: torch.Generator, device: str) -> tuple[int, dict]:
+    """Restore RUN's training state into model, opt and gen -> (step, history). (A "scaler" entry, which
+    states written before bf16 autocast alone was used hold, is not read.)"""
+    blob = torch.load(io.BytesIO((run / STATE).read_bytes()), map_location=device, weights_only=False)
+    model.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["opt"])
+    gen.set_state(blob["gen"])
+    return blob["step"], blob["history"]
+
+
+def _new_run_config(run: Path, data: Path, preset_name: str | None, tc: TrainConfig | None, steps: int | None,
+                    init: str | os.PathLike | None, harmonics: int | None) -> tuple:
+    """A new RUN's model and training settings, written into RUN/config.json -> (cfg, tc, saved)."""
+    if preset_name is None:
+        raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
+    cfg = preset(preset_name, **({} if harmonics is None else {"harmonics": harmonics}))
+    tc = tc or TrainConfig()
+    if steps is not None:
+        tc.steps = steps
+    run.mkdir(parents=True, exist_ok=True)
+    saved = {**asdict(tc), "data": str(data)}
+    if init is not None:
+        from precompute.run import checkpoint_step
+
+        saved["init"] = {"run": str(init), "step": checkpoint_step(init)}
+    write_config(run, cfg, saved)
+    return cfg, tc, saved
+
+
+def _saved_run_config(run: Path) -> tuple:
+    """A resumed RUN's model and its saved training settings -> (cfg, tc, saved)."""
+    cfg, doc = read_config(run)
+    saved = doc["train"]
+    return cfg, TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}), saved
+
+
+def _retarget_saved(run: Path, cfg, tc: TrainConfig, saved: dict, step: int, total: int) -> dict:
+    """retarget to `total` steps at `step` and save the new schedule in RUN/config.json -> the saved settings."""
+    retarget(tc, step, total)
+    saved = {**saved, **asdict(tc)}
+    write_config(run, cfg, saved)
+    return saved
+
+
+def train_step(model: WaveNetAutoencoder, opt: torch.optim.Optimizer, crops: Crops, *, lr: float, clip: float,
+               amp: bool) -> dict[str, torch.Tensor]:
+    """One optimizer step on a batch of crops (bf16 autocast when amp; gradients clipped to norm `clip`; a step
+    whose gradients are not finite is skipped) -> the losses."""
+    model.train()
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        losses = loss_fn(model, crops)
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if torch.isfinite(norm):
+        opt.step()
+    return losses
+
+
+class _Budget:
+    """A wall-clock budget (deadline None: none): between the PROBE steps of this call the step rate is measured,
+    and `probe` returns the total of steps that ends within BUDGET_USE of what is left (else None)."""
+
+    def __init__(self, deadline: float | None):
+        self.deadline, self._t = deadline, None
+
+    def left(self) -> bool:
+        return self.deadline is None or time.monotonic() < self.deadline
+
+    def probe(self, done_here: int, step: int) -> tuple[int, float] | None:
+        """-> (new total, steps/s) once the rate is measured, else None."""
+        if self.deadline is None or done_here not in PROBE:
+            return None
+        if done_here == PROBE[0]:
+            self._t = time.monotonic()
+            return None
+        rate = (PROBE[1] - PROBE[0]) / (time.monotonic() - self._t)
+        return step + max(1, int(BUDGET_USE * rate * (self.deadline - time.monotonic()))), rate
+
+
+class _Progress:
+    """The log line every 10 s (and at the end): recent loss, validation, learning rate, step rate, ETA."""
+
+    def __init__(self, log):
+        self.log, self.t0, self.last = log, time.monotonic(), 0.0
+
+    def __call__(self, tc: TrainConfig, step: int, done_here: int, history: dict) -> None:
+        now = time.monotonic()
+        if not (now - self.last > 10 or step == tc.steps):
+            return
+        self.last = now
+        rate = done_here / (now - self.t0)
+        recent = np.mean([l for _, l in history["train"][-50:]])
+        val = f", valid {history['valid'][-1][1]:.3f}" if history["valid"] else ""
+        if history.get("source"):
+            val += f", source {np.mean([l for _, l in history['source'][-50:]]):.3f}"
+        self.log(f"step {step}/{tc.steps} loss {recent:.3f}{val} lr {learning_rate(tc, step - 1):.2e} "
+                 f"({rate:.2f} steps/s, ETA {(tc.steps - step) / max(rate, 1e-9) / 60:.1f} min)")
+
+
+def _record(history: dict, losses: dict, step: int) -> None:
+    history["train"].append((step, losses["ce"].item()))
+    if "source" in losses:
+        history.setdefault("source", []).append((step, losses["source"].item()))
+
+
+def _validate(history: dict, model: WaveNetAutoencoder, valid_set: Crops, tc: TrainConfig, step: int,
+              device: str) -> None:
+    for key, value in evaluate(model, valid_set, tc.batch, device).items():
+        history.setdefault({"ce": "valid", "source": "valid_source"}[key], []).append((step, value))
+
+
+def _checkpoint(run: Path, model, opt, gen: torch.Generator, step: int, history: dict) -> None:
+    _save_state(run, model, opt, gen, step, history)
+    plot_curves(history, run / CURVES)
 
 
 def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str | None = None,
@@ -189,29 +308,12 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     harmonics: a new RUN's sine excitation, instead of its preset's (0: the paper's decoder).
     threads: torch's CPU threads (None: precompute.threads.choose_threads, the idle physical cores)."""
     started = time.monotonic()
-    run = Path(run)
-    data = Path(data)
+    run, data = Path(run), Path(data)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = use_threads(threads)
     resume = (run / STATE).is_file()
-    if resume:
-        cfg, doc = read_config(run)
-        saved = doc["train"]
-        tc = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
-    else:
-        if preset_name is None:
-            raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
-        cfg = preset(preset_name, **({} if harmonics is None else {"harmonics": harmonics}))
-        tc = tc or TrainConfig()
-        if steps is not None:
-            tc.steps = steps
-        run.mkdir(parents=True, exist_ok=True)
-        saved = {**asdict(tc), "data": str(data)}
-        if init is not None:
-            from precompute.run import checkpoint_step
-
-            saved["init"] = {"run": str(init), "step": checkpoint_step(init)}
-        write_config(run, cfg, saved)
+    cfg, tc, saved = (_saved_run_config(run) if resume
+                      else _new_run_config(run, data, preset_name, tc, steps, init, harmonics))
     train_notes, valid_notes = load_splits(data, tc.crop)
     torch.manual_seed(tc.seed)
     model = WaveNetAutoencoder(cfg)
@@ -222,74 +324,35 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     log(f"train: {len(train_notes.codes)} notes, valid: {len(valid_notes.codes)} notes, preset {cfg.preset}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, device {device}, {threads} CPU threads")
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    amp = device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     gen = torch.Generator().manual_seed(tc.seed)
-    history = {"train": [], "valid": []}
-    step = 0
+    step, history = 0, {"train": [], "valid": []}
     if resume:
-        blob = torch.load(io.BytesIO((run / STATE).read_bytes()), map_location=device, weights_only=False)
-        model.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["opt"])
-        scaler.load_state_dict(blob["scaler"])
-        gen.set_state(blob["gen"])
-        step, history = blob["step"], blob["history"]
+        step, history = _load_state(run, model, opt, gen, device)
         log(f"resumed {run} at step {step}")
         if steps is not None and steps != tc.steps:
-            retarget(tc, step, steps)
-            saved = {**saved, **asdict(tc)}
-            write_config(run, cfg, saved)
+            saved = _retarget_saved(run, cfg, tc, saved, step, steps)
     valid_set = random_crops(valid_notes, tc.valid_crops, tc.crop, torch.Generator().manual_seed(1234))
 
-    deadline = None if minutes is None else started + minutes * 60
-    t0, done_here, last_print = time.monotonic(), 0, 0.0
-    while (step < tc.steps and (stop_after is None or done_here < stop_after)
-           and (deadline is None or time.monotonic() < deadline)):
-        model.train()
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(tc, step)
+    budget = _Budget(None if minutes is None else started + minutes * 60)
+    progress, done_here = _Progress(log), 0
+    while step < tc.steps and (stop_after is None or done_here < stop_after) and budget.left():
         crops = random_crops(train_notes, tc.batch, tc.crop, gen, tc.input_noise).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            losses = loss_fn(model, crops)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
-        scaler.step(opt)
-        scaler.update()
+        losses = train_step(model, opt, crops, lr=learning_rate(tc, step), clip=tc.clip,
+                            amp=device.startswith("cuda"))
         step += 1
         done_here += 1
-        if deadline is not None and done_here in PROBE:
-            if done_here == PROBE[0]:
-                probe_t = time.monotonic()
-            else:
-                rate = (PROBE[1] - PROBE[0]) / (time.monotonic() - probe_t)
-                retarget(tc, step, step + max(1, int(BUDGET_USE * rate * (deadline - time.monotonic()))))
-                saved = {**saved, **asdict(tc)}
-                write_config(run, cfg, saved)
-                log(f"{rate:.2f} steps/s: {tc.steps} steps in all fit the {minutes:g}-minute budget")
-        history["train"].append((step, losses["ce"].item()))
-        if "source" in losses:
-            history.setdefault("source", []).append((step, losses["source"].item()))
+        measured = budget.probe(done_here, step)
+        if measured is not None:
+            saved = _retarget_saved(run, cfg, tc, saved, step, measured[0])
+            log(f"{measured[1]:.2f} steps/s: {tc.steps} steps in all fit the {minutes:g}-minute budget")
+        _record(history, losses, step)
         if step % tc.valid_every == 0 or step == tc.steps:
-            for key, value in evaluate(model, valid_set, tc.batch, device).items():
-                history.setdefault({"ce": "valid", "source": "valid_source"}[key], []).append((step, value))
+            _validate(history, model, valid_set, tc, step, device)
         if step % tc.checkpoint_every == 0 or step == tc.steps:
-            _save_state(run, model, opt, scaler, gen, step, history)
-            plot_curves(history, run / CURVES)
-        now = time.monotonic()
-        if now - last_print > 10 or step == tc.steps:
-            last_print = now
-            rate = done_here / (now - t0)
-            recent = np.mean([l for _, l in history["train"][-50:]])
-            val = f", valid {history['valid'][-1][1]:.3f}" if history["valid"] else ""
-            if history.get("source"):
-                val += f", source {np.mean([l for _, l in history['source'][-50:]]):.3f}"
-            log(f"step {step}/{tc.steps} loss {recent:.3f}{val} lr {learning_rate(tc, step - 1):.2e} "
-                f"({rate:.2f} steps/s, ETA {(tc.steps - step) / max(rate, 1e-9) / 60:.1f} min)")
+            _checkpoint(run, model, opt, gen, step, history)
+        progress(tc, step, done_here, history)
     if done_here and step % tc.checkpoint_every:
-        _save_state(run, model, opt, scaler, gen, step, history)
-        plot_curves(history, run / CURVES)
+        _checkpoint(run, model, opt, gen, step, history)
     return history
 
 

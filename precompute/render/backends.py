@@ -16,28 +16,12 @@ from precompute.generate import _NoteNoise, check_pitch, generate, sample_codes
 from precompute.model import NoteExcitation, WaveNetAutoencoder
 from precompute.mulaw import codes_to_input, mulaw_encode
 from precompute.onnx_export import FILES, check_onnx_dir
+from precompute.sampling import Sampling
 
 Progress = Callable[[int, int], None]
-CPU_BATCH = 32             # --batch auto on CPU
-MAX_BATCH = 4096
 ENCODE_BATCH = {"cpu": 8, "cuda": 16}  # notes encoded at once (full-length activations)
 EXC_BLOCK = 128            # steps whose excitation is computed at once
 ORT_PREFERENCE = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CPUExecutionProvider")
-
-
-def auto_batch(cfg: ModelConfig, device: torch.device, length: int) -> int:
-    """The largest batch that fits: on CUDA from free memory (rings, per-frame conditioning, outputs, and
-    room for activations, in bf16), CPU_BATCH on CPU."""
-    if device.type != "cuda":
-        return CPU_BATCH
-    free, _ = torch.cuda.mem_get_info(device)
-    frames = -(-length // cfg.hop)
-    rings = 2 * sum(2 ** (i % cfg.dec_stack) for i in range(cfg.dec_layers)) * cfg.dec_channels
-    cond = frames * (cfg.dec_layers * 2 * cfg.dec_channels + cfg.skip_channels)
-    activations = 16 * cfg.dec_layers * cfg.dec_channels
-    per_note = 2 * (rings + cond + activations) + 8 * length
-    batch = int(0.6 * free // per_note)
-    return int(np.clip(batch - batch % 8, 1, MAX_BATCH))
 
 
 class TorchBackend:
@@ -58,14 +42,12 @@ class TorchBackend:
             out.append(self.model.encode(codes.to(self.device)).float().cpu().numpy())
         return np.concatenate(out)
 
-    def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
-               quantile: float | None = None, pitch: np.ndarray | None = None,
-               progress: Progress | None = None) -> np.ndarray:
+    def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, sampling: Sampling,
+               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
         """embeddings float32 [n, F, E] (and MIDI pitches [n], which excited decoders need) -> mu-law codes int8
-        [n, length]."""
-        codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), length=length, greedy=greedy,
-                         temperature=temperature, quantile=quantile, seeds=seeds, pitch=pitch,
-                         progress=progress)
+        [n, length], all n decoded at once (the caller's batch: a render shard is sized by the plan)."""
+        codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), sampling=sampling, length=length,
+                         seeds=seeds, pitch=pitch, max_batch=max(len(emb), 1), progress=progress)
         return codes.cpu().numpy().astype(np.int8)
 
 
@@ -108,9 +90,8 @@ class OnnxBackend:
         enc = self.sessions["encoder"]
         return np.concatenate([enc.run(None, {"audio": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
 
-    def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, greedy: bool, temperature: float,
-               quantile: float | None = None, pitch: np.ndarray | None = None,
-               progress: Progress | None = None) -> np.ndarray:
+    def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, sampling: Sampling,
+               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
         n = emb.shape[0]
         if length > emb.shape[1] * self.hop:
             raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
@@ -119,7 +100,7 @@ class OnnxBackend:
         note_exc = None if pitch is None else NoteExcitation(self.cfg, pitch, torch.from_numpy(source[0]) if source else None)
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]
-        noise = None if greedy else _NoteNoise(seeds, torch.device("cpu"), quantile)
+        noise = _NoteNoise(seeds, torch.device("cpu"), sampling.quantile) if sampling.draws else None
         x = np.zeros((n, 1), np.float32)
         out = np.empty((n, length), np.int8)
         for t in range(length):
@@ -130,7 +111,8 @@ class OnnxBackend:
                 feed["exc"] = exc[:, t % EXC_BLOCK]
             logits, *rings = step.run(None, feed)
             state = dict(zip(state, rings))
-            q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.steps(t, 1)[0, :, 0], temperature)
+            q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.steps(t, 1)[0, :, 0],
+                             sampling.temperature)
             out[:, t] = q.numpy()
             x = codes_to_input(q).numpy().reshape(n, 1)
             if progress is not None and (t + 1) % 256 == 0:

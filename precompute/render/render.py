@@ -21,18 +21,21 @@ import torch
 from device.bank import BankError, BankInfo, open_bank
 from nsynth.errors import NsynthError
 from nsynth.progress import ETA
+from precompute.config import ModelConfig
 from precompute.corners import Corner, check_compatible, load_corners
 from precompute.generate import decode_dtype
 from precompute.model import WaveNetAutoencoder
 from precompute.onnx_export import export_onnx
 from precompute.render.assemble import assemble
-from precompute.render.backends import CPU_BATCH, OnnxBackend, TorchBackend, auto_batch, describe
+from precompute.render.backends import OnnxBackend, TorchBackend, describe
 from precompute.render.grid import MODES, grid_weights, unique_cells
 from precompute.render.job import Job
 from precompute.render.plan import Plan, note_seed, request_key
 from precompute.render.post import rms
 from precompute.render.scale import Dist, connect_ray, render_ray, render_shard
-from precompute.run import WEIGHTS, load_model, resolve_sampling
+from precompute.run import WEIGHTS, load_model
+from precompute.sampling import Sampling
+from precompute.stepper import CPU_BATCH, auto_batch
 from precompute.threads import use_threads
 
 DEFAULT_PITCHES = list(range(21, 109))
@@ -64,8 +67,7 @@ def corner_id(corner: Corner) -> str:
 
 
 def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder, *, grid: int, length: int,
-                 interpolation: str, greedy: bool, temperature: float, seed: int, backend: str,
-                 quantile: float | None = None, dtype: torch.dtype = torch.float32) -> dict:
+                 interpolation: str, sampling: Sampling, backend: str, dtype: torch.dtype = torch.float32) -> dict:
     """What decides every sample of the bank (its hash names the plan; a job folder holds one), the decoding
     dtype included: a job begun in bf16 (a GPU) is not finished in fp32 (a CPU without bf16), nor the reverse."""
     request = {"corners": [{"name": c.name, "audio_sha256": corner_id(c), "filled": len(c.fill_report)}
@@ -73,10 +75,8 @@ def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder
                "model": {"name": run.resolve().name, "config_hash": model.cfg.hash(),
                          "weights_sha256": hashlib.sha256((run / WEIGHTS).read_bytes()).hexdigest()},
                "grid": grid, "pitches": corners[0].pitches, "velocities": corners[0].velocities, "length": length,
-               "sample_rate": model.cfg.sample_rate, "interpolation": interpolation, "greedy": greedy,
-               "temperature": temperature, "seed": seed, "backend": backend}
-    if quantile is not None:  # only when set: the keys of plans made before quantiles existed stay the same
-        request["quantile"] = quantile
+               "sample_rate": model.cfg.sample_rate, "interpolation": interpolation,
+               **sampling.request(), "backend": backend}
     if dtype != torch.float32:  # likewise for plans decoded in fp32
         request["dtype"] = str(dtype).removeprefix("torch.")
     return request
@@ -138,28 +138,18 @@ def _decode_dtype(backend: str, dev: torch.device, ray_gpus) -> torch.dtype:
 def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.PathLike, *, grid: int = 9,
                 pitches: Sequence[int] = DEFAULT_PITCHES, velocities: Sequence[int] = DEFAULT_VELOCITIES,
                 length: float = 4.0, interpolation: str = "bilinear", batch: int | None = None,
-                device: str | None = None, greedy: bool | None = None, temperature: float | None = None,
-                quantile: float | None = None, seed: int = 0,
+                device: str | None = None, sampling: Sampling | None = None,
                 backend: str = "torch", job: str | os.PathLike | None = None, keep_job: bool = False,
                 ray: str | None = None, threads: int | None = None, quiet: bool = False,
                 rerender: bool = False) -> BankInfo | None:
     """Render (or finish rendering) a bank at `out`. Corners in the order bottom-left, bottom-right, top-left,
     top-right. Under torchrun every rank calls this; rank 0 returns the BankInfo, the others None.
-    greedy / temperature / quantile: all None decodes as the model's config recommends (run.resolve_sampling).
-    threads: torch's CPU threads (None: precompute.threads.choose_threads, the idle physical cores).
-    A bank at `out` already rendered from these settings is returned as it is (`finished_bank`) unless
-    `rerender`."""
-    if len(corners) != 4:
-        raise NsynthError(f"a bank needs 4 corners (bottom-left, bottom-right, top-left, top-right), got {len(corners)}")
-    if interpolation not in MODES:
-        raise NsynthError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(MODES)}")
-    if backend not in BACKENDS:
-        raise NsynthError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    greedy, temperature, quantile = resolve_sampling(model, greedy, temperature, quantile)
-    if not length > 0 or not temperature > 0 or (batch is not None and batch < 1) or grid < 2 \
-            or (quantile is not None and not 0 < quantile < 1):
-        raise NsynthError(f"bad settings: length {length} s, temperature {temperature}, quantile {quantile}, "
-                          f"batch {batch}, grid {grid}")
+    sampling: how notes are decoded, its seed mixed into every note's (None: as the model's config recommends,
+    seed 0: Sampling.resolve). threads: torch's CPU threads (None: precompute.threads.choose_threads, the idle
+    physical cores). A bank at `out` already rendered from these settings is returned as it is (`finished_bank`)
+    unless `rerender`."""
+    _check_settings(corners, interpolation=interpolation, backend=backend, length=length, batch=batch, grid=grid)
+    sampling = Sampling.resolve(model) if sampling is None else sampling
     use_threads(threads)
     out, run = Path(out), Path(model)
     job = Job(job if job is not None else out.with_name(out.name + ".job"))
@@ -171,6 +161,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
         stack.callback(dist.close)
         dev = _device(device, dist)
         ray_gpus = connect_ray(ray) if ray else None
+        dtype = _decode_dtype(backend, dev, ray_gpus)
         samples = int(round(length * net.cfg.sample_rate))
         plan, coder, finished = None, None, None
         if dist.rank == 0:
@@ -178,59 +169,76 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                                   sample_rate=net.cfg.sample_rate)
             check_corner_set(loaded, length=samples, sample_rate=net.cfg.sample_rate)
             request = make_request(loaded, run, net, grid=grid, length=samples, interpolation=interpolation,
-                                   greedy=greedy, temperature=temperature, seed=seed, backend=backend,
-                                   quantile=quantile, dtype=_decode_dtype(backend, dev, ray_gpus))
+                                   sampling=sampling, backend=backend, dtype=dtype)
             finished = None if rerender else finished_bank(out, request)
             if finished is None or job.path.exists():
                 stack.enter_context(job.lock())
-                plan = job.load_plan()
-                if plan is not None:
-                    _check_resumable(job, plan, request, batch)
+                plan = _resumable_plan(job, request, batch)
             if finished is not None:
-                if job.path.exists() and not keep_job:
-                    job.remove()
-                print(f"{out}: already rendered with these settings (plan {finished.extra['plan']}), complete; "
-                      "nothing to do (--rerender renders it again)", file=sys.stderr, flush=True)
+                _leave_finished(out, finished, job, keep_job)
             elif plan is None:
+                coder = _backend(backend, net, job, dev)
                 if batch is None and ray_gpus is not None:
                     batch = RAY_GPU_BATCH if ray_gpus else CPU_BATCH
-                coder = _backend(backend, net, job, dev)
-                plan = make_plan(request, loaded, coder, hop=net.cfg.hop,
-                                 shard_size=batch or auto_batch(net.cfg, dev, samples))
-                if batch is None:  # auto: every rank gets a share
-                    plan.shard_size = min(plan.shard_size, -(-plan.n_notes // dist.world))
-                job.save_plan(plan)
+                plan = _new_plan(job, request, loaded, coder, net.cfg, batch=batch, device=dev, dtype=dtype,
+                                 ranks=dist.world)
         dist.barrier()
         if dist.share(finished is not None):
             return finished
         if plan is None:
             plan = job.load_plan()
         if ray:
-            payload = _ray_payload(backend, net, job, plan)
-            _say(_summary(plan, None, f"Ray tasks at {ray}"), quiet)
-            render_ray(job, plan, payload, gpus=bool(ray_gpus), greedy=greedy, temperature=temperature,
-                       quantile=quantile, progress=None if quiet else ETA("render", unit="notes"))
+            _render_ray(job, plan, _ray_payload(backend, net, job, plan), sampling, address=ray, gpus=bool(ray_gpus),
+                        quiet=quiet)
         else:
-            todo = job.pending(plan, dist.mine(plan.n_shards))
-            coder = coder or _backend(backend, net, job, dev)
-            where = describe(coder) + (f", rank {dist.rank}/{dist.world}" if dist.world > 1 else "")
-            _say(_summary(plan, todo, where), quiet)
-            _render_local(job, plan, coder, todo, greedy=greedy, temperature=temperature, quantile=quantile,
-                          quiet=quiet)
+            _render_local(job, plan, coder or _backend(backend, net, job, dev), sampling, dist=dist, quiet=quiet)
         dist.barrier()
         if dist.rank != 0:
             return None
-        extra = {"interpolation": interpolation, "greedy": greedy, "temperature": temperature, "quantile": quantile,
-                 "seed": seed,
-                 "backend": backend, "unique_cells": plan.n_cells, "plan": plan.key[:16],
-                 "corners_filled": {c["name"]: c["filled"] for c in plan.request["corners"]}}
-        model_name = f"{plan.request['model']['name']}@{plan.request['model']['weights_sha256'][:12]}"
-        info = assemble(job, plan, out, model=model_name, config_hash=net.cfg.hash(), extra=extra)
-        if not keep_job:
-            job.remove()
-        _say(f"{out}: {plan.n_notes} notes decoded for {grid * grid * len(plan.pitches) * len(plan.velocities)} "
-             "bank notes", quiet)
-        return info
+        return _assemble_bank(job, plan, out, net, sampling, interpolation=interpolation, backend=backend,
+                              keep_job=keep_job, quiet=quiet)
+
+
+def _check_settings(corners: Sequence[str], *, interpolation: str, backend: str, length: float,
+                    batch: int | None, grid: int) -> None:
+    """Refuse settings no render can use, before anything is loaded."""
+    if len(corners) != 4:
+        raise NsynthError(f"a bank needs 4 corners (bottom-left, bottom-right, top-left, top-right), got {len(corners)}")
+    if interpolation not in MODES:
+        raise NsynthError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(MODES)}")
+    if backend not in BACKENDS:
+        raise NsynthError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not length > 0 or (batch is not None and batch < 1) or grid < 2:
+        raise NsynthError(f"bad settings: length {length} s, batch {batch}, grid {grid}")
+
+
+def _resumable_plan(job: Job, request: dict, batch: int | None) -> Plan | None:
+    """The job folder's plan if it renders `request` (None when there is none); an error for another one."""
+    plan = job.load_plan()
+    if plan is not None:
+        _check_resumable(job, plan, request, batch)
+    return plan
+
+
+def _leave_finished(out: Path, finished: BankInfo, job: Job, keep_job: bool) -> None:
+    """A bank already rendered from the request: drop a job folder left beside it (unless kept) and say so."""
+    if job.path.exists() and not keep_job:
+        job.remove()
+    print(f"{out}: already rendered with these settings (plan {finished.extra['plan']}), complete; "
+          "nothing to do (--rerender renders it again)", file=sys.stderr, flush=True)
+
+
+def _new_plan(job: Job, request: dict, corners: Sequence[Corner], coder, cfg: ModelConfig, *, batch: int | None,
+              device: torch.device, dtype: torch.dtype, ranks: int) -> Plan:
+    """Encode the corners, lay out the notes in shards of `batch` notes (None: stepper.auto_batch's count for
+    the decoding device, no more than a torchrun rank's share) and save the plan in the job folder. A shard is
+    decoded as one batch (its size is the batch every backend uses)."""
+    size = batch or auto_batch(cfg, device, length=request["length"], dtype=dtype)
+    plan = make_plan(request, corners, coder, hop=cfg.hop, shard_size=size)
+    if batch is None:  # auto: every rank gets a share
+        plan.shard_size = min(plan.shard_size, -(-plan.n_notes // ranks))
+    job.save_plan(plan)
+    return plan
 
 
 def finished_bank(out: Path, request: dict) -> BankInfo | None:
@@ -262,17 +270,42 @@ def _summary(plan: Plan, todo: list[int] | None, where: str) -> str:
             f"{plan.shard_size}{left} ({where})")
 
 
-def _render_local(job: Job, plan: Plan, backend, todo: list[int], *, greedy: bool, temperature: float,
-                  quantile: float | None, quiet: bool) -> None:
+def _render_local(job: Job, plan: Plan, backend, sampling: Sampling, *, dist: Dist, quiet: bool) -> None:
+    """Decode this process's pending shards (a torchrun rank's share) into the job folder, with an ETA."""
+    todo = job.pending(plan, dist.mine(plan.n_shards))
+    where = describe(backend) + (f", rank {dist.rank}/{dist.world}" if dist.world > 1 else "")
+    _say(_summary(plan, todo, where), quiet)
     total = sum(len(plan.shard_notes(i)) for i in todo)
     eta = None if quiet else ETA("render", unit="notes")
     done = 0
     for i in todo:
         n = len(plan.shard_notes(i))
         progress = None if eta is None else (lambda s, t, d=done, n=n: eta(d + n * s // t, total))
-        job.write_shard(plan, i, render_shard(backend, plan, i, greedy=greedy, temperature=temperature,
-                                              quantile=quantile, progress=progress))
+        job.write_shard(plan, i, render_shard(backend, plan, i, sampling, progress=progress))
         done += n
+
+
+def _render_ray(job: Job, plan: Plan, payload: tuple, sampling: Sampling, *, address: str, gpus: bool,
+                quiet: bool) -> None:
+    """Decode the pending shards as Ray tasks on the cluster at `address`."""
+    _say(_summary(plan, None, f"Ray tasks at {address}"), quiet)
+    render_ray(job, plan, payload, sampling, gpus=gpus, progress=None if quiet else ETA("render", unit="notes"))
+
+
+def _assemble_bank(job: Job, plan: Plan, out: Path, net: WaveNetAutoencoder, sampling: Sampling, *,
+                   interpolation: str, backend: str, keep_job: bool, quiet: bool) -> BankInfo:
+    """The decoded shards -> the bank at `out` (its manifest names the model and the settings); drops the job
+    folder unless kept."""
+    extra = {"interpolation": interpolation, "greedy": sampling.greedy, "temperature": sampling.temperature,
+             "quantile": sampling.quantile, "seed": sampling.seed, "backend": backend, "unique_cells": plan.n_cells,
+             "plan": plan.key[:16], "corners_filled": {c["name"]: c["filled"] for c in plan.request["corners"]}}
+    model_name = f"{plan.request['model']['name']}@{plan.request['model']['weights_sha256'][:12]}"
+    info = assemble(job, plan, out, model=model_name, config_hash=net.cfg.hash(), extra=extra)
+    if not keep_job:
+        job.remove()
+    _say(f"{out}: {plan.n_notes} notes decoded for {plan.grid ** 2 * len(plan.pitches) * len(plan.velocities)} "
+         "bank notes", quiet)
+    return info
 
 
 def _ray_payload(kind: str, net: WaveNetAutoencoder, job: Job, plan: Plan) -> tuple:
@@ -341,10 +374,10 @@ def configure(parser) -> None:
             batch = None if a.batch == "auto" else int(a.batch)
         except ValueError:
             raise NsynthError(f"--batch {a.batch!r}: expected a number or auto") from None
+        sampling = Sampling.resolve(a.model, a.greedy, a.temperature, a.quantile, a.seed)
         info = render_bank(a.corners, a.model, a.out, grid=a.grid, pitches=pitches, velocities=velocities,
                            length=a.length, interpolation=a.interpolation, batch=batch, device=a.device,
-                           greedy=a.greedy, temperature=a.temperature, quantile=a.quantile, seed=a.seed,
-                           backend=a.backend, job=a.job,
+                           sampling=sampling, backend=a.backend, job=a.job,
                            keep_job=a.keep_job, ray=a.ray, threads=a.threads, quiet=a.quiet, rerender=a.rerender)
         if info is not None:
             print(a.out)

@@ -20,6 +20,7 @@ import numpy as np
 
 from precompute.render.job import Job
 from precompute.render.plan import Plan
+from precompute.sampling import Sampling
 
 BARRIER_TIMEOUT = datetime.timedelta(days=7)  # a barrier waits for the slowest rank's whole share
 
@@ -90,17 +91,14 @@ def _worker_backend(payload: tuple):
     return _BACKENDS[key]
 
 
-def render_shard(backend, plan: Plan, i: int, *, greedy: bool, temperature: float, quantile: float | None = None,
-                 progress=None) -> np.ndarray:
-    """Decode shard i of the plan -> codes int8 [notes, length]."""
+def render_shard(backend, plan: Plan, i: int, sampling: Sampling, progress=None) -> np.ndarray:
+    """Decode shard i of the plan (its notes at once, with their seeds) -> codes int8 [notes, length]."""
     emb, seeds, pitch = plan.shard_inputs(i)
-    return backend.decode(emb, seeds, length=plan.length, greedy=greedy, temperature=temperature, quantile=quantile,
-                          pitch=pitch, progress=progress)
+    return backend.decode(emb, seeds, length=plan.length, sampling=sampling, pitch=pitch, progress=progress)
 
 
-def _ray_task(payload: tuple, plan: Plan, i: int, greedy: bool, temperature: float,
-              quantile: float | None) -> np.ndarray:
-    return render_shard(_worker_backend(payload), plan, i, greedy=greedy, temperature=temperature, quantile=quantile)
+def _ray_task(payload: tuple, plan: Plan, i: int, sampling: Sampling) -> np.ndarray:
+    return render_shard(_worker_backend(payload), plan, i, sampling)
 
 
 def connect_ray(address: str) -> int:
@@ -113,8 +111,8 @@ def connect_ray(address: str) -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def render_ray(job: Job, plan: Plan, payload: tuple, *, gpus: bool, greedy: bool, temperature: float,
-               quantile: float | None = None, progress: Callable[[int, int], None] | None = None) -> int:
+def render_ray(job: Job, plan: Plan, payload: tuple, sampling: Sampling, *, gpus: bool,
+               progress: Callable[[int, int], None] | None = None) -> int:
     """Render the plan's pending shards as Ray tasks (one GPU each if `gpus`, else one CPU); the driver writes
     each result into the job folder as it arrives. payload: (key, "torch", {"config", "state_dict"}) or
     (key, "onnxruntime", (files, config)). -> shards rendered."""
@@ -123,7 +121,7 @@ def render_ray(job: Job, plan: Plan, payload: tuple, *, gpus: bool, greedy: bool
     task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_retries=2)(_ray_task)
     todo = job.pending(plan)
     payload_ref, plan_ref = ray.put(payload), ray.put(plan)
-    running = {task.remote(payload_ref, plan_ref, i, greedy, temperature, quantile): i for i in todo}
+    running = {task.remote(payload_ref, plan_ref, i, sampling): i for i in todo}
     total, done = sum(len(plan.shard_notes(i)) for i in todo), 0
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)

@@ -5,6 +5,7 @@ from bench.bf16 import emulated_bf16
 from precompute.config import preset
 from precompute.generate import generate
 from precompute.model import Decoder, WaveNetAutoencoder
+from precompute.sampling import GREEDY
 
 
 @torch.no_grad()
@@ -25,7 +26,7 @@ def test_emulated_bf16_is_torchs_bf16_up_to_accumulation_order():
     assert not torch.equal(emulated, native)  # the emulation ran (its own sums)
     assert (emulated - native).abs().mean() < 0.25 * (fp32 - native).abs().mean()
     # the packed stepper (torch.addmm, Tensor.addmm_) in bf16: the same codes
-    kw = dict(greedy=True, length=1000, dtype=torch.bfloat16, pitch=[50, 70])
+    kw = dict(sampling=GREEDY, length=1000, dtype=torch.bfloat16, pitch=[50, 70])
     a = generate(model.decoder, emb, **kw)
     with emulated_bf16():
         b = generate(model.decoder, emb, **kw)

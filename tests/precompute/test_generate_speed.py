@@ -4,11 +4,15 @@ import pytest
 import torch
 
 from bench.textbook import naive_step, textbook_generate
+from nsynth.errors import NsynthError
 from precompute.config import preset
 from precompute.generate import NOISE_CHUNK, _NoteNoise, generate, render_parts
 from precompute.model import WaveNetAutoencoder, shift
 from precompute.mulaw import codes_to_input
-from precompute.stepper import Stepper, auto_batch, split_batch
+from precompute.sampling import GREEDY, Sampling
+from precompute.stepper import CPU_BATCH, MAX_BATCH, MEMORY_FRACTION, Stepper, auto_batch, split_batch
+
+MEDIAN = Sampling(quantile=0.5)
 
 
 def _model(name, seed=0, harmonics=0, source_bands=0):
@@ -73,7 +77,8 @@ def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonic
                 model.decoder.source.net[-1].weight.normal_(0, 0.5)
     emb = torch.randn(3, 2 + steps // 512, 16)
     pitch = torch.tensor([30, 64, 100]) if excited else None
-    stepper = Stepper(model.decoder, 3, chunk=64, greedy=True, temperature=temperature, tanh_by_sigmoid=tanh_by_sigmoid)
+    stepper = Stepper(model.decoder, 3, chunk=64, sampling=Sampling(True, temperature),
+                      tanh_by_sigmoid=tanh_by_sigmoid)
     idx, logits = _run(stepper, emb, steps, note_exc=model.decoder.note_excitation(pitch, emb))
     codes = idx - 128
     full = _full_pass(model, codes, emb[:, : -(-steps // 512)], pitch)
@@ -98,7 +103,7 @@ def test_sampling_is_the_inverse_cdf_of_each_notes_uniforms():
     model = _model("tiny")
     emb = torch.randn(4, 2, 16)
     seeds = [5, 6, 7, 8]
-    codes = generate(model.decoder, emb, seeds=seeds, temperature=0.8, length=700)
+    codes = generate(model.decoder, emb, seeds=seeds, sampling=Sampling(temperature=0.8), length=700)
     logits = _full_pass(model, codes, emb) / 0.8
     noise = _NoteNoise(seeds, torch.device("cpu"))
     u = torch.cat([noise.steps(t, NOISE_CHUNK)[:, :, 0].T for t in range(0, 1024, NOISE_CHUNK)], 1)[:, :700]
@@ -112,21 +117,21 @@ def test_quantile_decoding_takes_that_quantile_of_every_prediction():
     """quantile 0.5: every sample is the median of its predicted distribution (the inverse CDF at 0.5)."""
     model = _model("tiny")
     emb = torch.randn(3, 2, 16)
-    codes = generate(model.decoder, emb, seeds=[1, 2, 3], quantile=0.5, length=700)
+    codes = generate(model.decoder, emb, seeds=[1, 2, 3], sampling=MEDIAN, length=700)
     expect = inverse_cdf(_full_pass(model, codes, emb), torch.full(codes.shape, 0.5))
     assert (expect != codes).float().mean() < 0.002  # only rounding at a bin edge may differ
-    assert torch.equal(codes, generate(model.decoder, emb, seeds=[7, 8, 9], quantile=0.5, length=700))
-    assert not torch.equal(codes, generate(model.decoder, emb, greedy=True, length=700))
+    assert torch.equal(codes, generate(model.decoder, emb, seeds=[7, 8, 9], sampling=MEDIAN, length=700))
+    assert not torch.equal(codes, generate(model.decoder, emb, sampling=GREEDY, length=700))
     assert len(set(codes.flatten().tolist())) > 2
-    with pytest.raises(ValueError, match="quantile must be in"):
-        generate(model.decoder, emb, quantile=1.0, length=10)
+    with pytest.raises(NsynthError, match=r"quantile must be in \(0, 1\), got 1.0"):
+        Sampling(quantile=1.0)
 
 
 @torch.no_grad()
 def test_fast_path_and_the_textbook_generator_agree_greedily():
     model = _model("tiny", seed=1)
     emb = torch.randn(2, 3, 16)
-    ours = generate(model.decoder, emb, greedy=True, length=1300)
+    ours = generate(model.decoder, emb, sampling=GREEDY, length=1300)
     for queue in ("fifo", "shift"):
         assert torch.equal(textbook_generate(model.decoder, emb, 1300, queue=queue), ours)
 
@@ -135,7 +140,7 @@ def test_fast_path_and_the_textbook_generator_agree_greedily():
 def test_naive_step_predicts_the_same_sample():
     model = _model("tiny", seed=2)
     emb = torch.randn(2, 3, 16)
-    codes = generate(model.decoder, emb, greedy=True, length=1200)
+    codes = generate(model.decoder, emb, sampling=GREEDY, length=1200)
     x = shift(codes_to_input(codes).unsqueeze(-1), 1).squeeze(-1)
     for t in (5, 700, 1200):
         assert torch.equal(naive_step(model.decoder, x[:, :t], emb).argmax(-1) - 128, codes[:, t - 1])
@@ -146,7 +151,7 @@ def test_notes_do_not_depend_on_how_the_batch_is_split():
     model = _model("tiny")
     emb = torch.randn(7, 2, 16)
     seeds = list(range(100, 107))
-    kw = dict(greedy=False, temperature=1.0, dtype=torch.float32, graph=False, progress=None)
+    kw = dict(sampling=Sampling(), dtype=torch.float32, graph=False, progress=None)
     whole = render_parts(model.decoder, emb, seeds, 600, 7, **kw)
     seen = []
     parts = render_parts(model.decoder, emb, seeds, 600, 3, **{**kw, "progress": lambda d, n: seen.append((d, n))})
@@ -160,13 +165,13 @@ def test_excited_decoders_take_the_notes_pitches():
     model = _model("tiny", harmonics=3)
     emb = torch.randn(3, 2, 16)
     with pytest.raises(ValueError, match="give their pitches"):
-        generate(model.decoder, emb, greedy=True, length=100)
+        generate(model.decoder, emb, sampling=GREEDY, length=100)
     with pytest.raises(ValueError, match="2 pitches for 3 notes"):
-        generate(model.decoder, emb, greedy=True, length=100, pitch=[60, 61])
+        generate(model.decoder, emb, sampling=GREEDY, length=100, pitch=[60, 61])
     whole = generate(model.decoder, emb, seeds=[1, 2, 3], length=700, pitch=[40, 60, 80])
     alone = generate(model.decoder, emb[1:2], seeds=[2], length=700, pitch=[60])
     assert torch.equal(whole[1], alone[0])
-    kw = dict(greedy=False, temperature=1.0, dtype=torch.float32, graph=False, progress=None)
+    kw = dict(sampling=Sampling(), dtype=torch.float32, graph=False, progress=None)
     parts = render_parts(model.decoder, emb, [1, 2, 3], 700, 2, pitch=torch.tensor([40, 60, 80]), **kw)
     assert torch.equal(whole, parts)
 
@@ -176,28 +181,34 @@ def test_bf16_steps_follow_the_fp32_model():
     """The CUDA default dtype, run on the CPU: greedy bf16 codes are mostly the fp32 model's argmax."""
     model = _model("tiny")
     emb = torch.randn(2, 1, 16)
-    codes = generate(model.decoder, emb, greedy=True, length=400, dtype=torch.bfloat16)
+    codes = generate(model.decoder, emb, sampling=GREEDY, length=400, dtype=torch.bfloat16)
     assert next(model.decoder.parameters()).dtype == torch.float32  # the caller's model is untouched
     agree = (_full_pass(model, codes, emb).argmax(-1) - 128 == codes).float().mean()
     assert agree > 0.9
 
 
 def test_batch_planning():
-    assert auto_batch(1000, 10_000_000) == 4096
-    assert auto_batch(1000, 1_000_000) == 700
-    assert auto_batch(10**9, 10**6) == 1
+    cfg = preset("nsynth")
+    cuda = torch.device("cuda")
+    per_note = Stepper.bytes_per_note(cfg, torch.bfloat16) + 8 * 64000 + 125 * 16 * (4 + 2)  # + codes, embeddings
+    fits = lambda n: auto_batch(cfg, cuda, length=64000, dtype=torch.bfloat16, free_bytes=n)  # noqa: E731
+    assert fits(int(1000.5 * per_note / MEMORY_FRACTION)) == 1000  # a multiple of 8 from 8 up
+    assert fits(int(1007.5 * per_note / MEMORY_FRACTION)) == 1000
+    assert fits(int(1008.5 * per_note / MEMORY_FRACTION)) == 1008
+    assert fits(int(7.5 * per_note / MEMORY_FRACTION)) == 7
+    assert fits(10 ** 15) == MAX_BATCH
+    assert fits(10 ** 6) == 1
+    assert auto_batch(cfg, torch.device("cpu"), length=64000, dtype=torch.float32) == CPU_BATCH
     assert split_batch(10, 4) == [slice(0, 3), slice(3, 6), slice(6, 10)]
     assert split_batch(8, 8) == [slice(0, 8)]
     assert split_batch(1, 4096) == [slice(0, 1)]
     assert split_batch(0, 4) == []
-    model = WaveNetAutoencoder(preset("nsynth"))
-    per_note = Stepper.bytes_per_note(model.decoder, torch.bfloat16)
     rings = 3 * sum(2 * 2 ** k + 1 for k in range(10)) * 512 * 2
-    assert rings < per_note < rings + 200_000  # rings (6.3 MB) dominate
+    assert rings < Stepper.bytes_per_note(cfg, torch.bfloat16) < rings + 200_000  # rings (6.3 MB) dominate
     tiny = WaveNetAutoencoder(preset("tiny")).decoder
-    stepper = Stepper(tiny, 5, chunk=8, greedy=True, dtype=torch.bfloat16)
+    stepper = Stepper(tiny, 5, chunk=8, sampling=GREEDY, dtype=torch.bfloat16)
     allocated = sum(t.numel() * t.element_size() for t in stepper.rings) + stepper.x_ring.numel() * 2
-    assert allocated <= 5 * Stepper.bytes_per_note(tiny, torch.bfloat16)
+    assert allocated <= 5 * Stepper.bytes_per_note(tiny.cfg, torch.bfloat16)
 
 
 def test_bad_arguments_are_refused():
@@ -205,8 +216,6 @@ def test_bad_arguments_are_refused():
     emb = torch.zeros(2, 1, 16)
     with pytest.raises(ValueError, match="seeds"):
         generate(model.decoder, emb, seeds=[1], length=10)
-    with pytest.raises(ValueError, match="temperature"):
-        generate(model.decoder, emb, temperature=0.0, length=10)
     with pytest.raises(ValueError, match="frames"):
         generate(model.decoder, emb, length=513)
     assert generate(model.decoder, torch.zeros(0, 1, 16), length=100).shape == (0, 100)
@@ -220,7 +229,7 @@ def test_sample_codes_follows_the_stepper():
     model = WaveNetAutoencoder(preset("tiny")).eval()
     emb = torch.randn(3, 2, 16)
     seeds = [4, 5, 6]
-    codes = generate(model.decoder, emb, seeds=seeds, temperature=0.8)
+    codes = generate(model.decoder, emb, seeds=seeds, sampling=Sampling(temperature=0.8))
     x = codes_to_input(codes)
     logits = model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
     noise = _NoteNoise(seeds, torch.device("cpu"))
@@ -252,10 +261,10 @@ def test_bf16_is_the_default_where_the_hardware_has_it(monkeypatch):
     assert decode_dtype(cpu) == torch.float32
     model = _model("tiny")
     emb = torch.randn(4, 1, 16)
-    fp32 = generate(model.decoder, emb, greedy=True, length=512, dtype=torch.float32)
-    assert torch.equal(generate(model.decoder, emb, greedy=True, length=512), fp32)
+    fp32 = generate(model.decoder, emb, sampling=GREEDY, length=512, dtype=torch.float32)
+    assert torch.equal(generate(model.decoder, emb, sampling=GREEDY, length=512), fp32)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # an AMX CPU
     assert decode_dtype(cpu) == torch.bfloat16
-    bf16 = generate(model.decoder, emb, greedy=True, length=512, dtype=torch.bfloat16)
+    bf16 = generate(model.decoder, emb, sampling=GREEDY, length=512, dtype=torch.bfloat16)
     assert not torch.equal(bf16, fp32)
-    assert torch.equal(generate(model.decoder, emb, greedy=True, length=512), bf16)
+    assert torch.equal(generate(model.decoder, emb, sampling=GREEDY, length=512), bf16)

@@ -6,6 +6,7 @@ from precompute.config import PRESETS, ModelConfig, preset
 from precompute.generate import generate
 from precompute.model import WaveNetAutoencoder, shift, source_signal
 from precompute.mulaw import codes_to_input, mulaw_decode, mulaw_encode
+from precompute.sampling import GREEDY
 
 
 def test_mulaw_matches_the_formula_and_round_trips():
@@ -115,7 +116,7 @@ def test_greedy_generation_follows_the_argmax_of_the_full_pass():
     """Generated codes, fed back teacher-forced, must be the argmax of the full pass at every step."""
     model = WaveNetAutoencoder(preset("tiny")).eval()
     emb = torch.randn(2, 2, 16)
-    codes = generate(model.decoder, emb, greedy=True)
+    codes = generate(model.decoder, emb, sampling=GREEDY)
     x = codes_to_input(codes)
     logits = model.decoder(shift(x.unsqueeze(-1), 1).squeeze(-1), emb)
     assert torch.equal(logits.argmax(-1) - 128, codes)

@@ -126,32 +126,37 @@ def test_an_excited_model_decodes_at_the_pitch_given(tmp_path):
 
 
 def test_a_run_recommends_how_it_is_decoded(tmp_path):
-    from precompute.run import resolve_sampling, write_config
+    from precompute.run import write_config
+    from precompute.sampling import Sampling
 
     run = tmp_path / "r"
     new_run(run, preset("tiny", harmonics=2))
-    assert resolve_sampling(run, None, None) == (False, 1.0, None)  # no recommendation: sampling at 1
+    assert Sampling.resolve(run) == Sampling(False, 1.0, None, 0)  # no recommendation: sampling at 1
     doc = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**doc, "sampling": {"greedy": True}}))
-    assert resolve_sampling(run, None, None) == (True, 1.0, None)
-    assert resolve_sampling(run, None, 0.7) == (False, 0.7, None)
-    assert resolve_sampling(run, False, None) == (False, 1.0, None)
-    assert resolve_sampling(run, None, None, 0.5) == (False, 1.0, 0.5)
+    assert Sampling.resolve(run, seed=4) == Sampling(True, 1.0, None, 4)
+    assert Sampling.resolve(run, None, 0.7) == Sampling(False, 0.7, None, 0)  # an explicit choice wins
+    assert Sampling.resolve(run, False) == Sampling(False, 1.0, None, 0)
+    assert Sampling.resolve(run, None, None, 0.5) == Sampling(False, 1.0, 0.5, 0)
+    assert Sampling.resolve(run, True, 0.7, 0.5) == Sampling(True, 1.0, None, 0)  # --greedy wins over the rest
     write_config(run, preset("tiny", harmonics=2), {"steps": 5})  # training rewrites the config: the advice stays
     assert json.loads((run / "config.json").read_text())["sampling"] == {"greedy": True}
     # `nsynth decode` follows it: greedy, so the seed changes nothing
     np.save(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32))
-    a = decode_embeddings(tmp_path / "emb.npy", run, seed=1, pitch=60, progress=False)
-    b = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, progress=False)
-    c = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, temperature=1.0, progress=False)
+    a = decode_embeddings(tmp_path / "emb.npy", run, sampling=Sampling.resolve(run, seed=1), pitch=60, progress=False)
+    b = decode_embeddings(tmp_path / "emb.npy", run, sampling=Sampling.resolve(run, seed=2), pitch=60, progress=False)
+    c = decode_embeddings(tmp_path / "emb.npy", run, sampling=Sampling.resolve(run, temperature=1.0, seed=2), pitch=60,
+                          progress=False)
     assert np.array_equal(a, b) and not np.array_equal(b, c)
+    assert np.array_equal(a, decode_embeddings(tmp_path / "emb.npy", run, pitch=60, progress=False))  # None: resolved
     # the median (quantile 0.5) is deterministic too, and differs from the mode
     (run / "config.json").write_text(json.dumps({**doc, "sampling": {"quantile": 0.5}}))
-    assert resolve_sampling(run, None, None) == (False, 1.0, 0.5)
-    m1 = decode_embeddings(tmp_path / "emb.npy", run, seed=1, pitch=60, progress=False)
-    m2 = decode_embeddings(tmp_path / "emb.npy", run, seed=2, pitch=60, progress=False)
+    assert Sampling.resolve(run) == Sampling(False, 1.0, 0.5, 0)
+    m1 = decode_embeddings(tmp_path / "emb.npy", run, sampling=Sampling.resolve(run, seed=1), pitch=60, progress=False)
+    m2 = decode_embeddings(tmp_path / "emb.npy", run, sampling=Sampling.resolve(run, seed=2), pitch=60, progress=False)
     assert np.array_equal(m1, m2) and not np.array_equal(m1, a)
-    for bad in ({"temperature": "hot"}, {"quantile": 1.5}, {"greedy": 1}, {"top_k": 5}, [0.5]):
+    for bad in ({"temperature": "hot"}, {"quantile": 1.5}, {"greedy": 1}, {"top_k": 5}, [0.5],
+                {"greedy": True, "quantile": 0.5}):
         (run / "config.json").write_text(json.dumps({**doc, "sampling": bad}))
         with pytest.raises(NsynthError, match=r"r/config.json: bad \"sampling\" section"):
-            resolve_sampling(run, None, None)
+            Sampling.resolve(run)

@@ -13,6 +13,7 @@ from precompute.model import WaveNetAutoencoder, shift
 from precompute.mulaw import codes_to_input
 from precompute.onnx_export import export_onnx
 from precompute.render.backends import OnnxBackend
+from precompute.sampling import Sampling
 from precompute.stepper import Stepper
 
 from test_generate_speed import inverse_cdf
@@ -61,7 +62,7 @@ def test_sample_codes_at_the_ends(u, like):
 def test_stepper_at_the_ends(u, like):
     model = _edgy_model()
     emb = torch.randn(2, 1, 16)
-    stepper = Stepper(model.decoder, 2, chunk=64, greedy=False)
+    stepper = Stepper(model.decoder, 2, chunk=64, sampling=Sampling())
     stepper.set_frame(emb[:, 0])
     stepper.noise.fill_(u)
     stepper.run_chunk()
@@ -91,7 +92,7 @@ def test_onnxruntime_with_a_drawn_zero(tmp_path):
         export_onnx(model, tmp_path)
     backend = OnnxBackend(*OnnxBackend.read_files(tmp_path))
     emb = np.random.default_rng(0).standard_normal((1, 1, 16)).astype(np.float32)
-    codes = torch.from_numpy(backend.decode(emb, [ZERO_SEED], length=64, greedy=False, temperature=1.0,
+    codes = torch.from_numpy(backend.decode(emb, [ZERO_SEED], length=64, sampling=Sampling(),
                                             pitch=np.array([60])).astype(np.int64))
     exc = model.decoder.excitation(torch.tensor([60]), torch.arange(64))
     logits = model.decoder(shift(codes_to_input(codes).unsqueeze(-1), 1).squeeze(-1), torch.from_numpy(emb), exc)

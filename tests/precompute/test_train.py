@@ -14,8 +14,8 @@ from precompute.datasets.soundfont import render_soundfont_dataset
 from precompute.config import PRESETS, preset
 from precompute.model import WaveNetAutoencoder
 from precompute.run import load_model, new_run, read_config, save_weights
-from precompute.train import (STATE, Notes, TrainConfig, evaluate, learning_rate, load_notes, loss_fn, random_crops,
-                              retarget, train, warm_start)
+from precompute.train import (STATE, Crops, Notes, TrainConfig, evaluate, learning_rate, load_notes, loss_fn,
+                              random_crops, retarget, train, train_step, warm_start)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     train(data, run, log=lambda *_: None)
     a = torch.load(ref / STATE, weights_only=False)
     b = torch.load(run / STATE, weights_only=False)
-    assert b["step"] == steps
+    assert b["step"] == steps and "scaler" not in b  # bf16 autocast alone: no loss scaler to save
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     # a finished run trains on when given a new total
@@ -255,3 +255,22 @@ def test_warmup_ramps_the_learning_rate():
     tc = TrainConfig(steps=1000, lr=1e-3, warmup=100)
     assert learning_rate(tc, 0) == pytest.approx(1e-5) and learning_rate(tc, 49) == pytest.approx(5e-4)
     assert learning_rate(tc, 99) == learning_rate(tc, 400) == 1e-3
+
+
+def test_a_step_with_non_finite_gradients_is_skipped():
+    """As a loss scaler skipped them on CUDA: one bad batch leaves the weights and the optimizer as they were."""
+    torch.manual_seed(0)
+    model = WaveNetAutoencoder(preset("tiny"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    crops = Crops(torch.randint(-128, 128, (2, 1024)), torch.tensor([60, 64]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.decoder.logits.bias[3] = float("nan")
+    losses = train_step(model, opt, crops, lr=1e-3, clip=1.0, amp=False)
+    assert math.isnan(losses["total"].item()) and not opt.state
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "decoder.logits.bias")
+    with torch.no_grad():
+        model.decoder.logits.bias[3] = 0.0
+    train_step(model, opt, crops, lr=1e-3, clip=1.0, amp=False)
+    assert opt.state and not torch.equal(before["decoder.start.weight"], model.state_dict()["decoder.start.weight"])

@@ -13,6 +13,7 @@ from precompute.render.job import Job
 from precompute.render.render import render_bank
 from precompute.config import preset
 from precompute.run import load_model, new_run, save_weights
+from precompute.sampling import GREEDY
 
 from render_setup import SMALL
 
@@ -32,11 +33,11 @@ def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, sour
         for p in model.decoder.parameters():
             p.mul_(3)
     save_weights(sharp, model)
-    settings = {**SMALL, "grid": 2, "length": 0.064, "batch": 8, "greedy": True, "keep_job": True}
+    settings = {**SMALL, "grid": 2, "length": 0.064, "batch": 8, "sampling": GREEDY, "keep_job": True}
     if harmonics:  # decoded as the run's config recommends (the median, deterministic too), not as asked
         doc = json.loads((sharp / "config.json").read_text())
         (sharp / "config.json").write_text(json.dumps({**doc, "sampling": {"quantile": 0.5}}))
-        del settings["greedy"]
+        del settings["sampling"]
     for backend in ("torch", "onnxruntime"):
         render_bank(corners, sharp, tmp_path / backend, backend=backend, **settings)
     jt, jo = Job(tmp_path / "torch.job"), Job(tmp_path / "onnxruntime.job")

@@ -33,3 +33,28 @@ def test_identical_cells_are_rendered_once(setup, tmp_path):
     s = np.asarray(open_bank(out).samples)[0, 0]
     assert all(np.array_equal(s[y, 0], s[y, x]) for y in range(3) for x in range(3))
     assert not np.array_equal(s[0, 0], s[2, 0])
+
+
+def test_a_shard_is_decoded_as_the_batch_the_plan_chose(setup, tmp_path, monkeypatch):
+    """The plan sizes the batches (stepper.auto_batch, or --batch) and the decoder runs each shard as one batch:
+    generate does not split a shard again by its own memory rule (here made to allow a single note)."""
+    import precompute.generate as gen
+    import precompute.render.render as render
+
+    root, corners, run = setup
+    calls, real = [], gen.render_parts
+
+    def spy(decoder, emb, seeds, length, max_batch, **kw):
+        calls.append((emb.shape[0], max_batch))
+        return real(decoder, emb, seeds, length, max_batch, **kw)
+
+    monkeypatch.setattr(gen, "render_parts", spy)
+    monkeypatch.setattr(gen, "auto_batch", lambda *a, **k: 1)
+    monkeypatch.setattr(render, "auto_batch", lambda cfg, device, *, length, dtype: 4)  # the plan's one rule
+    for batch, size in ((3, 3), (None, 4)):
+        calls.clear()
+        out = tmp_path / f"bank{batch}"
+        render_bank(corners, run, out, keep_job=True, **{**SMALL, "pitches": [60], "batch": batch})
+        plan = Job(out.with_name(out.name + ".job")).load_plan()
+        assert plan.shard_size == size and plan.n_shards > 1
+        assert calls == [(len(plan.shard_notes(i)),) * 2 for i in range(plan.n_shards)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from device.bank import SAMPLES, open_bank
 from nsynth.cli import main
 from precompute.render.render import render_bank
+from precompute.sampling import Sampling
 
 from render_setup import CLI_SMALL, SMALL, same_bank
 
@@ -42,7 +43,7 @@ def test_a_finished_render_is_not_rendered_again(setup, reference, tmp_path, cap
     render_bank(corners, run, out, rerender=True, **SMALL)
     assert identity(out) != before and same_bank(out, reference)
 
-    render_bank(corners, run, out, **{**SMALL, "seed": 1})  # other settings: rendered
+    render_bank(corners, run, out, **{**SMALL, "sampling": Sampling.resolve(run, seed=1)})  # other settings: rendered
     assert not same_bank(out, reference)
 
 

@@ -14,6 +14,7 @@ import pytest
 from nsynth.errors import NsynthError
 from precompute.render.job import Job
 from precompute.render.render import render_bank
+from precompute.sampling import Sampling
 
 from render_setup import CLI_SMALL, SMALL, same_bank
 
@@ -45,7 +46,7 @@ def test_job_folder_of_other_settings_is_refused(setup, tmp_path):
     render_bank(corners, run, out, keep_job=True, **fast)
     before = (out / "samples.i16").read_bytes()
     with pytest.raises(NsynthError, match="bank.job: holds an unfinished render of other settings"):
-        render_bank(corners, run, out, **{**fast, "seed": 1})
+        render_bank(corners, run, out, **{**fast, "sampling": Sampling.resolve(run, seed=1)})
     with pytest.raises(NsynthError, match="planned with --batch 9"):
         render_bank(corners, run, out, **{**fast, "batch": 4})
     assert (out / "samples.i16").read_bytes() == before

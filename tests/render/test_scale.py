@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from precompute.render.render import render_bank
+from precompute.sampling import GREEDY
 
 from render_setup import CLI_SMALL, SMALL, same_bank
 
@@ -34,7 +35,7 @@ def test_ray_local_instance(setup, reference, tmp_path):
     out = tmp_path / "bank"
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2 ** 20, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
-    onnx = {**SMALL, "grid": 2, "pitches": [60], "batch": 2, "greedy": True, "backend": "onnxruntime"}
+    onnx = {**SMALL, "grid": 2, "pitches": [60], "batch": 2, "sampling": GREEDY, "backend": "onnxruntime"}
     try:
         render_bank(corners, run, out, ray="local", **SMALL)
         render_bank(corners, run, tmp_path / "onnx-ray", ray="local", **onnx)  # ONNX files travel as bytes
