@@ -49,6 +49,7 @@ PARAMS = ("position", "attack", "decay", "sustain", "release", "volume", "x", "y
 DEFAULT_PARAMS = {"position": 0.0, "attack": 0.0, "decay": 0.5, "sustain": 0.8, "release": 0.2, "volume": 0.8,
                   "x": 0.5, "y": 0.5}
 
+BEND_LIMIT = 96.0  # semitones: a bend event asks for at most this much either way (the MPE maximum); more is clamped
 LIMIT_KNEE = 0.9  # the output limiter leaves samples within +-0.9 (-0.9 dBFS) alone
 _NCH = 16
 
@@ -149,7 +150,8 @@ class Engine:
         ("bend", ch or None, semitones), ("pedal", down), ("note_xy", ch, x or None, y or None),
         ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank).
         Channels are 0..15, keys and velocities 0..127; a malformed event raises ValueError here, in the
-        posting thread, never in the audio thread."""
+        posting thread, never in the audio thread. A bend is clamped to +-BEND_LIMIT semitones, parameters to
+        0..1 (and the resampling rate, bend included, to `EngineConfig.max_rate`)."""
         self._queue.append((frame, checked_event(event)))
 
     def post_params(self, frame: int | None = None, **params: float) -> None:
@@ -658,7 +660,7 @@ def checked_event(ev: tuple) -> tuple:
         return kind, {name: _finite(v, name, ev) for name, v in ev[1].items()}
     if kind == "bend":
         ch = None if ev[1] is None else _int_in(ev[1], 0, _NCH - 1, "channel", ev)
-        return kind, ch, _finite(ev[2], "bend", ev)
+        return kind, ch, min(max(_finite(ev[2], "bend", ev), -BEND_LIMIT), BEND_LIMIT)
     if kind == "pedal":
         return kind, bool(ev[1])
     if kind == "note_xy":

@@ -259,6 +259,37 @@ def test_extreme_pitch_reads_through_many_loop_wraps(bank):
     assert np.isfinite(out).all() and np.abs(out).max() > 0.01
 
 
+def test_rate_cap_bounds_a_voice_whatever_the_midi(tmp_path):
+    """RPN 0 to its largest value, a full bend and key 127 on a one-pitch bank of short notes (the five messages
+    that stopped the instrument): the voice plays, and reads at most max_rate source samples per output sample
+    (its read position advances by at most max_rate x frames per block, which bounds its work per block). A bend
+    posted from code beyond any range is clamped, not a fault."""
+    import mido
+    from device.midi_map import MidiRouter
+
+    path = tmp_path / "tiny"
+    write_bank(path, grid=2, pitches=(36,), velocities=(100,), note_length=2000, loop=(1000, 1003))
+    bank = open_bank(path)
+    for bend_event in (None, ("bend", 0, 1e9)):
+        e, r = Engine(bank), MidiRouter()
+        msgs = [mido.Message("control_change", control=c, value=v) for c, v in ((101, 0), (100, 0), (6, 127))]
+        msgs += [mido.Message("pitchwheel", pitch=8191), mido.Message("note_on", note=127, velocity=127)]
+        for m in msgs:
+            for ev in r.route(m):
+                e.post(ev)
+        if bend_event:
+            e.post(bend_event)
+        pos = []
+        for _ in range(50):
+            out = e.render(e.block)
+            assert np.isfinite(out).all()
+            pos.append(float(e.pos[np.flatnonzero(e.stage)[0]]))
+        assert e.faults == 0 and e.active_voices() == 1
+        steps = np.diff(pos)
+        assert steps.max() <= e.config.max_rate * e.block + 1e-6
+        assert steps.min() >= 0.99 * e.config.max_rate * e.block  # capped, not slower
+
+
 def test_loop_crossfade_reads_the_same_at_any_offset_in_the_file(tmp_path):
     """A note renders the same whether it is the first note of the samples file or further in: the crossfade's
     reads one loop earlier never wrap round to the file's end."""
