@@ -141,7 +141,10 @@ class FrameClock:
 
 class LiveAudio:
     """The sounddevice callback: marks the clock, renders block by block into the output buffer, heartbeats the
-    systemd watchdog; on its first call it puts its own thread on real-time scheduling when configured."""
+    systemd watchdog; on its first call it puts its own thread on real-time scheduling when configured. It never
+    lets an exception out (PortAudio would stop the stream): the engine contains its own failures (device/engine.py)
+    and what it cannot contain silences the rest of the buffer and resets the engine (`Engine.recover`); either is
+    logged in `engine.failure_log` for `FailureReporter`. Only a callback that stalls is left to the watchdog."""
 
     def __init__(self, engine: Engine, clock: FrameClock, *, heartbeat: Callable[[], None] | None = None,
                  rt_priority: int = 0):
@@ -149,7 +152,6 @@ class LiveAudio:
         self.heartbeat = heartbeat
         self.rt_priority = rt_priority
         self.realtime: bool | None = None  # set on the first callback
-        self.error: BaseException | None = None
         self.underflows = 0
         self.callbacks = 0
         # callback durations: a histogram in hundredths of the block period (the last bin: 10 periods or more)
@@ -166,15 +168,16 @@ class LiveAudio:
             self.underflows += 1
         if self.heartbeat is not None:
             self.heartbeat()
+        first = self.engine.frame
         try:
-            self.clock.mark(self.engine.frame)
+            self.clock.mark(first)
             block = self.engine.block
             for start in range(0, frames, block):
                 self.engine.process(outdata[start:start + block])
-        except Exception as e:  # never let the stream die; report from the main thread
-            outdata.fill(0)
-            if self.error is None:
-                self.error = e
+        except Exception as e:  # not contained by the engine: silence, reset it, play on
+            done = self.engine.frame - first
+            outdata[done:].fill(0)
+            self.engine.recover(frames - done, e)
         dt = time.perf_counter() - t0
         self.histogram[min(int(dt * 100 / self.period), 1000)] += 1
         if dt > self.longest:
@@ -190,6 +193,31 @@ class LiveAudio:
         pct = lambda q: float(bins[min(int(np.searchsorted(cum, q * n)), bins.size - 1)])
         return (f"callback mean {float((self.histogram * bins).sum()) / n:.3f} ms, p99 {pct(0.99):.3f}, "
                 f"p99.9 {pct(0.999):.3f}, max {self.longest * 1e3:.3f} ms (period {self.period * 1e3:.3f} ms)")
+
+
+class FailureReporter:
+    """Reports the failures the audio thread contained (`engine.failure_log`), from another thread: the first of
+    each kind (exception type and message) once, on stderr, the systemd status line (`status`) and each `alerts`
+    callable (title, lines) (the board's OLED); later ones of a kind are only counted (`engine.failures`)."""
+
+    def __init__(self, engine: Engine, status: Callable[[str], Any] | None = None,
+                 alerts: Iterable[Callable[[str, list[str]], Any]] = ()):
+        self.engine, self.status, self.alerts = engine, status, list(alerts)
+        self.seen: set[str] = set()
+
+    def poll(self) -> None:
+        log = self.engine.failure_log
+        while log:
+            what, error = log.popleft()
+            kind = f"{type(error).__name__}: {error}"
+            if kind in self.seen:
+                continue
+            self.seen.add(kind)
+            _warn(f"audio error contained ({kind}): {what}; playing on (only the first of its kind is reported)")
+            if self.status is not None:
+                self.status(f"audio error contained: {what}; playing on")
+            for alert in self.alerts:
+                alert("AUDIO ERROR", [what[:21], "PLAYING ON"])
 
 
 def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
@@ -290,8 +318,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     t_end = None if duration is None else time.monotonic() + duration
 
     def keep_playing() -> bool:
-        if audio.error is not None:
-            raise NsynthError(f"audio callback failed: {audio.error!r}")
+        failures.poll()
         if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
             reload.clear()
             if slot.reload() is not None:
@@ -300,6 +327,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
         return not stop.is_set() and (t_end is None or time.monotonic() < t_end)
 
     control_sources = list(control_sources)
+    failures = FailureReporter(engine, watchdog.status, [s.alert for s in control_sources if hasattr(s, "alert")])
     foreground = [s.foreground for s in control_sources if hasattr(s, "foreground")]
     if len(foreground) > 1:
         raise NsynthError("only one control source can run in the foreground (one simulator window)")
@@ -335,7 +363,8 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
             src.stop()
         _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
               f"{received[0]} MIDI messages; {engine.starved} voice segments muted waiting for the bank, "
-              f"{engine.faults} voices freed for a bad state; {audio.timing()}")
+              f"{engine.faults} voices freed for a bad state, {engine.failures} audio errors contained; "
+              f"{audio.timing()}")
     return 0
 
 

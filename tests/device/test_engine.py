@@ -290,6 +290,54 @@ def test_rate_cap_bounds_a_voice_whatever_the_midi(tmp_path):
         assert steps.min() >= 0.99 * e.config.max_rate * e.block  # capped, not slower
 
 
+def _bug(engine, fires):
+    """Make the engine's segment rendering raise whenever `fires(engine)` (a stand-in for a bug in it)."""
+    real = engine._segment
+
+    def segment(out, at, n):
+        if fires(engine):
+            raise FloatingPointError("a bug")
+        real(out, at, n)
+
+    engine._segment = segment
+
+
+def test_a_failing_voice_is_silenced_and_the_rest_plays_on(bank):
+    notes = [(0, ("on", 0, 48, 100)), (0, ("on", 0, 60, 90)), (300, ("params", {"x": 0.2}))]
+    want = render_events(bank, notes, 4800)
+    e = Engine(bank)
+    _bug(e, lambda e: ((e.key == 72) & (e.stage != 0)).any())  # any voice of key 72
+    for frame, ev in notes[:2] + [(0, ("on", 0, 72, 100))] + notes[2:]:
+        e.post(ev, frame)
+    got = e.render(4800)
+    np.testing.assert_array_equal(got, want)  # as if key 72 had never been struck
+    assert e.failures == 1 and e.active_voices() == 2
+    (what, err), = e.failure_log
+    assert what == "voice of key 72 silenced" and isinstance(err, FloatingPointError)
+
+
+def test_a_failure_no_voice_explains_silences_the_segment_and_frees_the_voices(bank):
+    e = Engine(bank)
+    _bug(e, lambda e: e.active_voices() >= 2)  # only the two together fail
+    e.note_on(48, 100)
+    e.note_on(60, 100)
+    assert not e.render(256).any() and e.active_voices() == 0
+    assert [w for w, _ in e.failure_log] == ["a segment silenced and every voice freed"]
+    e.note_on(60, 100)
+    assert np.abs(e.render(2400)).max() > 0.05  # plays on
+
+
+def test_an_event_that_raises_is_dropped(bank):
+    e = Engine(bank)
+    real = e._note_on
+    e._note_on = lambda ch, key, vel: (_ for _ in ()).throw(KeyError(key)) if key == 72 else real(ch, key, vel)
+    for key in (48, 72, 60):
+        e.note_on(key, 100)
+    e.render(256)
+    assert e.active_voices() == 2 and set(e.key[e.stage != 0]) == {48, 60}
+    assert [w for w, _ in e.failure_log] == ["event 'on' dropped"]
+
+
 def test_loop_crossfade_reads_the_same_at_any_offset_in_the_file(tmp_path):
     """A note renders the same whether it is the first note of the samples file or further in: the crossfade's
     reads one loop earlier never wrap round to the file's end."""

@@ -97,12 +97,23 @@ def test_callback_survives_an_engine_error(bank_path):
     def broken(*args):
         raise IndexError("a bug in the engine")
 
-    engine._segment = broken
+    real = engine._segment
+    engine._segment = broken  # every segment raises: contained by the engine, the segment silent
     engine.note_on(60, 100)
     buf = np.ones((128, 2), np.float32)
     audio.callback(buf, 128, None, None)
-    assert not buf.any() and isinstance(audio.error, IndexError)
+    assert not buf.any() and engine.active_voices() == 0 and engine.frame == 128
+    assert [type(e) for _, e in engine.failure_log] == [IndexError, IndexError]  # the voice, then the segment
     assert audio.realtime is False  # NSYNTH_RT_PRIORITY unset: scheduling left alone
+    engine._segment = real
+    engine.process = broken  # what the engine cannot contain: the callback silences the buffer and resets it
+    buf[:] = 1.0
+    audio.callback(buf, 128, None, None)
+    assert not buf.any() and engine.frame == 256 and engine.failures == 3
+    del engine.process
+    engine.note_on(60, 100)
+    audio.callback(buf, 128, None, None)
+    assert np.abs(buf).max() > 0  # plays on
 
 
 def test_render_midi_command(bank_path, tmp_path, capsys):
@@ -281,3 +292,109 @@ def test_play_in_real_time_on_jack(bank_path, tmp_path, jack_server):
     callbacks, midi = int(m[1]), int(m[2])
     assert midi == 2, r.stderr
     assert 0.5 * 1.5 * 48000 / 128 < callbacks < 1.5 * 1.5 * 48000 / 128  # paced by the clock, not free-running
+
+
+_FAKE_SOUNDDEVICE = textwrap.dedent('''
+    """A fake audio device with sounddevice's interface (the hardware edge): one output whose stream calls the
+    callback from its own thread at the block rate and keeps what it was given (`captured`)."""
+    import threading, time
+    import numpy as np
+
+    class PortAudioError(Exception):
+        pass
+
+    DEVICES = [{"name": "fake out", "max_output_channels": 2}]
+    captured = []
+
+    def query_devices(device=None, kind=None):
+        if device is None:
+            return DEVICES[0] if kind else DEVICES
+        if device not in (0, "fake out"):
+            raise ValueError(f"no device {device!r}")
+        return DEVICES[0]
+
+    class OutputStream:
+        def __init__(self, samplerate, blocksize, channels, dtype, device, callback, latency):
+            self.fs, self.block, self.channels, self.callback = samplerate, blocksize, channels, callback
+            self._stop = threading.Event()
+
+        def _run(self):
+            while not self._stop.is_set():
+                buf = np.zeros((self.block, self.channels), np.float32)
+                self.callback(buf, self.block, None, 0)
+                captured.append(buf)
+                time.sleep(self.block / self.fs)
+
+        def __enter__(self):
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+            return self
+
+        def __exit__(self, *exc):
+            self._stop.set()
+            self._thread.join()
+''')
+
+_FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
+    import numpy as np, sounddevice
+    from device.engine import Engine
+
+    real = Engine._segment
+
+    def buggy(self, out, at, n):  # a bug that fires whenever a voice of key 72 sounds
+        if ((self.key == 72) & (self.stage != 0)).any():
+            raise ZeroDivisionError("a bug in voice rendering")
+        real(self, out, at, n)
+
+    Engine._segment = buggy
+    port = Port()
+    port.msgs = [mido.Message("note_on", note=60, velocity=100), mido.Message("note_on", note=72, velocity=100)]
+
+    class Board(Source):
+        alerts = []
+        def attach(self, engine, clock, slot):
+            self.engine, self.clock = engine, clock
+            threading.Timer(0.5, lambda: engine.note_on(72, 90, frame=clock.frame_for())).start()  # again
+        def alert(self, title, lines):
+            self.alerts.append([title, *lines])
+
+    board = Board()
+    rc = play(sys.argv[1], midi=port, device="fake out", control_sources=[board], duration=1.0, state=sys.argv[2])
+    out = np.concatenate(sounddevice.captured)
+    print(json.dumps({"rc": rc, "alerts": board.alerts, "failures": board.engine.failures,
+                      "tail": float(np.abs(out[-4800:]).max()), "blocks": len(sounddevice.captured)}))
+''')
+
+
+def test_play_contains_a_failing_voice_and_plays_on(bank_path, tmp_path):
+    """Through play() with a fake audio device: a bug that raises whenever one voice sounds silences that voice,
+    is reported once (stderr, the systemd status line, the board's alert), and the other note plays on to the
+    end; the bug firing again (the key struck again) is counted, not reported again."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text(_FAKE_SOUNDDEVICE)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    env = {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{ROOT}", "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    try:
+        r = subprocess.run([sys.executable, "-c", _FAILING_SCRIPT, str(bank_path), str(tmp_path / "state")],
+                           env=env, capture_output=True, text=True, timeout=60)
+        notify.settimeout(0.0)
+        messages = []
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+    finally:
+        notify.close()
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0 and res["blocks"] > 50
+    assert res["failures"] == 2  # the voice silenced, twice
+    assert r.stderr.count("audio error contained") == 1, r.stderr
+    assert "ZeroDivisionError: a bug in voice rendering): voice of key 72 silenced; playing on" in r.stderr
+    assert "2 audio errors contained" in r.stderr
+    assert res["alerts"] == [["AUDIO ERROR", "voice of key 72 silen", "PLAYING ON"]]
+    assert any(m.startswith("STATUS=audio error contained: voice of key 72 silenced") for m in messages)
+    assert res["tail"] > 0.05  # key 60 still sounds at the end
