@@ -18,7 +18,7 @@ import soundfile as sf
 
 from device.bank import BankError, open_bank
 from device.cli import main
-from device.engine import Engine
+from device.engine import Engine, release_seconds
 from device.live import FrameClock, LiveAudio, load_bank, switch_bank
 from device.midi_io import midi_file_messages
 from device.midi_map import MidiRouter
@@ -125,6 +125,26 @@ def test_render_midi_command(bank_path, tmp_path, capsys):
     assert "not a bank directory" in capsys.readouterr().err
     assert main(["render-midi", "--bank", str(bank_path), str(song), "-o", str(out), "--xy", "2,0"]) == 1
     assert "outside 0..1" in capsys.readouterr().err
+
+
+def test_render_midi_renders_every_release_to_its_end(bank_path, tmp_path, capsys):
+    """A song that sets the release to its longest (CC 72 = 127: 10 s) is rendered until that release ends; a
+    note the song leaves held is released at its end; the cap stops a render and says so."""
+    mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks a second
+    mid.tracks.append(mido.MidiTrack([
+        mido.Message("control_change", control=72, value=127, time=0),
+        mido.Message("note_on", note=60, velocity=100, time=0), mido.Message("note_off", note=60, time=480),
+        mido.Message("note_on", note=64, velocity=100, time=0),  # never released by the song
+        mido.Message("control_change", control=16, value=0, time=480)]))  # the song's last event, at 1 s
+    mid.save(tmp_path / "long.mid")
+    audio = render_midi(bank_path, tmp_path / "long.mid", tmp_path / "long.wav")
+    end = 1.0 + release_seconds(1.0)  # the song's end, then 10 s to -60 dB of full scale (from sustain: less)
+    assert end - 0.5 < len(audio) / 48000 < end + 0.01
+    assert np.abs(audio[-480:]).max() < 1e-3 and np.abs(audio[-48000:-24000]).max() > 1e-4  # a tail, to its end
+    assert "still sounding" not in capsys.readouterr().err
+    cut = render_midi(bank_path, tmp_path / "long.mid", tmp_path / "cut.wav", tail_s=2.0)
+    assert len(cut) / 48000 == pytest.approx(3.0, abs=0.01)
+    assert "2 voice(s) still sounding 2 s after the song's last event" in capsys.readouterr().err
 
 
 def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
@@ -337,7 +357,7 @@ _FAKE_SOUNDDEVICE = textwrap.dedent('''
 
 _FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
     import numpy as np, sounddevice
-    from device.engine import Engine
+    from device.engine import Engine, release_seconds
 
     real = Engine._segment
 
