@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import mido
 import numpy as np
 
-from device.bank import Bank, BankError, open_bank
+from device.bank import Bank, BankError, open_verified
 from device.engine import Engine, EngineConfig
 from device.errors import NsynthError
 from device.fsutil import atomic_write_bytes
@@ -37,13 +37,16 @@ def state_dir() -> Path:
     return Path(os.environ.get("NSYNTH_STATE_DIR") or Path.home() / ".local" / "state" / "nsynth")
 
 
-def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Bank:
-    """Open a bank; if it is refused, fall back to the last bank that opened (with a warning).
-    A bank that opens is remembered (atomically) as the new last good bank."""
+def load_bank(path: str | os.PathLike, *, state: str | Path | None = None,
+              on_hash: Callable[[Path], None] | None = None) -> Bank:
+    """Open a bank to play it (`open_verified`: validated, and its samples checked against the manifest's sha256
+    on first use, then stamped); if it is refused, fall back to the last bank that opened (with a warning), checked
+    the same way. A bank that opens is remembered (atomically) as the new last good bank. `on_hash(path)` is told
+    before a bank is hashed (it takes a while)."""
     state = state_dir() if state is None else Path(state)
     record = state / STATE_FILE
     try:
-        bank = open_bank(path)
+        bank = open_verified(path, on_hash)
     except BankError as e:
         try:
             last = record.read_text().strip()
@@ -52,7 +55,7 @@ def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Ba
         if not last or Path(last).resolve() == Path(path).resolve():
             raise
         try:
-            bank = open_bank(last)
+            bank = open_verified(last, on_hash)
         except BankError:
             raise e from None
         _warn(f"{e}; falling back to the last good bank {last}")
@@ -71,9 +74,10 @@ def remember_bank(path: str | os.PathLike, state: Path) -> None:
 
 
 def switch_bank(engine: Engine, path: str | os.PathLike, prefetcher: Prefetcher | None = None) -> Bank | None:
-    """Switch a running engine to another bank (returned); a refused bank leaves the current one playing (None)."""
+    """Switch a running engine to another bank (returned), checked first (`open_verified`); a refused bank leaves
+    the current one playing (None)."""
     try:
-        bank = open_bank(path)
+        bank = open_verified(path, lambda p: _warn(f"checking {p} (first use); still playing {engine.bank.path}"))
     except BankError as e:
         _warn(f"{e}; keeping {engine.bank.path}")
         return None
@@ -110,6 +114,36 @@ class BankSlot:
             if bank is not None:
                 remember_bank(self.path, self.state)
             return bank
+
+
+class HashNotice:
+    """`on_hash` for opening banks before the instrument is ready: a bank's first sha256 check reads all of it
+    (minutes for a multi-GB bank on an SD card), so it is said on stderr and the systemd status line, and until
+    `stop()` systemd is asked every `every_s` for `extend_s` more to start (EXTEND_TIMEOUT_USEC), so the unit's
+    TimeoutStartSec (meant for a start with nothing to hash) does not kill the check."""
+
+    def __init__(self, watchdog: Watchdog, every_s: float = 10.0, extend_s: float = 30.0):
+        self.watchdog, self.every_s, self.extend_s = watchdog, every_s, extend_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, path: Path) -> None:
+        _warn(f"checking {path} (first use: hashing its samples; later starts trust the stamp)")
+        self.watchdog.status(f"checking {path} (first use)")
+        if self._thread is None and self.watchdog.enabled:
+            self._thread = threading.Thread(target=self._run, name="hash-notice", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.watchdog.notifier.send(f"EXTEND_TIMEOUT_USEC={int(self.extend_s * 1e6)}")
+            if self._stop.wait(self.every_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def warm_up(bank: Bank, config: EngineConfig) -> None:
@@ -274,7 +308,12 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     import sounddevice as sd
 
     state = state_dir() if state is None else Path(state)
-    bank = load_bank(bank_path, state=state)
+    watchdog = Watchdog.from_env()
+    notice = HashNotice(watchdog)
+    try:
+        bank = load_bank(bank_path, state=state, on_hash=notice)
+    finally:
+        notice.stop()
     bank.residency = Residency(bank)  # the audio thread reads only pages the prefetch thread brought in
     engine = Engine(bank, replace(config or EngineConfig(), block=block), params)
     prefetcher = Prefetcher(engine, memory_budget() if preload_bytes is None else preload_bytes)
@@ -308,7 +347,6 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     gc.freeze()  # what exists now is never scanned again: shorter collector pauses in the audio thread
     # a thread that wants the GIL gets it within this long (Python's default, 5 ms, is longer than a block)
     sys.setswitchinterval(GIL_SWITCH_S)
-    watchdog = Watchdog.from_env()
     audio = LiveAudio(engine, clock, heartbeat=watchdog.heartbeat, rt_priority=configured_priority())
     try:
         stream = sd.OutputStream(samplerate=engine.fs, blocksize=block, channels=2, dtype="float32", device=out,

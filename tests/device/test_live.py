@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.bank import BankError, open_bank
+from device.bank import BankError, open_bank, open_verified
 from device.cli import main
 from device.engine import Engine, release_seconds
-from device.live import FrameClock, LiveAudio, load_bank, switch_bank
+from device.live import FrameClock, HashNotice, LiveAudio, load_bank, switch_bank
+from device.sdnotify import Watchdog
 from device.midi_io import midi_file_messages
 from device.midi_map import MidiRouter
 from device.offline import render_midi, xy_at
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def bank_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("live") / "bank"
     write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=16000)
+    open_verified(path)  # checked once here, so no test depends on which one opens it first
     return path
 
 
@@ -166,6 +168,59 @@ def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
     assert switch_bank(engine, other).path == other
     engine.render(512)  # after the old voices' fade
     assert engine.bank.path == other
+
+
+def test_a_corrupt_bank_is_refused_by_the_instrument_and_the_last_good_one_plays(bank_path, tmp_path, capsys):
+    """Flipped bytes (the size unchanged, so only the sha256 tells): refused at start (the last good bank plays,
+    with a warning naming the file and both digests) and by a switch (SIGHUP, the board), which keeps the current
+    one playing."""
+    state = tmp_path / "state"
+    load_bank(bank_path, state=state)
+    bad = tmp_path / "flipped"
+    write_bank(bad, pitches=(60,), velocities=(100,), note_length=1000)
+    with open(bad / "samples.i16", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x12\x34")
+    assert load_bank(bad, state=state).path == bank_path
+    err = capsys.readouterr().err
+    assert f"{bad / 'samples.i16'}: sha256 " in err and "does not match the manifest's" in err
+    assert f"falling back to the last good bank {bank_path}" in err
+    engine = Engine(open_bank(bank_path))
+    assert switch_bank(engine, bad) is None
+    assert f"keeping {bank_path}" in capsys.readouterr().err
+    with pytest.raises(BankError, match="does not match"):
+        load_bank(bad, state=tmp_path / "fresh-state")  # nothing to fall back to
+
+
+def test_a_first_check_at_start_asks_systemd_for_time(tmp_path, capsys):
+    """Hashing a bank on first use can outlast TimeoutStartSec on an SD card: while it runs, play says so and asks
+    systemd for more time (EXTEND_TIMEOUT_USEC); a stamped bank is not hashed and asks for nothing."""
+    fresh = tmp_path / "fresh"
+    write_bank(fresh, pitches=(60,), velocities=(100,), note_length=1000)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(1.0)
+    try:
+        for expect in (True, False):
+            notice = HashNotice(Watchdog(str(tmp_path / "notify")), every_s=0.05)
+            load_bank(fresh, state=tmp_path / "state", on_hash=notice)
+            time.sleep(0.12)
+            notice.stop()
+            got = []
+            sock.settimeout(0.0)
+            while True:
+                try:
+                    got.append(sock.recv(4096).decode())
+                except BlockingIOError:
+                    break
+            if expect:
+                assert got[0] == f"STATUS=checking {fresh} (first use)"
+                assert got.count("EXTEND_TIMEOUT_USEC=30000000") >= 2
+            else:
+                assert got == []
+    finally:
+        sock.close()
+    assert f"checking {fresh} (first use: hashing its samples" in capsys.readouterr().err
 
 
 def test_fallback_survives_a_rewrite_of_the_last_good_bank(tmp_path):
