@@ -21,7 +21,7 @@ from device.cli import main
 from device.engine import Engine, release_seconds
 from device.live import FrameClock, HashNotice, LiveAudio, load_bank, switch_bank
 from device.sdnotify import Watchdog
-from device.midi_io import midi_file_messages
+from device.midi_file import midi_file_messages
 from device.midi_map import MidiRouter
 from device.offline import render_midi, xy_at
 

@@ -9,7 +9,8 @@ import pytest
 from device.bank import open_bank
 from device.engine import Engine
 from device.errors import NsynthError
-from device.midi_io import UartMidiInput, UsbMidiInput, midi_file_messages, pick_port
+from device.midi_file import midi_file_messages
+from device.midi_io import UartMidiInput, UsbMidiInput, pick_port
 from device.midi_map import DEFAULT_CC_MAP, MAX_BEND, MAX_MPE_BEND, MidiRouter, parse_cc_map
 from device.midi_stream import MidiByteParser
 
