@@ -173,6 +173,28 @@ class FrameClock:
         return frame + self.block + min(max(int(dt * self.fs), 0), self.block - 1)
 
 
+class MidiFeed:
+    """What `play` does with each MIDI message, on the input's own thread: route it (device/midi_map.py), stamp its
+    events with the frame clock and post them to the engine. An exception here would end that input's thread (DIN
+    MIDI would go deaf): it is counted in `errors`, the first reported on stderr, and the input reads on."""
+
+    def __init__(self, router: MidiRouter, engine: Engine, clock: FrameClock):
+        self.router, self.engine, self.clock = router, engine, clock
+        self.received = 0
+        self.errors = 0
+
+    def __call__(self, msg: mido.Message) -> None:
+        self.received += 1
+        try:
+            frame = self.clock.frame_for()
+            for ev in self.router.route(msg):
+                self.engine.post(ev, frame)
+        except Exception as e:
+            self.errors += 1
+            if self.errors == 1:
+                _warn(f"MIDI message {msg!r} failed ({e!r}); ignored, the input reads on (later failures counted)")
+
+
 class LiveAudio:
     """The sounddevice callback: marks the clock, renders block by block into the output buffer, heartbeats the
     systemd watchdog; on its first call it puts its own thread on real-time scheduling when configured. It never
@@ -320,16 +342,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     prefetcher.prepare(bank)  # the heads of every note, before the first one can start
     clock = FrameClock(engine.fs, block)
     slot = BankSlot(engine, bank_path, state, prefetcher)
-    router = router or MidiRouter()
-
-    received = [0]
-
-    def on_message(msg: mido.Message) -> None:
-        received[0] += 1
-        frame = clock.frame_for()
-        for ev in router.route(msg):
-            engine.post(ev, frame)
-
+    on_message = MidiFeed(router or MidiRouter(), engine, clock)
     out = output_device(device, sd)
     inputs: list[Any] = []
     if uart is not None:
@@ -400,7 +413,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
         for src in reversed(started):
             src.stop()
         _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
-              f"{received[0]} MIDI messages; {engine.starved} voice segments muted waiting for the bank, "
+              f"{on_message.received} MIDI messages ({on_message.errors} failed); {engine.starved} voice segments muted waiting for the bank, "
               f"{engine.faults} voices freed for a bad state, {engine.failures} audio errors contained; "
               f"{audio.timing()}")
     return 0
