@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from device import kernels
 from device.bank import BankWriter, open_bank
 from device.engine import Engine, EngineConfig, bilinear_weights, render_events
 
@@ -11,12 +10,7 @@ from synth_banks import synth_note, write_bank
 FS = 48000
 
 
-@pytest.fixture(autouse=True, params=["compiled", "numpy"])
-def engine_path(request, monkeypatch):
-    """Every test here runs on the compiled kernel and on the numpy reference."""
-    if request.param == "numpy":
-        monkeypatch.setattr(kernels, "COMPILED", False)
-    return request.param
+pytestmark = pytest.mark.usefixtures("engine_path")  # every test here: compiled kernel and numpy reference
 
 
 @pytest.fixture(scope="module")

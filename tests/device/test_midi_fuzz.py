@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from bench.hostile_midi import hostile_bytes
-from device import kernels
 from device.bank import open_bank
 from device.engine import Engine
 from device.live import FrameClock, LiveAudio, MidiFeed, warm_up
@@ -25,13 +24,6 @@ from device.midi_map import MidiRouter
 from synth_banks import write_bank
 
 BLOCK = 128
-
-
-@pytest.fixture(params=["compiled", "numpy"])
-def engine_path(request, monkeypatch):
-    if request.param == "numpy":
-        monkeypatch.setattr(kernels, "COMPILED", False)
-    return request.param
 
 
 @pytest.fixture(scope="module")
