@@ -373,7 +373,7 @@ def child_cpu(cmd: list[str], env=None) -> float:
 def render_cpu(bank_path: Path, song: Path) -> tuple[float, int]:
     """Thread CPU seconds of the engine rendering the song (events routed and posted, then rendered block by
     block, as `nsynth render-midi` does, less writing the file), and the frames rendered."""
-    from device.midi_io import midi_file_messages
+    from device.midi_file import midi_file_messages
     from device.midi_map import MidiRouter
     from device.engine import release_seconds
     e = Engine(open_bank(bank_path), EngineConfig(), params={"x": 0.37, "y": 0.61})

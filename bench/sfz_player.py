@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.bank import BankWriter, open_bank  # noqa: E402
 from device.engine import EngineConfig, velocity_gains  # noqa: E402
-from device.midi_io import midi_file_messages  # noqa: E402
+from device.midi_file import midi_file_messages  # noqa: E402
 from device.offline import render_midi  # noqa: E402
 from device.sfz import SfzOptions, export_sfz  # noqa: E402
 

@@ -132,6 +132,11 @@ class BoardSource:
         if self.switcher is not None:
             self.switcher.close()
 
+    def alert(self, title: str, lines: list[str]) -> None:
+        """Show a problem on the OLED for a few seconds (`play` reports contained audio errors here)."""
+        if self.controls is not None:
+            self.controls.show("message", duration=_MESSAGE_S, title=title, lines=lines)
+
     def _corners_changed(self, names: tuple[str, ...]) -> None:
         if self.switcher is not None:
             self.switcher.request(names)

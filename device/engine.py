@@ -18,7 +18,10 @@ event frames), and renders. Events carry an absolute frame number, or None for "
 The audio thread makes no system call and reads only bank pages that are resident: when the bank has a
 `residency` (device/residency.py, kept by the live instrument's prefetch thread), a voice whose pages are not all
 in memory is muted for that segment (counted in `starved`) instead of waiting for the disk. A voice whose state
-could read outside the bank is freed and counted (`faults`).
+could read outside the bank is freed and counted (`faults`). A bug that raises in the audio thread is contained
+there: an event that raises is dropped; a segment that raises is rendered again without the voices that raise on
+their own (they are freed), or left silent with every voice freed when no voice is to blame; each is counted in
+`failures` and logged in `failure_log` for another thread to report. The instrument plays on.
 
 Parameters are normalised 0..1 like the original's pots (see `PARAMS`); their meaning:
   position  start offset into the note: position x half the note length
@@ -46,6 +49,7 @@ from device.bank import Bank
 from device.kernels import ATTACK, DECAY, EPS, FAULTS, FREE, KILL, RELEASE, STARVED
 from nsynth.params import DEFAULT_PARAMS, PARAMS
 
+BEND_LIMIT = 96.0  # semitones: a bend event asks for at most this much either way (the MPE maximum); more is clamped
 LIMIT_KNEE = 0.9  # the output limiter leaves samples within +-0.9 (-0.9 dBFS) alone
 _NCH = 16
 
@@ -134,6 +138,10 @@ class Engine:
         self.streams = np.zeros((cap, 8, 6), np.int64)
         self.streams[..., 2:4] = 1
         self.counters = np.zeros(2, np.int64)  # [STARVED, FAULTS] (see the properties)
+        # contained failures (a bug raising in the audio thread): how many, and the latest (what, error) for
+        # the threads that report them (they pop from the left)
+        self.failures = 0
+        self.failure_log: collections.deque = collections.deque(maxlen=16)
         self._kernel = kernels.render_segment if c.compiled and kernels.COMPILED else None
         self._knee = LIMIT_KNEE if c.limiter else 0.0
         self._scratch = np.empty((3, int(math.ceil(c.max_rate * c.block)) + 8))  # the compiled kernel's
@@ -146,7 +154,8 @@ class Engine:
         ("bend", ch or None, semitones), ("pedal", down), ("note_xy", ch, x or None, y or None),
         ("all_notes_off",), ("all_sound_off",), ("reset_controllers",), ("bank", Bank).
         Channels are 0..15, keys and velocities 0..127; a malformed event raises ValueError here, in the
-        posting thread, never in the audio thread."""
+        posting thread, never in the audio thread. A bend is clamped to +-BEND_LIMIT semitones, parameters to
+        0..1 (and the resampling rate, bend included, to `EngineConfig.max_rate`)."""
         self._queue.append((frame, checked_event(event)))
 
     def post_params(self, frame: int | None = None, **params: float) -> None:
@@ -222,16 +231,81 @@ class Engine:
                 self._finish_swap()
             self._now = pos
             while i < len(pending) and pending[i][0] <= pos and self._swap is None:
-                self._apply(pending[i][2])
+                ev = pending[i][2]
                 i += 1
+                try:
+                    self._apply(ev)
+                except Exception as e:  # a bug: the event is dropped, the rest plays on
+                    self._failed(f"event {ev[0]!r} dropped", e)
             if self._swap is not None:  # events wait until the old bank's voices have faded
                 nxt = min(end, self._swap[0])
             else:
                 nxt = min(end, pending[i][0]) if i < len(pending) else end
-            self._segment(out, pos - start, nxt - pos)
+            try:
+                self._segment(out, pos - start, nxt - pos)
+            except Exception as e:
+                self._contain_failure(out, pos - start, nxt - pos, e)
             pos = nxt
         del pending[:i]
         self.frame = end
+
+    def recover(self, frames: int, error: BaseException) -> None:
+        """After `process` raised outside what it contains (a bug in its own bookkeeping): every voice is freed,
+        pending events and a bank swap in progress are dropped, the clock moves on by `frames` (the caller
+        silenced them), and the failure is logged; the next block starts clean."""
+        self._free(self.stage != FREE)
+        self._pending.clear()
+        self._swap = None
+        self.frame += frames
+        self._failed("a block failed: every voice freed, pending events dropped", error)
+
+    # ---- failures (audio thread) ------------------------------------------------------------------------
+    def _failed(self, what: str, error: BaseException) -> None:
+        """Count a contained failure and log it for the threads that report (`failure_log`: (what, error))."""
+        self.failures += 1
+        self.failure_log.append((what, error))
+
+    def _contain_failure(self, out: np.ndarray, at: int, n: int, error: BaseException) -> None:
+        """A segment raised: find the voices that raise on their own (each rendered alone from the state before
+        the segment, into scratch), free them, and render the segment again without them. If no voice is to
+        blame, or the second try raises too, the segment is silent and every voice is freed."""
+        saved = [a.copy() for a in (self._vf, self._vi, self._vs, self.streams, self.counters)]
+        levels = self._sus, self._vol
+
+        def restore() -> None:
+            for a, b in zip((self._vf, self._vi, self._vs, self.streams, self.counters), saved):
+                a[...] = b
+            self._sus, self._vol = levels
+
+        culprits = []
+        scratch = np.zeros((n, out.shape[1]), np.float32)
+        active = np.flatnonzero(self.stage != FREE)
+        for v in active:
+            restore()
+            self.stage[active[active != v]] = FREE
+            try:
+                self._segment(scratch, 0, n)
+            except Exception:
+                culprits.append(int(v))
+        restore()
+        if culprits:
+            self._free(np.isin(np.arange(self._cap), culprits))
+            keys = ", ".join(str(int(self.key[v])) for v in culprits)
+            self._failed(f"{'voice' if len(culprits) == 1 else 'voices'} of key {keys} silenced", error)
+            try:
+                self._segment(out, at, n)
+                return
+            except Exception as e:
+                error = e
+        out[at:at + n] = 0.0
+        restore()
+        self._free(self.stage != FREE)
+        self._failed("a segment silenced and every voice freed", error)
+
+    def _free(self, mask: np.ndarray) -> None:
+        self.stage[mask] = FREE
+        self.held[mask] = False
+        self.sustained[mask] = False
 
     # ---- events -----------------------------------------------------------------------------------------
     def _apply(self, ev: tuple) -> None:
@@ -663,7 +737,7 @@ def checked_event(ev: tuple) -> tuple:
         return kind, {name: _finite(v, name, ev) for name, v in ev[1].items()}
     if kind == "bend":
         ch = None if ev[1] is None else _int_in(ev[1], 0, _NCH - 1, "channel", ev)
-        return kind, ch, _finite(ev[2], "bend", ev)
+        return kind, ch, min(max(_finite(ev[2], "bend", ev), -BEND_LIMIT), BEND_LIMIT)
     if kind == "pedal":
         return kind, bool(ev[1])
     if kind == "note_xy":

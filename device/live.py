@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import mido
 import numpy as np
 
-from device.bank import Bank, BankError, open_bank
+from device.bank import Bank, BankError, open_verified
 from device.engine import Engine, EngineConfig
 from device.midi_io import PortInput, UartMidiInput, UsbMidiInput, input_names
 from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
@@ -37,13 +37,16 @@ def state_dir() -> Path:
     return Path(os.environ.get("NSYNTH_STATE_DIR") or Path.home() / ".local" / "state" / "nsynth")
 
 
-def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Bank:
-    """Open a bank; if it is refused, fall back to the last bank that opened (with a warning).
-    A bank that opens is remembered (atomically) as the new last good bank."""
+def load_bank(path: str | os.PathLike, *, state: str | Path | None = None,
+              on_hash: Callable[[Path], None] | None = None) -> Bank:
+    """Open a bank to play it (`open_verified`: validated, and its samples checked against the manifest's sha256
+    on first use, then stamped); if it is refused, fall back to the last bank that opened (with a warning), checked
+    the same way. A bank that opens is remembered (atomically) as the new last good bank. `on_hash(path)` is told
+    before a bank is hashed (it takes a while)."""
     state = state_dir() if state is None else Path(state)
     record = state / STATE_FILE
     try:
-        bank = open_bank(path)
+        bank = open_verified(path, on_hash)
     except BankError as e:
         try:
             last = record.read_text().strip()
@@ -52,7 +55,7 @@ def load_bank(path: str | os.PathLike, *, state: str | Path | None = None) -> Ba
         if not last or Path(last).resolve() == Path(path).resolve():
             raise
         try:
-            bank = open_bank(last)
+            bank = open_verified(last, on_hash)
         except BankError:
             raise e from None
         _warn(f"{e}; falling back to the last good bank {last}")
@@ -71,9 +74,10 @@ def remember_bank(path: str | os.PathLike, state: Path) -> None:
 
 
 def switch_bank(engine: Engine, path: str | os.PathLike, prefetcher: Prefetcher | None = None) -> Bank | None:
-    """Switch a running engine to another bank (returned); a refused bank leaves the current one playing (None)."""
+    """Switch a running engine to another bank (returned), checked first (`open_verified`); a refused bank leaves
+    the current one playing (None)."""
     try:
-        bank = open_bank(path)
+        bank = open_verified(path, lambda p: _warn(f"checking {p} (first use); still playing {engine.bank.path}"))
     except BankError as e:
         _warn(f"{e}; keeping {engine.bank.path}")
         return None
@@ -112,6 +116,36 @@ class BankSlot:
             return bank
 
 
+class HashNotice:
+    """`on_hash` for opening banks before the instrument is ready: a bank's first sha256 check reads all of it
+    (minutes for a multi-GB bank on an SD card), so it is said on stderr and the systemd status line, and until
+    `stop()` systemd is asked every `every_s` for `extend_s` more to start (EXTEND_TIMEOUT_USEC), so the unit's
+    TimeoutStartSec (meant for a start with nothing to hash) does not kill the check."""
+
+    def __init__(self, watchdog: Watchdog, every_s: float = 10.0, extend_s: float = 30.0):
+        self.watchdog, self.every_s, self.extend_s = watchdog, every_s, extend_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, path: Path) -> None:
+        _warn(f"checking {path} (first use: hashing its samples; later starts trust the stamp)")
+        self.watchdog.status(f"checking {path} (first use)")
+        if self._thread is None and self.watchdog.enabled:
+            self._thread = threading.Thread(target=self._run, name="hash-notice", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.watchdog.notifier.send(f"EXTEND_TIMEOUT_USEC={int(self.extend_s * 1e6)}")
+            if self._stop.wait(self.every_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def warm_up(bank: Bank, config: EngineConfig) -> None:
     """Run a throwaway engine for a few blocks, so the first real callback does not pay for loading the compiled
     kernel (or numpy's first calls)."""
@@ -139,9 +173,34 @@ class FrameClock:
         return frame + self.block + min(max(int(dt * self.fs), 0), self.block - 1)
 
 
+class MidiFeed:
+    """What `play` does with each MIDI message, on the input's own thread: route it (device/midi_map.py), stamp its
+    events with the frame clock and post them to the engine. An exception here would end that input's thread (DIN
+    MIDI would go deaf): it is counted in `errors`, the first reported on stderr, and the input reads on."""
+
+    def __init__(self, router: MidiRouter, engine: Engine, clock: FrameClock):
+        self.router, self.engine, self.clock = router, engine, clock
+        self.received = 0
+        self.errors = 0
+
+    def __call__(self, msg: mido.Message) -> None:
+        self.received += 1
+        try:
+            frame = self.clock.frame_for()
+            for ev in self.router.route(msg):
+                self.engine.post(ev, frame)
+        except Exception as e:
+            self.errors += 1
+            if self.errors == 1:
+                _warn(f"MIDI message {msg!r} failed ({e!r}); ignored, the input reads on (later failures counted)")
+
+
 class LiveAudio:
     """The sounddevice callback: marks the clock, renders block by block into the output buffer, heartbeats the
-    systemd watchdog; on its first call it puts its own thread on real-time scheduling when configured."""
+    systemd watchdog; on its first call it puts its own thread on real-time scheduling when configured. It never
+    lets an exception out (PortAudio would stop the stream): the engine contains its own failures (device/engine.py)
+    and what it cannot contain silences the rest of the buffer and resets the engine (`Engine.recover`); either is
+    logged in `engine.failure_log` for `FailureReporter`. Only a callback that stalls is left to the watchdog."""
 
     def __init__(self, engine: Engine, clock: FrameClock, *, heartbeat: Callable[[], None] | None = None,
                  rt_priority: int = 0):
@@ -149,7 +208,6 @@ class LiveAudio:
         self.heartbeat = heartbeat
         self.rt_priority = rt_priority
         self.realtime: bool | None = None  # set on the first callback
-        self.error: BaseException | None = None
         self.underflows = 0
         self.callbacks = 0
         # callback durations: a histogram in hundredths of the block period (the last bin: 10 periods or more)
@@ -166,15 +224,16 @@ class LiveAudio:
             self.underflows += 1
         if self.heartbeat is not None:
             self.heartbeat()
+        first = self.engine.frame
         try:
-            self.clock.mark(self.engine.frame)
+            self.clock.mark(first)
             block = self.engine.block
             for start in range(0, frames, block):
                 self.engine.process(outdata[start:start + block])
-        except Exception as e:  # never let the stream die; report from the main thread
-            outdata.fill(0)
-            if self.error is None:
-                self.error = e
+        except Exception as e:  # not contained by the engine: silence, reset it, play on
+            done = self.engine.frame - first
+            outdata[done:].fill(0)
+            self.engine.recover(frames - done, e)
         dt = time.perf_counter() - t0
         self.histogram[min(int(dt * 100 / self.period), 1000)] += 1
         if dt > self.longest:
@@ -190,6 +249,31 @@ class LiveAudio:
         pct = lambda q: float(bins[min(int(np.searchsorted(cum, q * n)), bins.size - 1)])
         return (f"callback mean {float((self.histogram * bins).sum()) / n:.3f} ms, p99 {pct(0.99):.3f}, "
                 f"p99.9 {pct(0.999):.3f}, max {self.longest * 1e3:.3f} ms (period {self.period * 1e3:.3f} ms)")
+
+
+class FailureReporter:
+    """Reports the failures the audio thread contained (`engine.failure_log`), from another thread: the first of
+    each kind (exception type and message) once, on stderr, the systemd status line (`status`) and each `alerts`
+    callable (title, lines) (the board's OLED); later ones of a kind are only counted (`engine.failures`)."""
+
+    def __init__(self, engine: Engine, status: Callable[[str], Any] | None = None,
+                 alerts: Iterable[Callable[[str, list[str]], Any]] = ()):
+        self.engine, self.status, self.alerts = engine, status, list(alerts)
+        self.seen: set[str] = set()
+
+    def poll(self) -> None:
+        log = self.engine.failure_log
+        while log:
+            what, error = log.popleft()
+            kind = f"{type(error).__name__}: {error}"
+            if kind in self.seen:
+                continue
+            self.seen.add(kind)
+            _warn(f"audio error contained ({kind}): {what}; playing on (only the first of its kind is reported)")
+            if self.status is not None:
+                self.status(f"audio error contained: {what}; playing on")
+            for alert in self.alerts:
+                alert("AUDIO ERROR", [what[:21], "PLAYING ON"])
 
 
 def output_device(device: str | int | None, sd: Any = None) -> str | int | None:
@@ -246,23 +330,19 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     import sounddevice as sd
 
     state = state_dir() if state is None else Path(state)
-    bank = load_bank(bank_path, state=state)
+    watchdog = Watchdog.from_env()
+    notice = HashNotice(watchdog)
+    try:
+        bank = load_bank(bank_path, state=state, on_hash=notice)
+    finally:
+        notice.stop()
     bank.residency = Residency(bank)  # the audio thread reads only pages the prefetch thread brought in
     engine = Engine(bank, replace(config or EngineConfig(), block=block), params)
     prefetcher = Prefetcher(engine, memory_budget() if preload_bytes is None else preload_bytes)
     prefetcher.prepare(bank)  # the heads of every note, before the first one can start
     clock = FrameClock(engine.fs, block)
     slot = BankSlot(engine, bank_path, state, prefetcher)
-    router = router or MidiRouter()
-
-    received = [0]
-
-    def on_message(msg: mido.Message) -> None:
-        received[0] += 1
-        frame = clock.frame_for()
-        for ev in router.route(msg):
-            engine.post(ev, frame)
-
+    on_message = MidiFeed(router or MidiRouter(), engine, clock)
     out = output_device(device, sd)
     inputs: list[Any] = []
     if uart is not None:
@@ -280,7 +360,6 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     gc.freeze()  # what exists now is never scanned again: shorter collector pauses in the audio thread
     # a thread that wants the GIL gets it within this long (Python's default, 5 ms, is longer than a block)
     sys.setswitchinterval(GIL_SWITCH_S)
-    watchdog = Watchdog.from_env()
     audio = LiveAudio(engine, clock, heartbeat=watchdog.heartbeat, rt_priority=configured_priority())
     try:
         stream = sd.OutputStream(samplerate=engine.fs, blocksize=block, channels=2, dtype="float32", device=out,
@@ -290,8 +369,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     t_end = None if duration is None else time.monotonic() + duration
 
     def keep_playing() -> bool:
-        if audio.error is not None:
-            raise NsynthError(f"audio callback failed: {audio.error!r}")
+        failures.poll()
         if reload.is_set():  # SIGHUP: re-read the bank (a refused one leaves the current one playing)
             reload.clear()
             if slot.reload() is not None:
@@ -300,6 +378,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
         return not stop.is_set() and (t_end is None or time.monotonic() < t_end)
 
     control_sources = list(control_sources)
+    failures = FailureReporter(engine, watchdog.status, [s.alert for s in control_sources if hasattr(s, "alert")])
     foreground = [s.foreground for s in control_sources if hasattr(s, "foreground")]
     if len(foreground) > 1:
         raise NsynthError("only one control source can run in the foreground (one simulator window)")
@@ -334,8 +413,9 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
         for src in reversed(started):
             src.stop()
         _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
-              f"{received[0]} MIDI messages; {engine.starved} voice segments muted waiting for the bank, "
-              f"{engine.faults} voices freed for a bad state; {audio.timing()}")
+              f"{on_message.received} MIDI messages ({on_message.errors} failed); {engine.starved} voice segments muted waiting for the bank, "
+              f"{engine.faults} voices freed for a bad state, {engine.failures} audio errors contained; "
+              f"{audio.timing()}")
     return 0
 
 

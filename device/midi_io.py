@@ -1,4 +1,5 @@
-"""MIDI inputs: USB (mido + python-rtmidi, re-opened after an unplug), DIN from a UART (pyserial), MIDI files.
+"""MIDI inputs: USB (mido + python-rtmidi, re-opened after an unplug), DIN from a UART (pyserial). (MIDI files:
+device/midi_file.py.)
 
 Each live input calls `on_message(msg)` for every channel message from a thread of its own (python-rtmidi's
 callback thread for USB, a reader thread blocked in the serial read for DIN); the caller turns messages into engine
@@ -10,7 +11,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import mido
@@ -241,20 +241,3 @@ class PortInput(_ReaderThread):
                 time.sleep(self.poll_s)
             else:
                 self._deliver(msg)
-
-
-def midi_file_messages(path: str | Path, sample_rate: int) -> list[tuple[int, mido.Message]]:
-    """The channel messages of a MIDI file with their frame (at `sample_rate`), in playing order."""
-    path = Path(path)
-    try:
-        song = mido.MidiFile(path)
-    except FileNotFoundError:
-        raise NsynthError(f"{path}: no such MIDI file") from None
-    except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
-        raise NsynthError(f"{path}: not a readable MIDI file: {e}") from None
-    out, t = [], 0.0
-    for msg in song:  # merged tracks, `time` in seconds since the previous message
-        t += msg.time
-        if not msg.is_meta and msg.type != "sysex":
-            out.append((int(round(t * sample_rate)), msg))
-    return out

@@ -8,9 +8,20 @@ Default CC map (`DEFAULT_CC_MAP`, configurable with `nsynth play --cc NUM=PARAM`
                                                                  CC 72  release
 
 Always: CC 64 sustain pedal (>= 64 down), CC 120 all sound off, CC 121 reset controllers (pitch bend, pedal,
-MPE X/Y), CC 123 all notes off (also CC 124-127, the mode messages, per the MIDI spec), RPN 0 (CC 101/100 = 0,
-then CC 6 = semitones, CC 38 = cents) sets the pitch-bend range of that channel. A note-on with velocity 0 is a
-note-off. Pitch bend: +-`bend_range` semitones (default 2).
+MPE X/Y), CC 123 all notes off (also CC 124-127, the mode messages, per the MIDI spec). A note-on with velocity 0
+is a note-off. Pitch bend: +-`bend_range` semitones (default 2).
+
+Pitch-bend range (RPN 0): CC 101/100 select a registered parameter (RPN), CC 99/98 a non-registered one (NRPN);
+each selection deselects the other kind, and CC 101 = CC 100 = 127 is the null RPN (nothing selected). Data entry
+(CC 6 = semitones, CC 38 = cents) changes the bend range only while RPN 0 is selected; after an NRPN or the null
+RPN it changes nothing. Other RPNs and every NRPN are ignored, as are data increment/decrement (CC 96/97). The
+range is bounded, so no message stream can make the engine read the bank arbitrarily fast:
+  - at most `MAX_BEND` = 24 semitones on an ordinary channel and on the MPE manager channel: the range General
+    MIDI 2 requires of RPN 0 (0-24 semitones), and more than any common controller sends;
+  - at most `MAX_MPE_BEND` = 96 semitones on MPE member channels: the MPE specification's largest member range
+    (its default is 48).
+A larger value (RPN 0 data can say up to 127 semitones 127 cents) is clamped to the bound. In MPE mode, RPN 0 sent
+on any member channel sets the range of every member channel, as the MPE specification says.
 
 Channels: `channel=None` is omni (every channel plays, as one); `channel=N` (0-15) listens to that channel only.
 
@@ -27,8 +38,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from device.engine import BEND_LIMIT
 from nsynth.errors import NsynthError
 from nsynth.params import PARAMS
+
+MAX_BEND = 24.0       # semitones: the largest pitch-bend range of an ordinary (or MPE manager) channel
+MAX_MPE_BEND = BEND_LIMIT  # semitones (96): the largest range of an MPE member channel
+RESERVED_CCS = frozenset((6, 38, 64, 96, 97, 98, 99, 100, 101, *range(120, 128)))  # pedal, (N)RPN, channel mode
+_NULL = (127, 127)    # the null RPN: no parameter selected
 
 DEFAULT_CC_MAP: dict[int, str] = {7: "volume", 16: "x", 17: "y", 18: "position", 73: "attack", 75: "decay",
                                   79: "sustain", 72: "release"}
@@ -46,8 +63,8 @@ def parse_cc_map(items: list[str], base: dict[int, str] | None = None) -> dict[i
         if not 0 <= cc <= 127 or (name not in PARAMS and name != "none"):
             raise NsynthError(f"bad CC mapping {item!r}: expected NUM=PARAM with NUM 0..127 and PARAM one of "
                               f"{', '.join(PARAMS)} or none")
-        if cc in (6, 38, 64, 100, 101) or cc >= 120:
-            raise NsynthError(f"bad CC mapping {item!r}: CC {cc} is reserved (pedal, RPN or channel mode)")
+        if cc in RESERVED_CCS:
+            raise NsynthError(f"bad CC mapping {item!r}: CC {cc} is reserved (pedal, RPN/NRPN or channel mode)")
         if name == "none":
             cc_map.pop(cc, None)
         else:
@@ -65,13 +82,17 @@ class MidiRouter:
     mpe_bend_range: float = 48.0
     cc_map: dict[int, str] = field(default_factory=lambda: dict(DEFAULT_CC_MAP))
     _ranges: list[float] = field(default_factory=list, init=False, repr=False)
-    _rpn: list[tuple[int, int]] = field(default_factory=list, init=False, repr=False)
+    _rpn: list[tuple[int, int]] = field(default_factory=list, init=False, repr=False)  # per channel; _NULL: none
 
     def __post_init__(self) -> None:
         if self.channel is not None and not 0 <= self.channel <= 15:
             raise NsynthError(f"MIDI channel must be 1-16 (given as index {self.channel})")
+        for what, value, bound in (("bend range", self.bend_range, MAX_BEND),
+                                   ("MPE bend range", self.mpe_bend_range, MAX_MPE_BEND)):
+            if not 0.0 <= value <= bound:
+                raise NsynthError(f"{what} must be 0..{bound:g} semitones, got {value!r}")
         self._ranges = [self.bend_range if (not self.mpe or ch == 0) else self.mpe_bend_range for ch in range(16)]
-        self._rpn = [(127, 127)] * 16
+        self._rpn = [_NULL] * 16
 
     def route(self, msg) -> list[tuple]:
         """Engine events for one mido message ([] if it is ignored)."""
@@ -99,16 +120,16 @@ class MidiRouter:
     def _cc(self, ch: int, vch: int, member: bool, cc: int, value: int) -> list[tuple]:
         if member and cc == 74:
             return [("note_xy", ch, None, value / 127.0)]
-        if cc == 101 or cc == 100:
+        if cc in (101, 100):  # select a registered parameter (and no NRPN)
             msb, lsb = self._rpn[ch]
             self._rpn[ch] = (value, lsb) if cc == 101 else (msb, value)
             return []
+        if cc in (99, 98):  # select a non-registered parameter: data entry no longer reaches any RPN
+            self._rpn[ch] = _NULL
+            return []
         if cc in (6, 38):
             if self._rpn[ch] == (0, 0):  # RPN 0: pitch-bend sensitivity
-                semis = int(self._ranges[ch])
-                cents = round((self._ranges[ch] - semis) * 100)
-                semis, cents = (value, cents) if cc == 6 else (semis, value)
-                self._ranges[ch] = semis + cents / 100.0
+                self._set_bend_range(ch, member, cc, value)
             return []
         if member:  # member channels carry only per-note expression
             return []
@@ -123,12 +144,24 @@ class MidiRouter:
         name = self.cc_map.get(cc)
         return [("params", {name: value / 127.0})] if name else []
 
+    def _set_bend_range(self, ch: int, member: bool, cc: int, value: int) -> None:
+        """Data entry for RPN 0: CC 6 sets the semitones, CC 38 the cents (0..99; more counts as 99), clamped to the
+        channel's bound; on an MPE member channel it sets every member channel's range."""
+        semis = int(self._ranges[ch])
+        cents = round((self._ranges[ch] - semis) * 100)
+        semis, cents = (value, cents) if cc == 6 else (semis, min(value, 99))
+        bound = MAX_MPE_BEND if member else MAX_BEND
+        new = min(semis + cents / 100.0, bound)
+        for c in (range(1, 16) if member else (ch,)):
+            self._ranges[c] = new
+
 
 def add_midi_arguments(parser: argparse.ArgumentParser) -> None:
     """The MIDI options shared by `nsynth play` and `nsynth render-midi`."""
     parser.add_argument("--channel", default="omni", help="MIDI channel 1-16, or omni (default)")
     parser.add_argument("--mpe", action="store_true", help="MPE lower zone: per-note bend, CC74 -> Y, pressure -> X")
-    parser.add_argument("--bend-range", type=float, default=2.0, help="pitch-bend range in semitones (default 2)")
+    parser.add_argument("--bend-range", type=float, default=2.0,
+                        help=f"pitch-bend range in semitones, 0..{MAX_BEND:g} (default 2; RPN 0 changes it)")
     parser.add_argument("--cc", action="append", default=[], metavar="NUM=PARAM",
                         help="map a CC to a parameter (or none); repeatable; see device/README.md for the default map")
 

@@ -1,19 +1,32 @@
-"""`nsynth render-midi`: the live engine, offline, on a MIDI file (bit-identical for the same frame-stamped events)."""
+"""`nsynth render-midi`: the live engine, offline, on a MIDI file (bit-identical for the same frame-stamped events).
+
+The render runs until every voice has finished its release: at the song's last event the notes still held are
+released (as a sequencer does when it stops), and blocks are rendered until no voice sounds, at most `TAIL_CAP_S`
+(30 s) after that event; a render cut by the cap says so. The longest release (CC 72 = 127) is about 10 s, so the
+cap is only met by something unexpected.
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from device.bank import open_verified
-from device.engine import Engine, EngineConfig, release_seconds
+from device.engine import Engine, EngineConfig
 from device.midi_file import midi_file_messages
 from device.midi_map import MidiRouter, add_midi_arguments, router_from_args
 from nsynth.errors import NsynthError
 from nsynth.fsutil import atomic_path
+
+TAIL_CAP_S = 30.0  # seconds after the song's last event at which a render stops even if a voice still sounds
+
+
+def _say(msg: str) -> None:
+    print(f"nsynth render-midi: {msg}", file=sys.stderr, flush=True)
 
 
 def parse_xy_path(text: str) -> list[tuple[float, float]]:
@@ -53,11 +66,12 @@ def check_output(out: str | os.PathLike) -> None:
 
 def render_midi(bank_path: str | os.PathLike, song: str | os.PathLike, out: str | os.PathLike, *,
                 xy: str | list[tuple[float, float]] | None = None, block: int = 128, sample_rate: int = 48000,
-                router: MidiRouter | None = None, params: dict | None = None, tail_s: float | None = None,
+                router: MidiRouter | None = None, params: dict | None = None, tail_s: float = TAIL_CAP_S,
                 config: EngineConfig | None = None) -> np.ndarray:
     """Render a MIDI file through the engine to a float32 stereo WAV at `out` (written atomically);
-    returns the audio [frames, 2]. The bank is checked first (`open_verified`: a corrupt one is refused); the
-    XY path, if given, is swept over the song (set at every block start)."""
+    returns the audio [frames, 2], which ends once every voice has finished its release, or `tail_s` seconds
+    after the last event (the cap, reported when it cuts a voice). The bank is checked first (`open_verified`: a corrupt one is refused); the XY path,
+    if given, is swept over the song (set at every block start)."""
     import soundfile as sf
 
     check_output(out)
@@ -68,19 +82,29 @@ def render_midi(bank_path: str | os.PathLike, song: str | os.PathLike, out: str 
     cfg = replace(config or EngineConfig(), block=block, sample_rate=sample_rate)
     engine = Engine(bank, cfg, params)
     router = router or MidiRouter()
-    if tail_s is None:
-        tail_s = release_seconds(engine.params["release"]) + 0.1
-    frames = messages[-1][0] + int(tail_s * sample_rate) + 1
+    last = messages[-1][0]
     for frame, msg in messages:
         for ev in router.route(msg):
             engine.post(ev, frame)
+    engine.post(("all_notes_off",), last)  # the song has ended: what is still held is released
     points = parse_xy_path(xy) if isinstance(xy, str) else xy
-    if points:
-        song_end = max(messages[-1][0], 1)
-        for f in range(0, frames, block):
-            x, y = xy_at(points, f / song_end)
+    cap = last + int(tail_s * sample_rate)
+    blocks, f = [], 0
+    while f <= last or (engine.active_voices() and f < cap):
+        if points:
+            x, y = xy_at(points, f / max(last, 1))
             engine.post_params(frame=f, x=x, y=y)
-    audio = engine.render(frames)
+        buf = np.zeros((block, 2), np.float32)
+        engine.process(buf)
+        blocks.append(buf)
+        f += block
+    if engine.active_voices():
+        _say(f"{engine.active_voices()} voice(s) still sounding {tail_s:g} s after the song's last event: "
+             f"the render stops there (the cap)")
+    if engine.failures:
+        _say(f"{engine.failures} engine error(s) contained while rendering (first: "
+             f"{engine.failure_log[0][0]}: {engine.failure_log[0][1]!r})")
+    audio = np.concatenate(blocks)
     try:
         with atomic_path(out) as tmp:
             sf.write(tmp, audio, sample_rate, format="WAV", subtype="FLOAT")

@@ -23,8 +23,16 @@ from pathlib import Path
 from hardware.errors import HardwareError
 from hardware.image import bootconfig
 from hardware.image.bank_import import find_banks, verify_bank
-from hardware.image.diskimage import ExtFs, FatFs, Partition, check_ext4, make_ext4, read_partitions, \
-    require_tools, write_partitions
+from hardware.image.diskimage import (
+    ExtFs,
+    FatFs,
+    Partition,
+    check_ext4,
+    make_ext4,
+    read_partitions,
+    require_tools,
+    write_partitions,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "systemd"

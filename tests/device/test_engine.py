@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from device import kernels
 from device.bank import BankWriter, open_bank
 from bench.sfz_player import write_harmonic_bank, stream_weights
 from device.engine import Engine, EngineConfig
@@ -12,12 +11,7 @@ from synth_banks import render_events, synth_note, write_bank
 FS = 48000
 
 
-@pytest.fixture(autouse=True, params=["compiled", "numpy"])
-def engine_path(request, monkeypatch):
-    """Every test here runs on the compiled kernel and on the numpy reference."""
-    if request.param == "numpy":
-        monkeypatch.setattr(kernels, "COMPILED", False)
-    return request.param
+pytestmark = pytest.mark.usefixtures("engine_path")  # every test here: compiled kernel and numpy reference
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +268,85 @@ def test_extreme_pitch_reads_through_many_loop_wraps(bank):
     """Key 127 bent up 48 semitones reads ~125 source samples per output sample: many loop wraps per block."""
     out = render_events(bank, [(0, ("bend", 0, 48.0)), (0, ("on", 0, 127, 100)), (0, ("on", 0, 0, 100))], 9600)
     assert np.isfinite(out).all() and np.abs(out).max() > 0.01
+
+
+def test_rate_cap_bounds_a_voice_whatever_the_midi(tmp_path):
+    """RPN 0 to its largest value, a full bend and key 127 on a one-pitch bank of short notes (the five messages
+    that stopped the instrument): the voice plays, and reads at most max_rate source samples per output sample
+    (its read position advances by at most max_rate x frames per block, which bounds its work per block). A bend
+    posted from code beyond any range is clamped, not a fault."""
+    import mido
+    from device.midi_map import MidiRouter
+
+    path = tmp_path / "tiny"
+    write_bank(path, grid=2, pitches=(36,), velocities=(100,), note_length=2000, loop=(1000, 1003))
+    bank = open_bank(path)
+    for bend_event in (None, ("bend", 0, 1e9)):
+        e, r = Engine(bank), MidiRouter()
+        msgs = [mido.Message("control_change", control=c, value=v) for c, v in ((101, 0), (100, 0), (6, 127))]
+        msgs += [mido.Message("pitchwheel", pitch=8191), mido.Message("note_on", note=127, velocity=127)]
+        for m in msgs:
+            for ev in r.route(m):
+                e.post(ev)
+        if bend_event:
+            e.post(bend_event)
+        pos = []
+        for _ in range(50):
+            out = e.render(e.block)
+            assert np.isfinite(out).all()
+            pos.append(float(e.pos[np.flatnonzero(e.stage)[0]]))
+        assert e.faults == 0 and e.active_voices() == 1
+        steps = np.diff(pos)
+        assert steps.max() <= e.config.max_rate * e.block + 1e-6
+        assert steps.min() >= 0.99 * e.config.max_rate * e.block  # capped, not slower
+
+
+def _bug(engine, fires):
+    """Make the engine's segment rendering raise whenever `fires(engine)` (a stand-in for a bug in it)."""
+    real = engine._segment
+
+    def segment(out, at, n):
+        if fires(engine):
+            raise FloatingPointError("a bug")
+        real(out, at, n)
+
+    engine._segment = segment
+
+
+def test_a_failing_voice_is_silenced_and_the_rest_plays_on(bank):
+    notes = [(0, ("on", 0, 48, 100)), (0, ("on", 0, 60, 90)), (300, ("params", {"x": 0.2}))]
+    want = render_events(bank, notes, 4800)
+    e = Engine(bank)
+    _bug(e, lambda e: ((e.key == 72) & (e.stage != 0)).any())  # any voice of key 72
+    for frame, ev in notes[:2] + [(0, ("on", 0, 72, 100))] + notes[2:]:
+        e.post(ev, frame)
+    got = e.render(4800)
+    np.testing.assert_array_equal(got, want)  # as if key 72 had never been struck
+    assert e.failures == 1 and e.active_voices() == 2
+    (what, err), = e.failure_log
+    assert what == "voice of key 72 silenced" and isinstance(err, FloatingPointError)
+
+
+def test_a_failure_no_voice_explains_silences_the_segment_and_frees_the_voices(bank):
+    e = Engine(bank)
+    _bug(e, lambda e: e.active_voices() >= 2)  # only the two together fail
+    e.note_on(48, 100)
+    e.note_on(60, 100)
+    assert not e.render(256).any() and e.active_voices() == 0
+    assert [w for w, _ in e.failure_log] == ["a segment silenced and every voice freed"]
+    e.note_on(60, 100)
+    assert np.abs(e.render(2400)).max() > 0.05  # plays on
+
+
+def test_an_event_that_raises_is_dropped(bank):
+    e = Engine(bank)
+    real = e._note_on
+    e._note_on = lambda ch, key, vel: (_ for _ in ()).throw(KeyError(key)) if key == 72 else real(ch, key, vel)
+    for key in (48, 72, 60):
+        e.note_on(key, 100)
+    e.render(256)
+    assert e.active_voices() == 2 and set(e.key[e.stage != 0]) == {48, 60}
+    assert [w for w, _ in e.failure_log] == ["event 'on' dropped"]
 
 
 def test_loop_crossfade_reads_the_same_at_any_offset_in_the_file(tmp_path):

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.bank import BankError, open_bank
+from device.bank import BankError, open_bank, open_verified
+from device.engine import Engine, release_seconds
+from device.live import FrameClock, HashNotice, LiveAudio, load_bank, switch_bank
+from device.midi_file import midi_file_messages
+from device.sdnotify import Watchdog
 from nsynth.cli import main
-from device.engine import Engine
-from device.live import FrameClock, LiveAudio, load_bank, switch_bank
-from device.midi_io import midi_file_messages
 from device.midi_map import MidiRouter
 from device.offline import render_midi, xy_at
 
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def bank_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("live") / "bank"
     write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=16000)
+    open_verified(path)  # checked once here, so no test depends on which one opens it first
     return path
 
 
@@ -97,12 +99,23 @@ def test_callback_survives_an_engine_error(bank_path):
     def broken(*args):
         raise IndexError("a bug in the engine")
 
-    engine._segment = broken
+    real = engine._segment
+    engine._segment = broken  # every segment raises: contained by the engine, the segment silent
     engine.note_on(60, 100)
     buf = np.ones((128, 2), np.float32)
     audio.callback(buf, 128, None, None)
-    assert not buf.any() and isinstance(audio.error, IndexError)
+    assert not buf.any() and engine.active_voices() == 0 and engine.frame == 128
+    assert [type(e) for _, e in engine.failure_log] == [IndexError, IndexError]  # the voice, then the segment
     assert audio.realtime is False  # NSYNTH_RT_PRIORITY unset: scheduling left alone
+    engine._segment = real
+    engine.process = broken  # what the engine cannot contain: the callback silences the buffer and resets it
+    buf[:] = 1.0
+    audio.callback(buf, 128, None, None)
+    assert not buf.any() and engine.frame == 256 and engine.failures == 3
+    del engine.process
+    engine.note_on(60, 100)
+    audio.callback(buf, 128, None, None)
+    assert np.abs(buf).max() > 0  # plays on
 
 
 def test_render_midi_command(bank_path, tmp_path, capsys):
@@ -114,6 +127,26 @@ def test_render_midi_command(bank_path, tmp_path, capsys):
     assert "not a bank directory" in capsys.readouterr().err
     assert main(["render-midi", "--bank", str(bank_path), str(song), "-o", str(out), "--xy", "2,0"]) == 1
     assert "outside 0..1" in capsys.readouterr().err
+
+
+def test_render_midi_renders_every_release_to_its_end(bank_path, tmp_path, capsys):
+    """A song that sets the release to its longest (CC 72 = 127: 10 s) is rendered until that release ends; a
+    note the song leaves held is released at its end; the cap stops a render and says so."""
+    mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks a second
+    mid.tracks.append(mido.MidiTrack([
+        mido.Message("control_change", control=72, value=127, time=0),
+        mido.Message("note_on", note=60, velocity=100, time=0), mido.Message("note_off", note=60, time=480),
+        mido.Message("note_on", note=64, velocity=100, time=0),  # never released by the song
+        mido.Message("control_change", control=16, value=0, time=480)]))  # the song's last event, at 1 s
+    mid.save(tmp_path / "long.mid")
+    audio = render_midi(bank_path, tmp_path / "long.mid", tmp_path / "long.wav")
+    end = 1.0 + release_seconds(1.0)  # the song's end, then 10 s to -60 dB of full scale (from sustain: less)
+    assert end - 0.5 < len(audio) / 48000 < end + 0.01
+    assert np.abs(audio[-480:]).max() < 1e-3 and np.abs(audio[-48000:-24000]).max() > 1e-4  # a tail, to its end
+    assert "still sounding" not in capsys.readouterr().err
+    cut = render_midi(bank_path, tmp_path / "long.mid", tmp_path / "cut.wav", tail_s=2.0)
+    assert len(cut) / 48000 == pytest.approx(3.0, abs=0.01)
+    assert "2 voice(s) still sounding 2 s after the song's last event" in capsys.readouterr().err
 
 
 def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
@@ -135,6 +168,59 @@ def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
     assert switch_bank(engine, other).path == other
     engine.render(512)  # after the old voices' fade
     assert engine.bank.path == other
+
+
+def test_a_corrupt_bank_is_refused_by_the_instrument_and_the_last_good_one_plays(bank_path, tmp_path, capsys):
+    """Flipped bytes (the size unchanged, so only the sha256 tells): refused at start (the last good bank plays,
+    with a warning naming the file and both digests) and by a switch (SIGHUP, the board), which keeps the current
+    one playing."""
+    state = tmp_path / "state"
+    load_bank(bank_path, state=state)
+    bad = tmp_path / "flipped"
+    write_bank(bad, pitches=(60,), velocities=(100,), note_length=1000)
+    with open(bad / "samples.i16", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x12\x34")
+    assert load_bank(bad, state=state).path == bank_path
+    err = capsys.readouterr().err
+    assert f"{bad / 'samples.i16'}: sha256 " in err and "does not match the manifest's" in err
+    assert f"falling back to the last good bank {bank_path}" in err
+    engine = Engine(open_bank(bank_path))
+    assert switch_bank(engine, bad) is None
+    assert f"keeping {bank_path}" in capsys.readouterr().err
+    with pytest.raises(BankError, match="does not match"):
+        load_bank(bad, state=tmp_path / "fresh-state")  # nothing to fall back to
+
+
+def test_a_first_check_at_start_asks_systemd_for_time(tmp_path, capsys):
+    """Hashing a bank on first use can outlast TimeoutStartSec on an SD card: while it runs, play says so and asks
+    systemd for more time (EXTEND_TIMEOUT_USEC); a stamped bank is not hashed and asks for nothing."""
+    fresh = tmp_path / "fresh"
+    write_bank(fresh, pitches=(60,), velocities=(100,), note_length=1000)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(1.0)
+    try:
+        for expect in (True, False):
+            notice = HashNotice(Watchdog(str(tmp_path / "notify")), every_s=0.05)
+            load_bank(fresh, state=tmp_path / "state", on_hash=notice)
+            time.sleep(0.12)
+            notice.stop()
+            got = []
+            sock.settimeout(0.0)
+            while True:
+                try:
+                    got.append(sock.recv(4096).decode())
+                except BlockingIOError:
+                    break
+            if expect:
+                assert got[0] == f"STATUS=checking {fresh} (first use)"
+                assert got.count("EXTEND_TIMEOUT_USEC=30000000") >= 2
+            else:
+                assert got == []
+    finally:
+        sock.close()
+    assert f"checking {fresh} (first use: hashing its samples" in capsys.readouterr().err
 
 
 def test_fallback_survives_a_rewrite_of_the_last_good_bank(tmp_path):
@@ -281,3 +367,109 @@ def test_play_in_real_time_on_jack(bank_path, tmp_path, jack_server):
     callbacks, midi = int(m[1]), int(m[2])
     assert midi == 2, r.stderr
     assert 0.5 * 1.5 * 48000 / 128 < callbacks < 1.5 * 1.5 * 48000 / 128  # paced by the clock, not free-running
+
+
+_FAKE_SOUNDDEVICE = textwrap.dedent('''
+    """A fake audio device with sounddevice's interface (the hardware edge): one output whose stream calls the
+    callback from its own thread at the block rate and keeps what it was given (`captured`)."""
+    import threading, time
+    import numpy as np
+
+    class PortAudioError(Exception):
+        pass
+
+    DEVICES = [{"name": "fake out", "max_output_channels": 2}]
+    captured = []
+
+    def query_devices(device=None, kind=None):
+        if device is None:
+            return DEVICES[0] if kind else DEVICES
+        if device not in (0, "fake out"):
+            raise ValueError(f"no device {device!r}")
+        return DEVICES[0]
+
+    class OutputStream:
+        def __init__(self, samplerate, blocksize, channels, dtype, device, callback, latency):
+            self.fs, self.block, self.channels, self.callback = samplerate, blocksize, channels, callback
+            self._stop = threading.Event()
+
+        def _run(self):
+            while not self._stop.is_set():
+                buf = np.zeros((self.block, self.channels), np.float32)
+                self.callback(buf, self.block, None, 0)
+                captured.append(buf)
+                time.sleep(self.block / self.fs)
+
+        def __enter__(self):
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+            return self
+
+        def __exit__(self, *exc):
+            self._stop.set()
+            self._thread.join()
+''')
+
+_FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
+    import numpy as np, sounddevice
+    from device.engine import Engine, release_seconds
+
+    real = Engine._segment
+
+    def buggy(self, out, at, n):  # a bug that fires whenever a voice of key 72 sounds
+        if ((self.key == 72) & (self.stage != 0)).any():
+            raise ZeroDivisionError("a bug in voice rendering")
+        real(self, out, at, n)
+
+    Engine._segment = buggy
+    port = Port()
+    port.msgs = [mido.Message("note_on", note=60, velocity=100), mido.Message("note_on", note=72, velocity=100)]
+
+    class Board(Source):
+        alerts = []
+        def attach(self, engine, clock, slot):
+            self.engine, self.clock = engine, clock
+            threading.Timer(0.5, lambda: engine.note_on(72, 90, frame=clock.frame_for())).start()  # again
+        def alert(self, title, lines):
+            self.alerts.append([title, *lines])
+
+    board = Board()
+    rc = play(sys.argv[1], midi=port, device="fake out", control_sources=[board], duration=1.0, state=sys.argv[2])
+    out = np.concatenate(sounddevice.captured)
+    print(json.dumps({"rc": rc, "alerts": board.alerts, "failures": board.engine.failures,
+                      "tail": float(np.abs(out[-4800:]).max()), "blocks": len(sounddevice.captured)}))
+''')
+
+
+def test_play_contains_a_failing_voice_and_plays_on(bank_path, tmp_path):
+    """Through play() with a fake audio device: a bug that raises whenever one voice sounds silences that voice,
+    is reported once (stderr, the systemd status line, the board's alert), and the other note plays on to the
+    end; the bug firing again (the key struck again) is counted, not reported again."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sounddevice.py").write_text(_FAKE_SOUNDDEVICE)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    env = {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{ROOT}", "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    try:
+        r = subprocess.run([sys.executable, "-c", _FAILING_SCRIPT, str(bank_path), str(tmp_path / "state")],
+                           env=env, capture_output=True, text=True, timeout=60)
+        notify.settimeout(0.0)
+        messages = []
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+    finally:
+        notify.close()
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0 and res["blocks"] > 50
+    assert res["failures"] == 2  # the voice silenced, twice
+    assert r.stderr.count("audio error contained") == 1, r.stderr
+    assert "ZeroDivisionError: a bug in voice rendering): voice of key 72 silenced; playing on" in r.stderr
+    assert "2 audio errors contained" in r.stderr
+    assert res["alerts"] == [["AUDIO ERROR", "voice of key 72 silen", "PLAYING ON"]]
+    assert any(m.startswith("STATUS=audio error contained: voice of key 72 silenced") for m in messages)
+    assert res["tail"] > 0.05  # key 60 still sounds at the end

@@ -8,9 +8,10 @@ import pytest
 
 from device.bank import open_bank
 from device.engine import Engine
+from device.midi_file import midi_file_messages
+from device.midi_io import UartMidiInput, UsbMidiInput, pick_port
+from device.midi_map import DEFAULT_CC_MAP, MAX_BEND, MAX_MPE_BEND, MidiRouter, parse_cc_map
 from nsynth.errors import NsynthError
-from device.midi_io import UartMidiInput, UsbMidiInput, midi_file_messages, pick_port
-from device.midi_map import DEFAULT_CC_MAP, MidiRouter, parse_cc_map
 from device.midi_stream import MidiByteParser
 
 
@@ -155,6 +156,50 @@ def test_rpn_sets_bend_range():
     for c, v in ((101, 0), (100, 0), (6, 12), (38, 50)):
         r.route(mido.Message("control_change", control=c, value=v))
     assert r.route(mido.Message("pitchwheel", pitch=-8192)) == [("bend", 0, -12.5)]
+
+
+def _cc(router, pairs, ch=0):
+    for c, v in pairs:
+        assert router.route(mido.Message("control_change", channel=ch, control=c, value=v)) == []
+
+
+def _bend(router, ch=0, pitch=8191):
+    return router.route(mido.Message("pitchwheel", channel=ch, pitch=pitch))[0][2]
+
+
+def test_rpn_bend_range_is_bounded():
+    """RPN 0 can say 127 semitones: an ordinary (or MPE manager) channel stops at 24, MPE members at 96."""
+    top = 8191 / 8192
+    r = MidiRouter()
+    _cc(r, ((101, 0), (100, 0), (6, 127), (38, 127)), ch=4)
+    assert _bend(r, ch=4) == pytest.approx(MAX_BEND * top) and MAX_BEND == 24
+    assert _bend(r, ch=5) == pytest.approx(2.0 * top)  # another channel keeps its own
+    m = MidiRouter(mpe=True)
+    _cc(m, ((101, 0), (100, 0), (6, 127)), ch=0)
+    assert m.route(mido.Message("pitchwheel", channel=0, pitch=-8192)) == [("bend", None, -MAX_BEND)]
+    _cc(m, ((101, 0), (100, 0), (6, 127)), ch=3)  # a member's RPN 0 sets every member channel (MPE spec)
+    for ch in (3, 9, 15):
+        assert _bend(m, ch=ch) == pytest.approx(MAX_MPE_BEND * top) and MAX_MPE_BEND == 96
+    _cc(m, ((101, 0), (100, 0), (6, 12), (38, 120)), ch=9)  # cents beyond 99 count as 99
+    assert _bend(m, ch=2, pitch=-8192) == pytest.approx(-12.99)
+    for kw in ({"bend_range": 25}, {"bend_range": -1}, {"mpe_bend_range": 97}):
+        with pytest.raises(NsynthError, match="bend range must be"):
+            MidiRouter(**kw)
+
+
+def test_nrpn_and_null_rpn_keep_data_entry_off_the_bend_range():
+    r = MidiRouter()
+    _cc(r, ((101, 0), (100, 0), (99, 0), (98, 0), (6, 127), (38, 64)))  # RPN 0, then an NRPN selected
+    assert _bend(r) == pytest.approx(2.0 * 8191 / 8192)
+    _cc(r, ((101, 0), (100, 0), (6, 7), (101, 127), (100, 127), (6, 127)))  # RPN 0 = 7, then the null RPN
+    assert _bend(r, pitch=-8192) == -7.0
+    _cc(r, ((99, 5), (98, 0), (101, 0), (100, 0), (6, 3)))  # an RPN selected after an NRPN: data entry is its
+    assert _bend(r, pitch=-8192) == -3.0
+    _cc(r, ((101, 0), (100, 1), (6, 100), (96, 0), (97, 0)))  # RPN 1 (fine tuning) and increments: ignored
+    assert _bend(r, pitch=-8192) == -3.0
+    for reserved in (96, 97, 98, 99):
+        with pytest.raises(NsynthError, match="reserved"):
+            parse_cc_map([f"{reserved}=x"])
 
 
 def test_mpe_routing():

@@ -5,20 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from device import kernels
 from device.bank import BankWriter, open_bank
 from device.engine import Engine, EngineConfig
 from synth_banks import render_events
 from device.residency import HELD, PINNED, Prefetcher, Residency, memory_budget
 
 L = 16384  # 8 pages of int16 samples per note
-
-
-@pytest.fixture(params=["compiled", "numpy"])
-def engine_path(request, monkeypatch):
-    if request.param == "numpy":
-        monkeypatch.setattr(kernels, "COMPILED", False)
-    return request.param
 
 
 @pytest.fixture(scope="module")
