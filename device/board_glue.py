@@ -24,6 +24,7 @@ from typing import Callable
 from device.bank import MANIFEST, Bank, BankError, open_verified
 from device.engine import Engine
 from device.live import BankSlot, FrameClock, state_dir
+from hardware.platform import RASPBERRY_PI, Platform
 from hardware.banks import BankSwitcher, bank_name, bank_path
 from hardware.corners import CornerChoices, Instrument, bank_stem, corners_from_banks
 from hardware.errors import HardwareError
@@ -92,8 +93,9 @@ class BoardSource:
     simulated twin; `SimulatorSource` adds its window). `banks`: the folder of corner-combination banks
     (default: the folder holding the bank that plays)."""
 
-    def __init__(self, kind: str, *, banks: str | Path | None = None, patches: str | Path | None = None):
-        self.kind, self.banks, self.patches = kind, banks, patches
+    def __init__(self, kind: str, *, banks: str | Path | None = None, patches: str | Path | None = None,
+                 platform: Platform = RASPBERRY_PI):
+        self.kind, self.banks, self.patches, self.platform = kind, banks, patches, platform
         self.engine: Engine | None = None
         self.clock: FrameClock | None = None
         self.slot: BankSlot | None = None
@@ -116,7 +118,7 @@ class BoardSource:
         self.controls = open_board_controls(
             self.kind, corners=corners, patches_path=self.patches or patch_file(),
             on_corners_changed=self._corners_changed, on_patch=lambda action, i, p: _say(f"patch {i + 1}: {action}"),
-            import_status_path=slot.state / IMPORT_STATUS)
+            import_status_path=slot.state / IMPORT_STATUS, platform=self.platform)
         for problem in self.controls.patches.problems:
             _say(problem)
         self.switcher = BankSwitcher(lambda names: open_combination(folder, names, self._checking), self._swap,
@@ -176,10 +178,12 @@ class SimulatorSource(BoardSource):
         self.engine.post(("off", 0, pitch), self.clock.frame_for())
 
 
-def board_source(kind: str, *, banks: str | Path | None = None, patches: str | Path | None = None) -> BoardSource:
-    """The control source for `nsynth play --board KIND` ("ons" or "sim")."""
+def board_source(kind: str, *, banks: str | Path | None = None, patches: str | Path | None = None,
+                 platform: Platform = RASPBERRY_PI) -> BoardSource:
+    """The control source for `nsynth play --board KIND` ("ons" or "sim"); `platform`: how "ons" reaches GPIO and
+    I2C (hardware.platform; default RPi.GPIO and smbus2)."""
     if kind == "sim":
         return SimulatorSource(banks=banks, patches=patches)
     if kind == "ons":
-        return BoardSource(kind, banks=banks, patches=patches)
+        return BoardSource(kind, banks=banks, patches=patches, platform=platform)
     raise NsynthError(f"unknown board {kind!r}: use 'ons' (the original hardware) or 'sim'")

@@ -8,6 +8,8 @@ audio callback shares the GIL with these threads.
 """
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import threading
 import time
@@ -19,9 +21,25 @@ from device.midi_stream import MidiByteParser
 from nsynth.errors import NsynthError
 
 OnMessage = Callable[[mido.Message], None]
+SEQ_DEVICE = "/dev/snd/seq"  # the ALSA sequencer, through which python-rtmidi's ALSA backend sees USB MIDI
+log = logging.getLogger(__name__)
+_said_no_sequencer = threading.Event()
 
 
-def input_names(lister: Callable[[], list[str]] = mido.get_input_names) -> list[str]:
+def system_input_names() -> list[str]:
+    """mido's input ports, except where its backend is ALSA's and this machine has no sequencer (a desktop running
+    the simulator, a container): then none, said once in our words, instead of alsa-lib printing
+    "snd_seq_hw_open ... No such file or directory" at every look."""
+    if sys.platform.startswith("linux") and "JACK" not in os.environ.get("MIDO_BACKEND", "") \
+            and not os.path.exists(SEQ_DEVICE):
+        if not _said_no_sequencer.is_set():
+            _said_no_sequencer.set()
+            log.warning("no ALSA sequencer (%s): no USB MIDI on this machine", SEQ_DEVICE)
+        return []
+    return mido.get_input_names()
+
+
+def input_names(lister: Callable[[], list[str]] = system_input_names) -> list[str]:
     """The MIDI input ports that exist ([] where there is no MIDI system at all, e.g. no ALSA sequencer)."""
     try:
         return list(lister())
@@ -93,8 +111,8 @@ class UsbMidiInput(_ReaderThread):
     no such list (listing ports makes a MIDI client, which under JACK can hold the GIL for a second); every
     `poll_s` while waiting for a port.
 
-    `lister` and `opener(name, callback)` default to mido's (python-rtmidi backend); tests inject fakes with the
-    same interface.
+    `lister` (default: system_input_names) and `opener(name, callback)` (default: mido's, python-rtmidi backend)
+    are replaceable; tests inject fakes with the same interface.
     """
 
     thread_name = "usb-midi"
@@ -104,7 +122,7 @@ class UsbMidiInput(_ReaderThread):
                  relist_s: float = 2.0, wait: bool = False, watch: Callable[[], bytes | None] | None = None):
         super().__init__()
         self.name, self.on_message, self.poll_s, self.relist_s = name, on_message, poll_s, relist_s
-        self._lister = lister or mido.get_input_names
+        self._lister = lister or system_input_names
         self._opener = opener or _open_with_callback
         self._watch = watch or alsa_clients
         self.port_name: str | None = None

@@ -11,6 +11,7 @@ baseline ("resets") instead of reporting a turn.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -20,16 +21,10 @@ from typing import Callable
 from hardware import frame as fr
 from hardware.mapping import rotary_steps
 from hardware.plausible import TouchGuard, board_reset
+from hardware.platform import open_smbus
 from hardware.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
-
-
-def smbus_opener(bus_number: int = 1) -> Callable[[], object]:
-    def open_bus():
-        import smbus2
-        return smbus2.SMBus(bus_number)
-    return open_bus
 
 
 class ControllerBoard:
@@ -40,7 +35,7 @@ class ControllerBoard:
                  poll_hz: float = 200.0, reconnect_after: int = 10, retry_s: float = 0.25,
                  log_interval: float = 5.0):
         if bus is None and open_bus is None:
-            open_bus = smbus_opener()
+            open_bus = functools.partial(open_smbus, 1)
         self.bus, self.open_bus, self.address = bus, open_bus, address
         self.period = 1.0 / poll_hz
         self.reconnect_after, self.retry_s = reconnect_after, retry_s

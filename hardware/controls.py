@@ -20,6 +20,7 @@ from hardware.errors import HardwareError
 from hardware.import_status import SHOW_S, ImportStatus
 from hardware.mapping import BoardMapper
 from hardware.patches import Patch, PatchStore
+from hardware.platform import RASPBERRY_PI, Platform
 from hardware.screens import ScreenState
 from nsynth.params import DEFAULT_PARAMS, POT_PARAMS
 
@@ -209,18 +210,19 @@ class SimHandles:
 
 def open_board_controls(kind: str, *, corners: CornerChoices, patches_path: str | Path | None = None,
                         on_corners_changed=None, on_patch=None, import_status_path: str | Path | None = None,
-                        i2c_port: int = 1) -> BoardControls:
-    """`kind` "ons": the original hardware (I2C bus `i2c_port`, RPi.GPIO, the OLED if present);
-    "sim": the simulated twin (the same drivers on a fake bus and GPIO; `controls.sim` holds its physical side).
-    `import_status_path`: the USB import's status file, whose new outcomes the OLED shows."""
-    from hardware.controller import ControllerBoard, smbus_opener
+                        i2c_port: int = 1, platform: Platform = RASPBERRY_PI) -> BoardControls:
+    """`kind` "ons": the original hardware (I2C bus `i2c_port`, GPIO, the OLED if present), reached through
+    `platform` (default: RPi.GPIO and smbus2); "sim": the simulated twin (the same drivers on a fake bus and GPIO;
+    `controls.sim` holds its physical side). `import_status_path`: the USB import's status file, whose new
+    outcomes the OLED shows."""
+    from hardware.controller import ControllerBoard
     from hardware.oled import OLED_ADDRESS, open_oled
-    from hardware.switches import Switches, load_gpio
+    from hardware.switches import Switches
     patches = PatchStore(patches_path) if patches_path else None
     if kind == "ons":
-        gpio = load_gpio()
-        board = ControllerBoard(open_bus=smbus_opener(i2c_port))
-        switches, display, sim = Switches(gpio), open_oled(gpio, port=i2c_port), None
+        gpio = platform.gpio()
+        board = ControllerBoard(open_bus=lambda: platform.open_bus(i2c_port))
+        switches, display, sim = Switches(gpio), open_oled(gpio, open_bus=lambda: platform.open_bus(i2c_port)), None
     elif kind == "sim":
         from hardware.frame import ADDRESS
         from hardware.sim import FakeSMBus, SimulatedBoard, SimulatedGPIO, SimulatedSSD1306

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from hardware.mailbox import Mailbox
 from hardware.ratelog import RateLimitedLog
@@ -86,9 +87,10 @@ def reset_panel(gpio, pin: int = RESET_PIN, hold: float = 0.001, settle: float =
     time.sleep(settle)
 
 
-def open_oled(gpio=None, *, bus=None, port: int = 1, address: int = OLED_ADDRESS) -> Display | None:
-    """The real panel (reset through `gpio` when given; `bus` injected or I2C `port` opened), or None with a
-    logged reason when luma.oled is missing or no panel answers."""
+def open_oled(gpio=None, *, bus=None, open_bus: Callable[[], object] | None = None, port: int = 1,
+              address: int = OLED_ADDRESS) -> Display | None:
+    """The real panel (reset through `gpio` when given; `bus` injected, or opened by `open_bus()`, or luma opens I2C
+    `port`), or None with a logged reason when luma.oled is missing or no panel answers."""
     try:
         from luma.core.interface.serial import i2c
         from luma.oled.device import ssd1306
@@ -98,6 +100,8 @@ def open_oled(gpio=None, *, bus=None, port: int = 1, address: int = OLED_ADDRESS
     try:
         if gpio is not None:
             reset_panel(gpio)
+        if bus is None and open_bus is not None:
+            bus = open_bus()
         device = ssd1306(i2c(bus=bus, port=port, address=address), width=128, height=64)
     except Exception as e:  # luma raises its own DeviceNotFoundError etc. for a silent bus
         log.warning("OLED: no SSD1306 at 0x%02x (%s); playing without the display", address, e)

@@ -277,25 +277,21 @@ def test_banks_needs_board(capsys):
     assert "--banks needs --board" in capsys.readouterr().err
 
 
-def test_ons_runs_the_real_drivers_on_i2c_bus_1(banks, tmp_path, monkeypatch):
-    """--board ons: smbus2 and RPi.GPIO faked at the edge (speaking the board's frames and the GPIO API)."""
-    import types
-
-    import smbus2
-
+def test_ons_runs_the_real_drivers_on_i2c_bus_1(banks, tmp_path):
+    """--board ons: the GPIO module and the I2C bus injected at the top (speaking the GPIO API and the board's
+    frames)."""
     from hardware.frame import ADDRESS
     from hardware.oled import OLED_ADDRESS
+    from hardware.platform import Platform
     from hardware.sim import FakeSMBus, SimulatedBoard, SimulatedGPIO, SimulatedSSD1306
     gpio, twin, panel, opened = SimulatedGPIO(), SimulatedBoard(), SimulatedSSD1306(), []
 
     def smbus(port):
         opened.append(port)
         return FakeSMBus({ADDRESS: twin, OLED_ADDRESS: panel})
-    monkeypatch.setattr(smbus2, "SMBus", smbus)
-    monkeypatch.setitem(sys.modules, "RPi", types.SimpleNamespace(GPIO=gpio))
-    monkeypatch.setitem(sys.modules, "RPi.GPIO", gpio)
+    platform = Platform(gpio=lambda: gpio, open_bus=smbus)  # injected, as gpiozero's pin factories
     engine = Engine(open_bank(banks / "tl_tr_bl_br"))
-    source = board_source("ons", patches=tmp_path / "p.json")
+    source = board_source("ons", patches=tmp_path / "p.json", platform=platform)
     source.attach(engine, FrameClock(48000, 128), BankSlot(engine, engine.bank.path, tmp_path))
     source.start(engine.post_params)
     try:

@@ -354,6 +354,27 @@ def test_usb_input_waits_for_a_first_port():
     assert inp.port_name == "Synth 1"
 
 
+def test_no_alsa_sequencer_is_said_once_and_never_asked(monkeypatch, caplog):
+    """A machine without /dev/snd/seq (a desktop running the simulator): waiting for a USB port does not ask
+    ALSA every half second (alsa-lib would print an error each time); the instrument says it once."""
+    from device import midi_io
+
+    asked = []
+    monkeypatch.setattr(midi_io, "SEQ_DEVICE", "/nonexistent/snd/seq")
+    monkeypatch.setattr(midi_io.mido, "get_input_names", lambda: asked.append(1) or [])
+    monkeypatch.setattr(midi_io, "_said_no_sequencer", threading.Event())
+    monkeypatch.delenv("MIDO_BACKEND", raising=False)
+    inp = UsbMidiInput(None, print, poll_s=0.01, wait=True)
+    inp.start()
+    try:
+        time.sleep(0.2)
+    finally:
+        inp.stop()
+    assert asked == [] and inp.port_name is None
+    said = [r.getMessage() for r in caplog.records if "no ALSA sequencer" in r.getMessage()]
+    assert said == ["no ALSA sequencer (/nonexistent/snd/seq): no USB MIDI on this machine"]
+
+
 def test_uart_read_errors_are_survived(capsys):
     class Flaky(FakeSerial):
         fails = 2

@@ -188,26 +188,20 @@ def test_threads_post_from_their_own_thread(tmp_path):
     assert not r.controls.board._thread
 
 
-def test_ons_wires_the_real_drivers_to_bus_1_the_switch_pins_and_the_oled(monkeypatch, tmp_path):
-    """The original hardware's path, with fakes only at the edge: RPi.GPIO and smbus2.SMBus."""
-    import sys
-    import types
-
-    import smbus2
-
+def test_ons_wires_the_real_drivers_to_bus_1_the_switch_pins_and_the_oled(tmp_path):
+    """The original hardware's path, with fakes only at the edge (the GPIO module and the I2C bus, injected)."""
     from hardware.oled import OLED_ADDRESS
+    from hardware.platform import Platform
     from hardware.sim import SimulatedGPIO, SimulatedSSD1306
     gpio, twin, panel, opened = SimulatedGPIO(), SimulatedBoard(), SimulatedSSD1306(), []
 
     def smbus(port):
         opened.append(port)
         return FakeSMBus({ADDRESS: twin, OLED_ADDRESS: panel})
-    monkeypatch.setattr(smbus2, "SMBus", smbus)
-    monkeypatch.setitem(sys.modules, "RPi", types.SimpleNamespace(GPIO=gpio))
-    monkeypatch.setitem(sys.modules, "RPi.GPIO", gpio)
+    platform = Platform(gpio=lambda: gpio, open_bus=smbus)  # injected, as gpiozero's pin factories
 
     posts = []
-    c = open_board_controls("ons", corners=corners(), patches_path=tmp_path / "p.json")
+    c = open_board_controls("ons", corners=corners(), patches_path=tmp_path / "p.json", platform=platform)
     c.start(lambda **p: posts.append(p), threads=False)
     twin.set_pot(0, 255)
     gpio.press(26)
