@@ -166,6 +166,9 @@ class MidiFlood:
 
     def start(self):
         self.input.start()
+        deadline = time.monotonic() + 10  # its port open before the clock starts (as the instrument's MIDI is
+        while self.input.opens < 1 and time.monotonic() < deadline:  # before it plays): under JACK, the input
+            time.sleep(0.01)  # thread's first listing opens a JACK client that blocks the process for a while
         self._thread = threading.Thread(target=self._run, name="midi-flood", daemon=True)
         self._thread.start()
         return self
