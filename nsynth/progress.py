@@ -1,25 +1,28 @@
-"""Progress with a rate and an ETA for long jobs (core: the render pipeline and the device-side bank tools)."""
+"""Progress with a rate and an ETA for long jobs (core: the render pipeline and the device-side bank tools): a
+callback `progress(done, total)` drawn by tqdm on stderr."""
 from __future__ import annotations
 
 import sys
-import time
+
+from tqdm import tqdm
 
 
 class ETA:
-    """Progress printer with rate and ETA, for long loops (steps, notes)."""
+    """progress(done, total) for long loops (steps, notes): a tqdm bar "label: done/total unit (rate, ETA ...)",
+    redrawn at most every `every` seconds, closed when done reaches total (a new total starts a new bar)."""
 
     def __init__(self, label: str, unit: str = "steps", stream=None, every: float = 2.0):
         self.label, self.unit, self.every = label, unit, every
         self.stream = stream or sys.stderr
-        self.t0 = time.monotonic()
-        self.last = 0.0
+        self.bar: tqdm | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self.last < self.every:
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        print(f"\r{self.label}: {done}/{total} {self.unit} ({rate:,.{0 if rate >= 10 else 2}f}/s, ETA {eta:,.0f} s)",
-              end="\n" if done >= total else "", file=self.stream, flush=True)
+        if self.bar is None or self.bar.total != total:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=total, desc=self.label, unit=f" {self.unit}", file=self.stream, mininterval=self.every,
+                            bar_format="{desc}: {n_fmt}/{total_fmt}{unit} ({rate_fmt}, ETA {remaining})")
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+            self.bar = None
