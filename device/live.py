@@ -344,18 +344,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
     slot = BankSlot(engine, bank_path, state, prefetcher)
     on_message = MidiFeed(router or MidiRouter(), engine, clock)
     out = output_device(device, sd)
-    inputs: list[Any] = []
-    if uart is not None:
-        inputs.append(UartMidiInput(uart, on_message))
-    if isinstance(midi, mido.ports.BaseInput):
-        inputs.append(PortInput(midi, on_message))
-    elif midi is not None:
-        inputs.append(UsbMidiInput(midi, on_message))
-    elif uart is None:  # the first USB MIDI input, now or whenever one is plugged in
-        usb = UsbMidiInput(None, on_message, wait=True)
-        if usb.port_name is None:
-            _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
-        inputs.append(usb)
+    inputs = midi_inputs(midi, uart, on_message)
     warm_up(bank, engine.config)
     gc.freeze()  # what exists now is never scanned again: shorter collector pauses in the audio thread
     # a thread that wants the GIL gets it within this long (Python's default, 5 ms, is longer than a block)
@@ -395,13 +384,7 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
         # GIL, nothing else on the machine preempts it, so the audio callback never waits long for it
         promote_threads(max(1, audio.rt_priority - 10) if audio.rt_priority else 0)
         with stream:
-            midi_names = ", ".join(repr(getattr(i, "port_name", None) or getattr(i, "device", "?")) for i in inputs)
-            held = ("held whole in RAM" if prefetcher.whole(bank) else
-                    f"streamed (over the {prefetcher.budget >> 20} MB preload budget)")
-            summary = (f"playing {bank.path} ({len(bank.info.pitches)} pitches, {bank.info.grid}x{bank.info.grid} "
-                       f"grid, {bank.samples.nbytes / 2**20:.0f} MB, {held}) on audio output "
-                       f"{out if out is not None else 'default'!r}, {block}-frame blocks, "
-                       f"{'compiled' if engine.compiled else 'numpy'} engine; MIDI: {midi_names or 'none'}")
+            summary = _playing(engine, prefetcher, out, inputs)
             _warn(summary)
             watchdog.ready(summary)
             if foreground:
@@ -413,10 +396,39 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
         for src in reversed(started):
             src.stop()
         _warn(f"stopped: {audio.callbacks} audio callbacks ({audio.underflows} with underflow), "
-              f"{on_message.received} MIDI messages ({on_message.errors} failed); {engine.starved} voice segments muted waiting for the bank, "
-              f"{engine.faults} voices freed for a bad state, {engine.failures} audio errors contained; "
-              f"{audio.timing()}")
+              f"{on_message.received} MIDI messages ({on_message.errors} failed); {engine.starved} voice segments "
+              f"muted waiting for the bank, {engine.faults} voices freed for a bad state, {engine.failures} audio "
+              f"errors contained; {audio.timing()}")
     return 0
+
+
+def midi_inputs(midi: str | mido.ports.BaseInput | None, uart: str | None, on_message: MidiFeed) -> list[Any]:
+    """The MIDI inputs `play` reads (not started): DIN on `uart`; an open mido port, or a USB port by name; with
+    neither a port nor a UART, the first USB MIDI input, now or whenever one is plugged in."""
+    inputs: list[Any] = []
+    if uart is not None:
+        inputs.append(UartMidiInput(uart, on_message))
+    if isinstance(midi, mido.ports.BaseInput):
+        inputs.append(PortInput(midi, on_message))
+    elif midi is not None:
+        inputs.append(UsbMidiInput(midi, on_message))
+    elif uart is None:
+        usb = UsbMidiInput(None, on_message, wait=True)
+        if usb.port_name is None:
+            _warn("no MIDI input yet (MIDI inputs that exist: none); the first one plugged in will be used")
+        inputs.append(usb)
+    return inputs
+
+
+def _playing(engine: Engine, prefetcher: Prefetcher, out: str | int | None, inputs: list[Any]) -> str:
+    """The line `play` says (and tells systemd) once the stream runs."""
+    bank, block = engine.bank, engine.block
+    midi_names = ", ".join(repr(getattr(i, "port_name", None) or getattr(i, "device", "?")) for i in inputs)
+    held = ("held whole in RAM" if prefetcher.whole(bank) else
+            f"streamed (over the {prefetcher.budget >> 20} MB preload budget)")
+    return (f"playing {bank.path} ({len(bank.info.pitches)} pitches, {bank.info.grid}x{bank.info.grid} grid, "
+            f"{bank.samples.nbytes / 2**20:.0f} MB, {held}) on audio output {out if out is not None else 'default'!r}, "
+            f"{block}-frame blocks, {'compiled' if engine.compiled else 'numpy'} engine; MIDI: {midi_names or 'none'}")
 
 
 def _run_foreground(run: Callable[[Callable[[], bool]], None], keep_playing: Callable[[], bool]) -> None:
