@@ -1,6 +1,7 @@
 """The layers are enforced, not only written down (pyproject.toml's import-linter contracts; docs/architecture.md):
 the core depends on no side, the instrument and the board never import torch or precompute, the board never
 imports the instrument, precompute reaches the device side only through the bank format."""
+import os
 import shutil
 import subprocess
 import sys
@@ -10,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def lint_imports(root: Path, config: Path) -> subprocess.CompletedProcess:
-    exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
-    return subprocess.run([exe, "--config", str(config), "--no-cache"], cwd=root, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(root), "PATH": str(Path(sys.executable).parent)}, timeout=300)
+    """import-linter's `lint-imports` command, run by this Python (whichever folder pip put its scripts in)."""
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    return subprocess.run([sys.executable, "-c", code, "--config", str(config), "--no-cache"], cwd=root,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
 
 
 def test_the_import_contracts_hold():
