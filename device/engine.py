@@ -397,10 +397,9 @@ class Engine:
         self.v_w[v] = self._vel_w[vel]
         self.gain[v] = self._vel_gain[vel]
         self.level[v] = 0.0
-        own = self._chan_xy[ch]
-        self.vxy[v] = own
+        self.vxy[v] = self._chan_xy[ch]
         self.pos[v] = max(1.0, self._target[0] * (b.info.note_length // 2))
-        self.sxy[v] = np.where(own != own, self._target[6:8], own) * (self._grid - 1)  # as _voice_targets
+        self.sxy[v] = self._voice_targets(v)
         self.square[v] = -1
 
     def _claim_voice(self, ch: int, key: int) -> int:
@@ -467,8 +466,9 @@ class Engine:
         off = np.where(bad, -1, note * length)  # a corrupt voice: marked unreadable (then freed)
         self.streams[idx] = np.stack([off, ls, le, le - ls, xf, le - xf], -1)
 
-    def _voice_targets(self, idx: np.ndarray) -> np.ndarray:
-        """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y."""
+    def _voice_targets(self, idx: int | np.ndarray) -> np.ndarray:
+        """The X/Y each voice heads for, in grid units: its channel's MPE X/Y where set, else the global X/Y
+        ([2] for one voice `idx`, [a, 2] or broadcastable to it for an index array)."""
         g = self._target[6:8]
         own = self.vxy[idx]
         if np.isnan(own).all():  # every voice follows the global X/Y: [2], broadcasting against [a, 2]

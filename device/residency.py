@@ -207,6 +207,18 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 @jit(nogil=True)
+def _run_edge(runs, n, was_in, is_in, c):
+    """One step of collecting [start, end) runs into runs [k, 2] as chunk c is or is not in one: a run opens at
+    c where it begins and closes at c where it ends. Returns the number of closed runs."""
+    if is_in and not was_in:
+        runs[n, 0] = c
+    if was_in and not is_in:
+        runs[n, 1] = c
+        n += 1
+    return n
+
+
+@jit(nogil=True)
 def settle(want, state, last, now, linger, new_runs, old_runs):
     """Compare what is wanted with what is held, clearing `want` as it goes: chunks wanted and not resident go
     into new_runs ([start, end) pairs), HELD chunks wanted are stamped `now`, HELD chunks unwanted since
@@ -222,25 +234,11 @@ def settle(want, state, last, now, linger, new_runs, old_runs):
         is_old = (not w) and st == HELD and last[c] < now - linger and no < old_runs.shape[0]
         if w and st == HELD:
             last[c] = now
-        if is_new and not in_new:
-            new_runs[nn, 0] = c
-        if in_new and not is_new:
-            new_runs[nn, 1] = c
-            nn += 1
-        in_new = is_new
-        if is_old and not in_old:
-            old_runs[no, 0] = c
-        if in_old and not is_old:
-            old_runs[no, 1] = c
-            no += 1
-        in_old = is_old
-    if in_new:
-        new_runs[nn, 1] = want.shape[0]
-        nn += 1
-    if in_old:
-        old_runs[no, 1] = want.shape[0]
-        no += 1
-    return nn, no
+        nn = _run_edge(new_runs, nn, in_new, is_new, c)
+        no = _run_edge(old_runs, no, in_old, is_old, c)
+        in_new, in_old = is_new, is_old
+    end = want.shape[0]  # a run still open closes at the end
+    return _run_edge(new_runs, nn, in_new, False, end), _run_edge(old_runs, no, in_old, False, end)
 
 
 def memory_budget(environ=None) -> int:

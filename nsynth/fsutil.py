@@ -1,5 +1,6 @@
 """Atomic file writes: write to a temporary name beside the target, fsync, then rename over it; folders are
-built beside their final name (`<name>.partial-<pid>`) and swapped in with renames."""
+built beside their final name (`<name>.partial-<pid>`) and swapped in by one exchange of names (renameat2), or a
+rename where nothing stood."""
 from __future__ import annotations
 
 import contextlib
