@@ -27,8 +27,10 @@ ORT_PREFERENCE = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CPUExecutio
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model: WaveNetAutoencoder, device: str | torch.device = "cpu"):
+    def __init__(self, model: WaveNetAutoencoder, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None):
         self.device = torch.device(device)
+        self.dtype = dtype  # decoding dtype (None: generate's default for the device)
         self.model = model.to(self.device).eval()
         self.hop = model.cfg.hop
 
@@ -47,7 +49,7 @@ class TorchBackend:
         """embeddings float32 [n, F, E] (and MIDI pitches [n], which excited decoders need) -> mu-law codes int8
         [n, length], all n decoded at once (the caller's batch: a render shard is sized by the plan)."""
         codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), sampling=sampling, length=length,
-                         seeds=seeds, pitch=pitch, max_batch=max(len(emb), 1), progress=progress)
+                         seeds=seeds, pitch=pitch, dtype=self.dtype, max_batch=max(len(emb), 1), progress=progress)
         return codes.cpu().numpy().astype(np.int8)
 
 

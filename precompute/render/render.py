@@ -112,9 +112,15 @@ def _onnx_dir(job: Job, model: WaveNetAutoencoder) -> Path:
     return job.onnx
 
 
-def _backend(kind: str, model: WaveNetAutoencoder, job: Job, device: torch.device):
+def plan_dtype(plan: Plan) -> torch.dtype:
+    """The dtype a plan's notes are decoded in (its request names it when not fp32): every rank, worker and
+    resumed run decodes in it."""
+    return getattr(torch, plan.request.get("dtype", "float32"))
+
+
+def _backend(kind: str, model: WaveNetAutoencoder, job: Job, device: torch.device, dtype: torch.dtype):
     if kind == "torch":
-        return TorchBackend(model, device)
+        return TorchBackend(model, device, dtype)
     return OnnxBackend(*OnnxBackend.read_files(_onnx_dir(job, model)), device_id=device.index or 0)
 
 
@@ -128,8 +134,8 @@ def _device(device: str | None, dist: Dist) -> torch.device:
 
 
 def _decode_dtype(backend: str, dev: torch.device, ray_gpus) -> torch.dtype:
-    """The dtype the notes will be decoded in: generate's default on the device that decodes them (Ray's
-    workers: GPUs); the ONNX backend decodes in fp32."""
+    """The dtype a new plan records for its notes (plan_dtype): generate's default on the device that decodes
+    them (Ray with GPUs: a GPU's); the ONNX backend decodes in fp32."""
     if backend != "torch":
         return torch.float32
     return decode_dtype(torch.device("cuda") if ray_gpus else dev)
@@ -177,7 +183,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             if finished is not None:
                 _leave_finished(out, finished, job, keep_job)
             elif plan is None:
-                coder = _backend(backend, net, job, dev)
+                coder = _backend(backend, net, job, dev, dtype)
                 if batch is None and ray_gpus is not None:
                     batch = RAY_GPU_BATCH if ray_gpus else CPU_BATCH
                 plan = _new_plan(job, request, loaded, coder, net.cfg, batch=batch, device=dev, dtype=dtype,
@@ -191,7 +197,8 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
             _render_ray(job, plan, _ray_payload(backend, net, job, plan), sampling, address=ray, gpus=bool(ray_gpus),
                         quiet=quiet)
         else:
-            _render_local(job, plan, coder or _backend(backend, net, job, dev), sampling, dist=dist, quiet=quiet)
+            _render_local(job, plan, coder or _backend(backend, net, job, dev, plan_dtype(plan)), sampling, dist=dist,
+                          quiet=quiet)
         dist.barrier()
         if dist.rank != 0:
             return None
@@ -311,7 +318,7 @@ def _assemble_bank(job: Job, plan: Plan, out: Path, net: WaveNetAutoencoder, sam
 def _ray_payload(kind: str, net: WaveNetAutoencoder, job: Job, plan: Plan) -> tuple:
     key = f"{plan.key}:{kind}"
     if kind == "torch":
-        return key, kind, {"config": net.cfg.to_dict(),
+        return key, kind, {"config": net.cfg.to_dict(), "dtype": plan.request.get("dtype", "float32"),
                            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
     return key, kind, OnnxBackend.read_files(_onnx_dir(job, net))
 

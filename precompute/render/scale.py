@@ -83,7 +83,8 @@ def _worker_backend(payload: tuple):
 
             model = WaveNetAutoencoder(ModelConfig.from_dict(data["config"]))
             model.load_state_dict(data["state_dict"])
-            _BACKENDS[key] = TorchBackend(model, "cuda" if torch.cuda.is_available() else "cpu")
+            _BACKENDS[key] = TorchBackend(model, "cuda" if torch.cuda.is_available() else "cpu",
+                                          getattr(torch, data["dtype"]))  # the plan's, whatever this worker is
         else:
             from precompute.render.backends import OnnxBackend
 

@@ -55,10 +55,15 @@ def test_a_bank_decoded_in_another_dtype_is_not_taken_for_finished(setup, refere
     root, corners, run = setup
     out = finished_copy(reference, tmp_path)
     fp32_plan = open_bank(out).info.extra["plan"]
+    from precompute.render import backends
+    used = []
+    real = backends.generate
+    monkeypatch.setattr(backends, "generate", lambda *a, **kw: used.append(kw["dtype"]) or real(*a, **kw))
     monkeypatch.setattr(render_mod, "decode_dtype", lambda dev: torch.bfloat16)
     info = render_bank(corners, run, out, **SMALL)
     assert "already rendered" not in capsys.readouterr().err
     assert info.extra["plan"] != fp32_plan
+    assert used and set(used) == {torch.bfloat16}  # and its notes are decoded in the dtype its plan names
 
 
 def test_the_cli_says_complete_and_rerenders_when_told(setup, reference, tmp_path, capsys):
