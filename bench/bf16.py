@@ -57,11 +57,15 @@ PITCHES = (48, 60)
 @contextlib.contextmanager
 def emulated_bf16():
     """Within: torch.addmm, Tensor.addmm_ and F.linear on bf16 tensors compute in fp32 from the bf16 operands and
-    round the result to bf16 (bf16 products are exact in fp32; the sum is accumulated in fp32, as AMX does)."""
+    round the result to bf16 (bf16 products are exact in fp32; the sum is accumulated in fp32, as AMX does).
+    Yields a counter: {"bf16": how many bf16 calls it computed so far}."""
     addmm, addmm_, linear = torch.addmm, torch.Tensor.addmm_, F.linear
+    calls = {"bf16": 0}
 
     def is_bf16(*ts):
-        return any(t is not None and t.dtype == torch.bfloat16 for t in ts)
+        low = any(t is not None and t.dtype == torch.bfloat16 for t in ts)
+        calls["bf16"] += low
+        return low
 
     def em_addmm(bias, a, b, *, beta=1, alpha=1, out=None):
         if not is_bf16(bias, a, b):
@@ -81,7 +85,7 @@ def emulated_bf16():
 
     torch.addmm, torch.Tensor.addmm_, F.linear = em_addmm, em_addmm_, em_linear
     try:
-        yield
+        yield calls
     finally:
         torch.addmm, torch.Tensor.addmm_, F.linear = addmm, addmm_, linear
 
