@@ -8,10 +8,12 @@ and a batch larger than the free GPU memory holds is rendered in parts. The CPU 
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Sequence
 
 import torch
 
+from nsynth.errors import NsynthError
 from precompute.config import ModelConfig
 from precompute.model import Decoder
 from precompute.sampling import Sampling
@@ -163,10 +165,20 @@ def cpu_has_bf16() -> bool:
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
+DTYPE_ENV = "NSYNTH_DTYPE"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def decode_dtype(device: torch.device) -> torch.dtype:
-    """The default decoding dtype: bf16 on CUDA and on CPUs with bf16 in hardware, where it keeps the output
-    (bench/bf16.py, bench/quality.py --dtypes; docs/performance.md) and runs faster; fp32 elsewhere (without
-    hardware bf16 a CPU's bf16 matmuls are ~10x slower than its fp32 ones)."""
+    """The default decoding dtype: $NSYNTH_DTYPE where set (float32 or bfloat16: the same codes on every machine);
+    else bf16 on CUDA and on CPUs with bf16 in hardware, where it keeps the output (bench/bf16.py,
+    bench/quality.py --dtypes; docs/performance.md) and runs faster; fp32 elsewhere (without hardware bf16 a
+    CPU's bf16 matmuls are ~10x slower than its fp32 ones)."""
+    name = os.environ.get(DTYPE_ENV)
+    if name:
+        if name not in DTYPES:
+            raise NsynthError(f"${DTYPE_ENV}={name!r}: it must be one of {', '.join(DTYPES)}")
+        return DTYPES[name]
     return torch.bfloat16 if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else torch.float32
 
 

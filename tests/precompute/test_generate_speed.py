@@ -254,6 +254,7 @@ def test_the_gate_takes_tanh_through_sigmoid_only_where_tanh_is_slow(monkeypatch
 def test_bf16_is_the_default_where_the_hardware_has_it(monkeypatch):
     from precompute.generate import decode_dtype
 
+    monkeypatch.delenv("NSYNTH_DTYPE")  # tests/conftest.py pins fp32
     cpu = torch.device("cpu")
     assert decode_dtype(torch.device("cuda")) == torch.bfloat16
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
@@ -268,3 +269,18 @@ def test_bf16_is_the_default_where_the_hardware_has_it(monkeypatch):
     bf16 = generate(model.decoder, emb, sampling=GREEDY, length=512, dtype=torch.bfloat16)
     assert not torch.equal(bf16, fp32)
     assert torch.equal(generate(model.decoder, emb, sampling=GREEDY, length=512), bf16)
+
+
+def test_nsynth_dtype_chooses_the_decoding_dtype_everywhere(monkeypatch):
+    from precompute.generate import decode_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # bf16 hardware: bf16 unless told
+    monkeypatch.setenv("NSYNTH_DTYPE", "float32")
+    assert decode_dtype(torch.device("cpu")) == decode_dtype(torch.device("cuda")) == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setenv("NSYNTH_DTYPE", "bfloat16")
+    assert decode_dtype(torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setenv("NSYNTH_DTYPE", "fp16")
+    with pytest.raises(NsynthError, match=r"NSYNTH_DTYPE='fp16'.*float32, bfloat16"):
+        decode_dtype(torch.device("cpu"))
