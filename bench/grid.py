@@ -7,14 +7,16 @@ pipeline (each note shifted to its own onset, each note's loop chosen by wavefor
 as the baseline) and by precompute/render/post.py, into two banks, and both are measured:
 
 - hole_db: the worst, over every adjacent pair of cells at every pitch, of the level of their 50/50 mix against
-  the mean of their two levels (powers), in the sustain part (20-60 % of the note): 0 in phase and alike, -3
+  the mean of their two levels (powers), in the sustain part (20-60 % of the note, up to the loop's crossfade,
+  after which the engine plays a note only faded into its loop's start): 0 in phase and alike, -3
   uncorrelated, lower for cells out of phase;
 - hole_engine_db: the same through the engine (`nsynth render-midi`'s path), a held note with XY halfway between
   the two cells against the same note held on each cell, from the loop start to the note-off;
 - attack_cut_ms: the worst of what the onset shift cut off a note's own start (the shift found by
   cross-correlating the bank note with the decoded note; the start is where the decoded note's 2-ms RMS
   envelope first reaches -40 dB of its maximum);
-- seam_step_db: the worst level step between the last and first 64 ms of a loop (end -> start);
+- seam_step_db: the worst level step across a loop's seam as the engine plays it: the last 64 ms it plays
+  straight before the loop's crossfade against the loop's first 64 ms (what the crossfade bridges every loop);
 - pumping_db: the worst peak-to-peak level at the loop rate of a note held on each cell through the engine (the
   20-ms level in dB from the loop start on, a sinusoid at the loop rate fitted with a line over whole loops),
   and the median over the cells; a held loop repeats every level change inside it at the loop rate, a tremolo
@@ -142,12 +144,16 @@ def db(ratio: float) -> float:
     return float(10 * np.log10(max(ratio, 1e-12)))
 
 
-def hole_db(samples: np.ndarray) -> float:
-    """samples [P, V, N, N, L] -> the worst 50/50 mix of adjacent cells against their mean power, in dB."""
+def hole_db(samples: np.ndarray, loops: np.ndarray) -> float:
+    """samples [P, V, N, N, L], loops [P, V, N, N, 2] -> the worst 50/50 mix of adjacent cells against their mean
+    power, in dB, over the sustain part the engine plays straight (up to its loop crossfade: the samples
+    after it are heard only faded into the loop's start, which hole_engine_db measures)."""
     length = samples.shape[-1]
-    part = slice(int(SUSTAIN[0] * length), int(SUSTAIN[1] * length))
     worst = 0.0
-    for block in samples.reshape(-1, *samples.shape[2:]):
+    for block, loop in zip(samples.reshape(-1, *samples.shape[2:]), loops.reshape(-1, *loops.shape[2:])):
+        ls, le = (int(v) for v in loop[0, 0])
+        straight = le - min(SEAM_XFADE, (le - ls) // 2, ls)
+        part = slice(int(SUSTAIN[0] * length), min(int(SUSTAIN[1] * length), straight))
         for a, b in pairs(block.shape[0]):
             xa, xb = block[a][part], block[b][part]
             worst = min(worst, db(power((xa + xb) / 2) / ((power(xa) + power(xb)) / 2)))
@@ -182,11 +188,14 @@ def attack_cut_ms(decoded: np.ndarray, samples: np.ndarray, sr: int) -> float:
 
 
 def seam_step_db(samples: np.ndarray, loops: np.ndarray, sr: int) -> tuple[float, float]:
-    """(worst, median) |level step| at the loops' seams, end -> start, in dB."""
+    """(worst, median) |level step| across the loops' seams, in dB, as the engine plays them: the last SEAM_MS it
+    plays straight before a loop's crossfade against the loop's first SEAM_MS (what the crossfade bridges, every
+    loop; the samples after the crossfade's start are heard only faded into those before the loop's start)."""
     w = int(SEAM_MS * sr / 1000)
     steps = []
     for x, (s, e) in zip(samples.reshape(-1, samples.shape[-1]), loops.reshape(-1, 2)):
-        steps.append(abs(db(power(x[s: s + w]) / max(power(x[e - w: e]), 1e-20))))
+        straight = e - min(SEAM_XFADE, (e - s) // 2, s)
+        steps.append(abs(db(power(x[s: s + w]) / max(power(x[straight - w: straight]), 1e-20))))
     return max(steps), float(np.median(steps))
 
 
@@ -335,7 +344,8 @@ def measure(bank_path: Path, decoded: np.ndarray, tmp: Path, cells: bool) -> dic
     sr = bank.info.sample_rate
     samples = np.asarray(bank.samples, dtype=np.float64) / 32767
     worst_step, median_step = seam_step_db(samples, bank.loops, sr)
-    return {"hole_db": round(hole_db(samples), 2), "attack_cut_ms": round(attack_cut_ms(decoded, samples, sr), 1),
+    return {"hole_db": round(hole_db(samples, bank.loops), 2),
+            "attack_cut_ms": round(attack_cut_ms(decoded, samples, sr), 1),
             "seam_step_db": round(worst_step, 2), "seam_step_median_db": round(median_step, 2),
             **engine_figures(EngineRuns(bank_path, tmp).cells(), cells),
             "note_clicks": note_clicks(samples, bank.info.pitches, sr)}

@@ -29,6 +29,8 @@ TREND_WEIGHT = 0.25        # weight of the compensated level trend (compensating
 MAX_TREND_DB = 24.0        # a loop's level trend is compensated up to this much
 MAX_RATE_DB = 6.0          # ... and its level's swing at the loop rate up to this much peak to peak
 RATE_WEIGHT = 0.25         # weight of the swing compensated (it alters the note's own modulation)
+XFADE_FRAME = 256          # samples: the frames over which the crossfade's level is kept
+XFADE_MAX_GAIN = 2.0       # the crossfade's gain on the loop's last samples stays within 1/2 .. 2 (6 dB)
 
 
 def default_loop(note_length: int) -> tuple[int, int]:
@@ -83,20 +85,22 @@ class _Ranges:
 
 def _loop_frames(frame: int, starts: np.ndarray, ends: np.ndarray):
     """Level frames of loops [starts, ends) (samples, [m]): (first of the seam window, first of the loop, the
-    end, the frames at each end whose levels the compensation matches), each [m]."""
+    end, the end of what the engine plays straight before the crossfade, the frames at the loop's start and
+    before that end whose levels the compensation matches), each [m]."""
     h = np.minimum(np.minimum(SEAM_WINDOW, (ends - starts) // 2), starts)
     l0 = -(-starts // LOOP_HOP)
     z1 = (ends - frame) // LOOP_HOP + 1
-    k = np.maximum(1, np.minimum(SEAM_LEVEL // LOOP_HOP, (z1 - l0) // 2))
-    return -(-(starts - h) // LOOP_HOP), l0, z1, k
+    zc = (ends - h - frame) // LOOP_HOP + 1
+    k = np.maximum(1, np.minimum(SEAM_LEVEL // LOOP_HOP, (zc - l0) // 2))
+    return -(-(starts - h) // LOOP_HOP), l0, z1, zc, k
 
 
-def _seam_slope(level: _Ranges, l0: np.ndarray, z1: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """The slope (dB per frame) of the line that, taken off, brings the level of a loop's last k frames to that
-    of its first k: [n, m]."""
+def _seam_slope(level: _Ranges, l0: np.ndarray, zc: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The slope (dB per frame) of the line that, taken off, brings the level of the k frames before a loop's
+    crossfade (ending at frame zc) to that of its first k: [n, m]."""
     n, st_head, _, _, _, _ = level.sums(l0, l0 + k)
-    _, st_tail, _, _, _, _ = level.sums(z1 - k, z1)
-    return (level.level(z1 - k, z1) - level.level(l0, l0 + k)) / np.maximum(st_tail / k - st_head / n, 1.0)
+    _, st_tail, _, _, _, _ = level.sums(zc - k, zc)
+    return (level.level(zc - k, zc) - level.level(l0, l0 + k)) / np.maximum(st_tail / k - st_head / n, 1.0)
 
 
 def _steadiness(level: _Ranges, share: _Ranges, frame: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -105,8 +109,8 @@ def _steadiness(level: _Ranges, share: _Ranges, frame: int, starts: np.ndarray, 
     compensated (_loop_rate), and how much the noise band's share of the level (share: the level above
     BAND_HZ less the level) moves inside the loop and its seam window (2 sqrt 2 x RMS: a sine's peak to peak)
     and steps at the seam (bursts of breath or bow noise, which a held loop would repeat)."""
-    z0, l0, z1, k = _loop_frames(frame, starts, ends)
-    slope = _seam_slope(level, l0, z1, k)
+    z0, l0, z1, zc, k = _loop_frames(frame, starts, ends)
+    slope = _seam_slope(level, l0, zc, k)
     band_step = np.abs(share.level(l0, l0 + k) - share.level(z1 - k, z1))
     band_spread = 2 * np.sqrt(2) * share.spread(z0, z1, np.zeros_like(slope))
     return (TREND_WEIGHT * np.abs(slope) * (ends - starts) / LOOP_HOP + _loop_rate(level.env, l0, z1, slope)
@@ -188,7 +192,7 @@ class _Compensation:
     def __init__(self, level: np.ndarray, energy: np.ndarray, frame: int, start: int, end: int):
         """level: the notes' level envelope [n, F]; energy: their cumulative energy [n, L + 1]."""
         self.start, self.end, self.h = start, end, seam_window(start, end)
-        z0, l0, z1, k = (int(v[0]) for v in _loop_frames(frame, np.array([start]), np.array([end])))
+        z0, l0, z1, zc, k = (int(v[0]) for v in _loop_frames(frame, np.array([start]), np.array([end])))
         self.rate, self.slope = np.zeros(len(level), complex), np.zeros(len(level))
         if z1 > level.shape[1] or z1 - l0 < 2:
             return  # too short for two level frames: no gain
@@ -198,18 +202,17 @@ class _Compensation:
         rest = y - y.mean(1, keepdims=True) - np.outer((y @ c) / (c @ c), c)  # about the level's line
         rate = 2 * np.mean(rest * np.exp(-2j * np.pi * (centre - start) / (end - start)), 1)
         self.rate = rate * np.minimum(1.0, MAX_RATE_DB / 2 / np.maximum(np.abs(rate), 1e-12))
-        w = min(SEAM_LEVEL, (end - start) // 2)  # the loop's first and last w samples, once the swing is off
-        ends = np.array([start + w / 2, end - w / 2])
-        power = (energy[:, [start + w, end]] - energy[:, [start, end - w]]) / w
+        straight = end - self.h  # the loop's first w samples and the last w before its crossfade, swing off
+        w = max(1, min(SEAM_LEVEL, (straight - start) // 2))
+        ends = np.array([start + w / 2, straight - w / 2])
+        power = (energy[:, [start + w, straight]] - energy[:, [start, straight - w]]) / w
         db = 10 * np.log10(np.maximum(power, 1e-20)) - self.swing(ends)
         slope = (db[:, 1] - db[:, 0]) / (ends[1] - ends[0])
         self.slope = np.clip(slope, -MAX_TREND_DB / (end - start), MAX_TREND_DB / (end - start))  # dB/sample
 
     def swing(self, t: np.ndarray) -> np.ndarray:
         """The loop-rate sinusoid (dB) at samples t: periodic through the loop, faded in and out -> [n, T]."""
-        start, end, h = self.start, self.end, max(self.h, 1)
-        fade = np.clip((t - (start - 2 * h)) / h, 0, 1) * np.clip((end + h - t) / h, 0, 1)
-        return np.real(self.rate[:, None] * np.exp(2j * np.pi * (t - start) / (end - start))) * fade
+        return _swing(self.rate, t, self.start, self.end, self.h)
 
     def __call__(self, t: np.ndarray) -> np.ndarray:
         """The gain (dB) at samples t [T] -> [n, T]."""
@@ -222,13 +225,74 @@ def compensate_loop(x: np.ndarray, loop: tuple[int, int], period: float) -> np.n
     - the level's component at the loop rate (a sinusoid with the loop's period, about the level's line over
       the loop; at most MAX_RATE_DB peak to peak), periodic through the loop and its seam window, so it is the
       same at both ends of the seam; it fades in over the seam window's length before and out after the loop;
-    - a line (at most MAX_TREND_DB across the loop) that brings the level of the loop's last SEAM_LEVEL samples
-      to that of its first, from 0 before the seam window to the loop's end and held after it: a decaying note
-      meets its start at the same level.
+    - a line (at most MAX_TREND_DB across the loop) that brings the level of the SEAM_LEVEL samples before the
+      loop's crossfade (the last the engine plays straight) to that of its first, from 0 before the seam window
+      to the loop's end and held after it: a decaying note meets its start at the same level;
+    - in the seam window before the loop's end, what keeps the crossfade's level steady (crossfade_gain).
     -> a copy."""
     frame = loop_frame(period)
     energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(x, dtype=np.float64), 1)], 1)
-    return x * 10 ** (_Compensation(_levels_db(x, frame), energy, frame, *loop)(np.arange(x.shape[1])) / 20)
+    y = x * 10 ** (_Compensation(_levels_db(x, frame), energy, frame, *loop)(np.arange(x.shape[1])) / 20)
+    start, end = loop
+    h = seam_window(start, end)
+    if h >= XFADE_FRAME:
+        y[:, end - h:end] *= crossfade_gain(y[:, end - h:end], y[:, start - h:start], y[:, start:end])
+    rate = _held_rate(y, start, end, h, frame)
+    return y * 10 ** (-_swing(rate, np.arange(x.shape[1]), start, end, h) / 20)
+
+
+def _swing(rate: np.ndarray, t: np.ndarray, start: int, end: int, h: int) -> np.ndarray:
+    """Sinusoids at the loop rate (complex amplitudes rate [n], dB) at samples t [T]: periodic through the loop
+    [start, end) and the h samples before it (so both sides of the seam see the same gain), faded in over the h
+    before those and out over h after the loop -> [n, T]."""
+    h = max(h, 1)
+    fade = np.clip((t - (start - 2 * h)) / h, 0, 1) * np.clip((end + h - t) / h, 0, 1)
+    return np.real(rate[:, None] * np.exp(2j * np.pi * (t - start) / (end - start))) * fade
+
+
+def _held_rate(y: np.ndarray, start: int, end: int, h: int, frame: int) -> np.ndarray:
+    """The component at the loop rate (complex amplitude, dB [n], at most MAX_RATE_DB / 2) of the level of y [n, L]
+    held through the loop as the engine plays it: one period from the loop's start, its last h samples crossfaded
+    into the h before the start, its level in frames `frame` long about every LOOP_HOP samples, read circularly."""
+    length = end - start
+    if length < 2 * LOOP_HOP or frame > length:
+        return np.zeros(len(y), complex)
+    g = (np.arange(h) + 1) / (h + 1)
+    period = np.concatenate([y[:, start:end - h], (1 - g) * y[:, end - h:end] + g * y[:, start - h:start]], 1)
+    twice = np.concatenate([period, period[:, :frame]], 1)
+    energy = np.concatenate([np.zeros((len(y), 1)), np.cumsum(np.square(twice, dtype=np.float64), 1)], 1)
+    at = np.arange(length // LOOP_HOP) * length // (length // LOOP_HOP)  # evenly over exactly one loop
+    level = 10 * np.log10((energy[:, at + frame] - energy[:, at]) / frame + 1e-20)
+    level -= level.mean(1, keepdims=True)
+    rate = 2 * np.mean(level * np.exp(-2j * np.pi * (at + frame / 2) / length), 1)
+    return rate * np.minimum(1.0, MAX_RATE_DB / 2 / np.maximum(np.abs(rate), 1e-12))
+
+
+def crossfade_gain(main: np.ndarray, partner: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """The gain [n, h] on the h samples before a loop's end (main [n, h]: heard only in the engine's crossfade,
+    fading out with weight 1 - g, g = (k + 1) / (h + 1) at the k-th, while the h before its start, partner, fade
+    in with g) that holds the crossfade on a line in dB from main's level at its start to the loop's at its
+    start (head [n, >= 1]: the loop's first samples). A linear crossfade keeps the level where the two sides are
+    alike in phase and level (gain 1); where they are not (noise, a drifting phase, a partner still rising
+    before the loop), its middle would drop (3 dB for uncorrelated sides), and a held loop would pump at the
+    loop rate. Per XFADE_FRAME frame the gain a solves A a^2 + B a + C = T (A, B, C: the frame's mean of
+    main^2 (1-g)^2, 2 main partner g (1-g), partner^2 g^2; T the line's power), within 1 / XFADE_MAX_GAIN ..
+    XFADE_MAX_GAIN, moving linearly from 1 at the crossfade's first sample through the frames' centres."""
+    n, h = main.shape
+    g = (np.arange(h) + 1) / (h + 1)
+    frames = h // XFADE_FRAME
+    cut = lambda v: v[..., : frames * XFADE_FRAME].reshape(*v.shape[:-1], frames, XFADE_FRAME).mean(-1)  # noqa: E731
+    a2, b, c = cut(main * main * (1 - g) ** 2), cut(2 * main * partner * g * (1 - g)), cut(partner * partner * g * g)
+    w = min(SEAM_LEVEL, h, head.shape[1])
+    ends = np.log(np.stack([np.mean(main[:, :w] ** 2, 1), np.mean(head[:, :w] ** 2, 1)], 1) + 1e-20)  # [n, 2]
+    gm = cut(g)
+    target = np.exp((1 - gm) * ends[:, :1] + gm * ends[:, 1:])
+    disc = np.maximum(b * b - 4 * a2 * (c - target), 0.0)
+    a = (np.sqrt(disc) - b) / np.maximum(2 * a2, 1e-30)
+    a = np.clip(np.where(a2 > 1e-20, a, 1.0), 1 / XFADE_MAX_GAIN, XFADE_MAX_GAIN)
+    centres = (np.arange(frames) + 0.5) * XFADE_FRAME
+    t = np.arange(h)
+    return np.stack([np.interp(t, np.concatenate([[0.0], centres]), np.concatenate([[1.0], row])) for row in a])
 
 
 def _held_levels(x: np.ndarray, energy: np.ndarray, gain: Callable[[np.ndarray], np.ndarray], start: int,

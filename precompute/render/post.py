@@ -10,8 +10,9 @@ time is decided once per block and applied to every cell alike:
 - per block: one sustain loop shared by every cell (cells read together through one loop stay in phase),
   chosen so that the cells, compensated and held through the engine's crossfade, swing least in level at the
   loop rate and in their noise band's share of the level (find_loop);
-- per note: the loop's level compensation, smooth gains that take off the level's swing at the loop rate and
-  bring the loop's end to its start's level (compensate_loop);
+- per note: the loop's level compensation, smooth gains that take off the level's swing at the loop rate,
+  bring what the engine plays straight before the loop's crossfade to its start's level, and hold the crossfade
+  itself at that level where its two sides do not match in phase (compensate_loop);
 - per note: brought to the block's target RMS, the corners' level at that pitch and velocity (measured before
   the compensation), so cells match and velocity layers keep the corners' relative levels.
 
