@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from device.addressing import velocity_gains
 from device.bank import BankWriter
-from device.engine import EngineConfig, velocity_gains
+from device.engine import EngineConfig
 from device.midi_file import midi_file_messages
 from device.offline import render_midi
 from device.sfz import SfzOptions, export_sfz
