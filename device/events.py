@@ -9,8 +9,9 @@
     ("all_notes_off",), ("all_sound_off",), ("reset_controllers",)
     ("bank", Bank)              switch banks (sounding voices fade out first)
 
-Channels are 0..15, keys and velocities 0..127; a bend is clamped to +-BEND_LIMIT semitones. Queued events carry
-the absolute frame they apply at; the audio thread applies them in (frame, arrival) order (`event_order`).
+Channels are 0..15, keys and velocities 0..127; a bend is clamped to +-BEND_LIMIT semitones. Posted events carry
+the absolute frame they apply at (None: the next block's start); the audio thread applies them in (frame, posting)
+order (`event_order`).
 """
 from __future__ import annotations
 
