@@ -15,7 +15,7 @@ encoded by the model, and its decoder is run in fp32 and in bf16:
                    (the scale of a real difference)
 On a CPU without native bf16 arithmetic (no AMX or AVX512-BF16) torch's bf16 matmuls are ~10x slower than fp32,
 so bf16 matmuls are emulated exactly as AMX and oneDNN compute them: bf16 operands, products accumulated in fp32,
-the result rounded to bf16 (`emulated_bf16`; tests/precompute/test_bf16_bench.py holds it to torch's own bf16
+the result rounded to bf16 (testkit/bf16.py; tests/precompute/test_bf16_bench.py holds it to torch's own bf16
 matmul); every other operation runs in bf16. Speed is then not measured. Without --model the preset's weights are
 randomly initialised (seeded): the figures then speak for bf16 arithmetic at that size, not for a trained model.
 Ends with one JSON line.
@@ -23,7 +23,6 @@ Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -36,7 +35,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from bench.generate import cpu_name  # noqa: E402
 from precompute.config import preset  # noqa: E402
@@ -50,48 +48,9 @@ from precompute.quality import log_spectral_distance  # noqa: E402
 from precompute.run import load_model  # noqa: E402
 from precompute.sampling import GREEDY, Sampling  # noqa: E402
 from precompute.threads import use_threads  # noqa: E402
+from testkit.bf16 import bf16_context  # noqa: E402
 
 PITCHES = (48, 60)
-
-
-@contextlib.contextmanager
-def emulated_bf16():
-    """Within: torch.addmm, Tensor.addmm_ and F.linear on bf16 tensors compute in fp32 from the bf16 operands and
-    round the result to bf16 (bf16 products are exact in fp32; the sum is accumulated in fp32, as AMX does).
-    Yields a counter: {"bf16": how many bf16 calls it computed so far}."""
-    addmm, addmm_, linear = torch.addmm, torch.Tensor.addmm_, F.linear
-    calls = {"bf16": 0}
-
-    def is_bf16(*ts):
-        low = any(t is not None and t.dtype == torch.bfloat16 for t in ts)
-        calls["bf16"] += low
-        return low
-
-    def em_addmm(bias, a, b, *, beta=1, alpha=1, out=None):
-        if not is_bf16(bias, a, b):
-            return addmm(bias, a, b, beta=beta, alpha=alpha, out=out)
-        r = addmm(bias.float(), a.float(), b.float(), beta=beta, alpha=alpha).to(torch.bfloat16)
-        return r if out is None else out.copy_(r)
-
-    def em_addmm_(self, a, b, *, beta=1, alpha=1):
-        if not is_bf16(self, a, b):
-            return addmm_(self, a, b, beta=beta, alpha=alpha)
-        return self.copy_(addmm(self.float(), a.float(), b.float(), beta=beta, alpha=alpha))
-
-    def em_linear(x, w, b=None):
-        if not is_bf16(x, w, b):
-            return linear(x, w, b)
-        return linear(x.float(), w.float(), None if b is None else b.float()).to(torch.bfloat16)
-
-    torch.addmm, torch.Tensor.addmm_, F.linear = em_addmm, em_addmm_, em_linear
-    try:
-        yield calls
-    finally:
-        torch.addmm, torch.Tensor.addmm_, F.linear = addmm, addmm_, linear
-
-
-def bf16_context():
-    return contextlib.nullcontext() if native_bf16() else emulated_bf16()
 
 
 def held_out_notes(seconds: float, count: int, tmp: Path) -> tuple[np.ndarray, list[int]]:

@@ -378,7 +378,7 @@ def render_cpu(bank_path: Path, song: Path) -> tuple[float, int]:
     block, as `nsynth render-midi` does, less writing the file), and the frames rendered."""
     from device.midi_file import midi_file_messages
     from device.midi_map import MidiRouter
-    from device.engine import release_seconds
+    from device.envelopes import release_seconds
     e = Engine(open_bank(bank_path), EngineConfig(), params={"x": 0.37, "y": 0.61})
     e.render(BLOCK)  # the kernel loaded
     t0 = time.thread_time()

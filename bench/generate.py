@@ -5,7 +5,7 @@
 
 Rows, on the CPU:
 - `small` at each batch size: samples/s of (a) ours (precompute/generate.py's BatchDecoding, greedy), (b) the
-  textbook generator of bench/textbook.py with fastgen's FIFO queues and (b') with r9y9's shifted input buffers,
+  textbook generator of testkit/textbook.py with fastgen's FIFO queues and (b') with r9y9's shifted input buffers,
   (c) naive generation re-running the full pass over the receptive field for every sample, at the same batch size
   (batches up to --naive-max-batch: one step there takes ~0.8 s per note on a 2-core machine);
 - `compact` (the bundled preset, with its excitation) at --compact-batch: ours as `nsynth render` decodes it
@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.textbook import naive_step, textbook_generate  # noqa: E402
 from precompute.config import ModelConfig, preset  # noqa: E402
 from precompute.generate import BatchDecoding, cpu_has_bf16  # noqa: E402
 from precompute.model import Decoder, WaveNetAutoencoder  # noqa: E402
 from precompute.sampling import GREEDY, Sampling  # noqa: E402
 from precompute.stepper import auto_batch  # noqa: E402
 from precompute.threads import choose_threads  # noqa: E402
+from testkit.textbook import naive_step, textbook_generate  # noqa: E402
 
 NOTE = 64000  # samples in a 4-s note
 COMPACT_PITCHES = list(range(24, 85, 4))  # the original's pitch set
@@ -114,7 +114,7 @@ class MatmulReference:
 
 
 class Naive:
-    """One sample per note by re-running the full pass over a receptive field of history (bench/textbook.py)."""
+    """One sample per note by re-running the full pass over a receptive field of history (testkit/textbook.py)."""
 
     def __init__(self, dec: Decoder, batch: int, dtype: torch.dtype, dev: torch.device):
         self.dec, cfg = dec, dec.cfg

@@ -4,8 +4,8 @@ Both streams go byte by byte through the DIN parser (device/midi_stream.py) into
 frame clock, engine queue), and the audio callback renders a block after every `--bytes-per-block` bytes (32: a
 USB flood; DIN at 31,250 baud brings about 8 per 128-frame block):
   - friendly: notes in the middle of the keyboard, bends within +-2 semitones, a few CCs; no RPN;
-  - hostile: `hostile_bytes` (noise, realtime bursts, unterminated SysEx, running status, RPN 0 and NRPN with
-    extreme values, full bends, extreme keys, release and channel-mode CCs);
+  - hostile: `hostile_bytes` (testkit/hostile_midi.py: noise, realtime bursts, unterminated SysEx, running
+    status, RPN 0 and NRPN with extreme values, full bends, extreme keys, release and channel-mode CCs);
   - the rate cap's worst case, by construction: 32 voices at keys 127..126 at the largest bend, between two
     velocity layers and off the grid's cells (so all 8 streams are read), each reading `max_rate` source samples
     per output sample, retriggered now and then (so stolen voices fade in the spare slots).
@@ -37,48 +37,9 @@ from device.engine import Engine, EngineConfig  # noqa: E402
 from device.live import FrameClock, LiveAudio, MidiFeed, warm_up  # noqa: E402
 from device.midi_map import MidiRouter  # noqa: E402
 from device.midi_stream import MidiByteParser  # noqa: E402
+from testkit.hostile_midi import hostile_bytes  # noqa: E402
 
 BLOCK = 128
-
-
-def hostile_bytes(rng: random.Random, n: int) -> bytes:
-    """About n bytes of hostile MIDI: pure noise, realtime bursts, SysEx (a third unterminated), notes with running
-    status at extreme keys and velocities, RPN and NRPN sequences with extreme values (bend ranges, the null RPN),
-    full bends, extreme CCs (release, pedal, channel mode), pressure; realtime bytes inside messages."""
-    out = bytearray()
-    r, ri, pick = rng.random, rng.randrange, rng.choice
-    extremes = (0, 1, 63, 64, 126, 127)
-    ext = lambda: pick(extremes) if r() < 0.85 else ri(128)
-    while len(out) < n:
-        ch = ri(16)
-        kind = r()
-        if kind < 0.08:
-            piece = [ri(256) for _ in range(ri(1, 24))]
-        elif kind < 0.14:
-            piece = [ri(0xF8, 0x100) for _ in range(ri(1, 40))]
-        elif kind < 0.2:
-            piece = [0xF0, *(ri(128) for _ in range(ri(64)))] + ([0xF7] if r() < 0.67 else [])
-        elif kind < 0.5:  # notes, running status
-            piece = [0x90 | ch]
-            for _ in range(ri(1, 8)):
-                piece += [ext(), ext() if r() < 0.8 else 0]
-        elif kind < 0.6:  # RPN 0 (or another), data entry, sometimes the null RPN
-            piece = [0xB0 | ch, 101, pick((0, 127)), 100, pick((0, 0, 1, 127)), 6, ext(), 38, ext()]
-        elif kind < 0.67:  # NRPN then data entry: must never reach the bend range
-            piece = [0xB0 | ch, 99, ext(), 98, ext(), 6, 127, 38, 127]
-        elif kind < 0.8:  # full bends
-            piece = [0xE0 | ch]
-            for _ in range(ri(1, 4)):
-                piece += [ext(), pick((0, 127, 64))]
-        elif kind < 0.93:
-            piece = [0xB0 | ch, pick((72, 64, 16, 17, 74, 7, 73, 120, 121, 123, 1, 127)), ext()]
-        else:
-            piece = [0xD0 | ch, ext()]
-        for b in piece:
-            if r() < 0.03:
-                out.append(ri(0xF8, 0x100))
-            out.append(b)
-    return bytes(out)
 
 
 def friendly_bytes(rng: random.Random, n: int, mpe: bool) -> bytes:

@@ -27,7 +27,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bf16 import bf16_context  # noqa: E402
 from precompute.datasets.fluid import DEFAULT_SOUNDFONT  # noqa: E402
 from precompute.datasets.nsynth import load_examples, read_note  # noqa: E402
 from precompute.datasets.soundfont import render_soundfont_dataset  # noqa: E402
@@ -38,6 +37,7 @@ from precompute.quality import (cents_off, estimate_f0, log_spectral_distance, n
                                 sine_baseline)
 from precompute.run import load_model  # noqa: E402
 from precompute.sampling import Sampling  # noqa: E402
+from testkit.bf16 import bf16_context  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
 """The engine's per-block inner loop, compiled with numba (`render_segment`); numpy's array version in
-device/engine.py is the reference it is tested against, and what runs where numba is missing.
+device/mix.py is the reference it is tested against, and what runs where numba is missing.
 
 One call renders one segment (frames with no event inside) for every voice: follow X/Y (new square: new streams),
 check the voice's state (a bad one is freed and counted, never read from), check that the pages it will read are
@@ -32,7 +32,7 @@ FREE, ATTACK, DECAY, RELEASE, KILL = 0, 1, 2, 3, 4
 EPS = 1e-3  # -60 dB: the decay and release times are times to get this close
 # counters[]: voice-segments muted because a page was not resident; voices freed for a bad state
 STARVED, FAULTS = 0, 1
-# the voices' state, packed in three arrays so that a call passes few of them (the engine keeps named views):
+# the voices' state, packed in three arrays so that a call passes few of them (device/voices.py keeps named views):
 # vf float64 [voices, NF]: envelope level, gain, read position (source samples, unwrapped by loops), base rate,
 #   smoothed X/Y (grid units), own X/Y (0..1, NaN: follow the global one), velocity layer weights, stream weights
 F_LEVEL, F_GAIN, F_POS, F_RATE, F_SXY, F_VXY, F_VW, F_W8 = 0, 1, 2, 3, 4, 6, 8, 10
@@ -91,7 +91,7 @@ def assign_streams(v: int, streams: np.ndarray, vi: np.ndarray, loops: np.ndarra
 @jit()
 def claim_voice(vs: np.ndarray, keys: np.ndarray, chans: np.ndarray, age: np.ndarray, level: np.ndarray, key: int,
                 ch: int, max_voices: int) -> int:
-    """The slot a note-on plays in (Engine._note_on's voice choice, compiled: a chord of 32 notes in one block
+    """The slot a note-on plays in (Voices.claim, compiled: a chord of 32 notes in one block
     costs microseconds): a voice of the same key and channel not yet releasing fades out (a retrigger); with
     max_voices sounding, the oldest fades out, released voices first; then the first free slot, else the
     quietest fading one."""

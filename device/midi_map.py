@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from device.engine import BEND_LIMIT
+from device.events import BEND_LIMIT
 from nsynth.errors import NsynthError
 from nsynth.params import PARAMS
 

@@ -345,7 +345,7 @@ class Prefetcher:
 
     def _round(self) -> None:
         e = self.engine
-        bank = e._bank
+        bank = e.bank
         res = bank.residency
         if res is None:
             return

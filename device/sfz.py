@@ -36,8 +36,10 @@ from typing import Sequence
 
 import numpy as np
 
+from device.addressing import velocity_gains
 from device.bank import Bank, open_bank
-from device.engine import EngineConfig, attack_seconds, decay_seconds, release_seconds, velocity_gains
+from device.engine import EngineConfig
+from device.envelopes import attack_seconds, decay_seconds, release_seconds
 from device.midi_map import DEFAULT_CC_MAP, parse_cc_map
 from nsynth.errors import NsynthError
 from nsynth.fsutil import atomic_write_bytes, remove_stale_partials, replace_dir

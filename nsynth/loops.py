@@ -298,9 +298,9 @@ def crossfade_gain(main: np.ndarray, partner: np.ndarray, head: np.ndarray) -> n
 def _held_levels(x: np.ndarray, energy: np.ndarray, gain: Callable[[np.ndarray], np.ndarray], start: int,
                  end: int, block: int, floor: np.ndarray | float = 1e-12) -> np.ndarray:
     """The level (dB) of x [n, L] (energy: its cumulative energy [n, L + 1]) times a gain (gain(t) -> dB
-    [n, T] at samples t) held through the loop [start, end) as device/engine.py plays it, the loop's last h
-    samples (h the seam window) fading linearly, weight (k + 1) / (h + 1) at the k-th, into the h before its
-    start: in frames of HELD_BLOCKS blocks every block, around the loop -> [n, frames]. Powers are summed per
+    [n, T] at samples t) held through the loop [start, end) as the engine plays it (device/mix.py), the loop's
+    last h samples (h the seam window) fading linearly, weight (k + 1) / (h + 1) at the k-th, into the h before
+    its start: in frames of HELD_BLOCKS blocks every block, around the loop -> [n, frames]. Powers are summed per
     block with the gain and crossfade weight of the block's middle (both change slowly)."""
     h, length = seam_window(start, end), end - start
     nb = length // block

@@ -73,6 +73,7 @@ if chroot "$ROOT" "$VENV/bin/python" -c "import torch" 2>/dev/null; then log "to
 # 3. the engine tests, from this checkout, against the installed package (no source tree on the path)
 rm -rf "$ROOT/opt/nsynth-tests" && mkdir -p "$ROOT/opt/nsynth-tests/tests"
 cp -r tests/device "$ROOT/opt/nsynth-tests/tests/"
+cp -r testkit "$ROOT/opt/nsynth-tests/"  # the tests' shared oracles (not in the package)
 t0=$(date +%s)
 chroot "$ROOT" sh -c "cd /opt/nsynth-tests && $VENV/bin/python -m pytest -q -p no:cacheprovider \
     --rootdir=/opt/nsynth-tests -o pythonpath=tests/device $(printf '%q ' "${PYTEST_ARGS[@]}")"

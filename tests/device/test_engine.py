@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from device.bank import BankWriter, open_bank
-from bench.sfz_player import write_harmonic_bank, stream_weights
 from device.engine import Engine, EngineConfig
+from testkit.sfz_player import stream_weights, write_harmonic_bank
 
 from synth_banks import render_events, synth_note, write_bank
 

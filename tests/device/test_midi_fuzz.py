@@ -14,12 +14,12 @@ import mido
 import numpy as np
 import pytest
 
-from bench.hostile_midi import hostile_bytes
 from device.bank import open_bank
 from device.engine import Engine
 from device.live import FrameClock, LiveAudio, MidiFeed, warm_up
 from device.midi_io import UartMidiInput, UsbMidiInput, all_notes_off
 from device.midi_map import MidiRouter
+from testkit.hostile_midi import hostile_bytes
 
 from synth_banks import write_bank
 

@@ -10,12 +10,12 @@ import pytest
 import soundfile as sf
 from sfzlint.parser import validate
 
-from bench.sfz_player import bilinear_weights, compare
 from device import sfz as sfz_mod
 from device.bank import open_bank
 from nsynth.cli import main
 from nsynth.errors import NsynthError
 from device.sfz import SfzOptions, export_sfz
+from testkit.sfz_player import bilinear_weights, compare
 from synth_banks import write_bank
 
 PITCHES, VELOCITIES, GRID = (46, 60, 74), (40, 90, 127), 9  # no note an octave of another

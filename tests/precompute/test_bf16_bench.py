@@ -1,11 +1,12 @@
-"""bench/bf16.py emulates bf16 matmuls on CPUs without native bf16: it must compute what torch's bf16 does."""
+"""testkit/bf16.py emulates bf16 matmuls on CPUs without native bf16 (for bench/bf16.py and bench/quality.py): it
+must compute what torch's bf16 does."""
 import torch
 
-from bench.bf16 import emulated_bf16
 from precompute.config import preset
 from precompute.generate import generate
 from precompute.model import Decoder, WaveNetAutoencoder
 from precompute.sampling import GREEDY
+from testkit.bf16 import emulated_bf16
 
 
 @torch.no_grad()

@@ -1,9 +1,8 @@
 """The fast generation path (precompute/stepper.py, generate.py) gives the model's results: the teacher-forced
-full pass, the textbook generator of bench/, per-note seeding; and its CUDA batch planning is sound."""
+full pass, the textbook generator of testkit/, per-note seeding; and its CUDA batch planning is sound."""
 import pytest
 import torch
 
-from bench.textbook import naive_step, textbook_generate
 from nsynth.errors import NsynthError
 from precompute.config import preset
 from precompute.generate import NOISE_CHUNK, _NoteNoise, generate, render_parts
@@ -11,6 +10,7 @@ from precompute.model import WaveNetAutoencoder, shift
 from precompute.mulaw import codes_to_input
 from precompute.sampling import GREEDY, Sampling
 from precompute.stepper import CPU_BATCH, MAX_BATCH, MEMORY_FRACTION, Stepper, auto_batch, split_batch
+from testkit.textbook import naive_step, textbook_generate
 
 MEDIAN = Sampling(quantile=0.5)
 

@@ -1,4 +1,5 @@
-"""The baselines for bench/generate.py: WaveNet decoding as the textbooks write it, on the same Decoder weights.
+"""WaveNet decoding as the textbooks write it, on the same Decoder weights: the baselines of bench/generate.py and
+the oracles of tests/precompute/test_generate_speed.py.
 
 `TextbookGenerator` is the incremental generator of Magenta's fastgen and r9y9's `incremental_forward`: a Python
 loop over layers, one queue of past inputs per layer, and unfused operations allocating their results: the
