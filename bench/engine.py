@@ -245,7 +245,8 @@ def audio_thread(engine, clock, seconds: float, times: list, lateness: list, rt:
 
 
 def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads: list[str]) -> dict:
-    from device.live import FrameClock, warm_up
+    from device.audio_host import warm_up
+    from device.clock import FrameClock
     from device.realtime import GIL_SWITCH_S, promote_threads
     from device.residency import Prefetcher, Residency
 

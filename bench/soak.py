@@ -39,7 +39,7 @@ from engine import BLOCK, FS, KEYS, VELOCITY, write_bank  # noqa: E402  (bench/e
 PLAY = textwrap.dedent('''
     import math, os, sys, threading, time
     from device.board_glue import BoardSource
-    from device.live import play
+    from device.play import play
 
     bank, minutes, rate, state = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     keys, velocity = [int(k) for k in sys.argv[5].split(",")], int(sys.argv[6])

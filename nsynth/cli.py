@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bank import-original": ("device.original:configure",
                              "import the original NSynth Super's sound files (.bin), one bank per combination"),
     "bank export-sfz": ("device.sfz:configure", "export a bank as an SFZ instrument (WAVs + .sfz) for samplers"),
-    "play": ("device.live:configure_play", "play a bank live from MIDI (USB or DIN) and the control board"),
+    "play": ("device.play:configure_play", "play a bank live from MIDI (USB or DIN) and the control board"),
     "render-midi": ("device.offline:configure_render_midi", "render a MIDI file through the engine to a WAV"),
     "engine warm": ("device.kernels:configure_warm",
                     "compile the engine's inner loop into numba's on-disk cache (done at install time)"),
