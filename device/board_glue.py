@@ -12,7 +12,7 @@
 - patches live in `$NSYNTH_PATCH_DIR/patches.json` (set by systemd/nsynth.service), else in the per-user state
   directory; the OLED shows each new USB import outcome from `$NSYNTH_STATE_DIR/import.json`;
 - `--board sim`: the simulator window runs on the main thread, its computer keyboard playing notes into the
-  engine's queue (stamped by the frame clock, like MIDI); closing the window stops `play`.
+  engine's event ring (stamped by the frame clock, like MIDI); closing the window stops `play`.
 """
 from __future__ import annotations
 
