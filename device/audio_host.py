@@ -26,6 +26,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+from device import kernels, shared_state
 from device.bank import Bank, BankError, open_bank
 from device.callback import LiveAudio
 from device.clock import FrameClock
@@ -141,6 +142,18 @@ class Host:
         except (BankError, OSError) as e:
             return str(e)
         return None
+
+
+def configure_warm(parser) -> None:
+    """`nsynth engine warm` (at install time): the engine's kernels and the shared-memory code into numba's cache,
+    so that the instrument loads them instead of compiling."""
+    parser.set_defaults(func=_warm)
+
+
+def _warm(args) -> int:
+    kernels.warm()
+    shared_state.warm()
+    return 0
 
 
 def serve(commands: Connection, reports: Connection, shm_name: str, capacity: int, backend: str) -> None:

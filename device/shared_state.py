@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from device.callback import STATS_SIZE, CallbackStats
+from device.clock import FrameClock
 from device.event_ring import EventRing
 
 _LINE = 64  # each part starts on its own cache line
@@ -26,3 +27,14 @@ class SharedState:
     @staticmethod
     def nbytes(capacity: int) -> int:
         return _aligned(EventRing.nbytes(capacity)) + _aligned(STATS_SIZE * 8) + _LINE
+
+
+def warm() -> None:
+    """Compile (or load from numba's on-disk cache) the compiled code both processes run on the shared memory: the
+    ring's push and pop, the clock's seqlock (with the argument types of the real calls)."""
+    state = SharedState(memoryview(bytearray(SharedState.nbytes(1))), 1)
+    state.ring.push(("all_notes_off",))
+    state.ring.drain(lambda event, frame: None)
+    clock = FrameClock(48000, 128, state.clock_cells)
+    clock.mark(0)
+    clock.frame_for()

@@ -36,8 +36,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bank export-sfz": ("device.sfz:configure", "export a bank as an SFZ instrument (WAVs + .sfz) for samplers"),
     "play": ("device.play:configure_play", "play a bank live from MIDI (USB or DIN) and the control board"),
     "render-midi": ("device.offline:configure_render_midi", "render a MIDI file through the engine to a WAV"),
-    "engine warm": ("device.kernels:configure_warm",
-                    "compile the engine's inner loop into numba's on-disk cache (done at install time)"),
+    "engine warm": ("device.audio_host:configure_warm",
+                    "compile the engine's inner loop and the audio host's shared-memory code into numba's on-disk "
+                    "cache (done at install time)"),
     "board monitor": ("hardware.commands:configure_monitor", "check the controller board, switches and OLED (or sim)"),
     "bank import": ("hardware.image.bank_import:configure", "verify banks from a USB stick or folder, install atomically"),
     "image build": ("hardware.image.build:configure", "customise a Raspberry Pi OS Lite image into an instrument"),
