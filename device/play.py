@@ -80,10 +80,10 @@ def play(bank_path: str | os.PathLike, *, midi: str | mido.ports.BaseInput | Non
 def _play(bank_path, *, midi, uart, device, block, control_sources, router, config, params, duration, stop, reload,
           state, preload_bytes, audio) -> int:
     t_start = time.monotonic()
+    state = state_dir() if state is None else Path(state)
+    watchdog = Watchdog.from_env()
     host = AudioHost(audio)  # it imports the engine while this process checks the bank
     try:
-        state = state_dir() if state is None else Path(state)
-        watchdog = Watchdog.from_env()
         notice = HashNotice(watchdog)
         try:
             bank = load_bank(bank_path, state=state, on_hash=notice)
@@ -141,13 +141,17 @@ def _play(bank_path, *, midi, uart, device, block, control_sources, router, conf
         for src in reversed(started):
             src.stop()
         host.stop()
-        stats = host.stats
-        warn(f"stopped: {stats.callbacks} audio callbacks ({stats.underflows} with underflow), "
-              f"{on_message.received} MIDI messages ({on_message.errors} failed, {engine.dropped} events dropped on "
-              f"a full ring); {engine.starved} voice segments muted waiting for the bank, {engine.faults} voices "
-              f"freed for a bad state, {engine.failures} audio errors contained; "
-              f"{stats.timing(block / config.sample_rate)}")
+        warn(_stopped(engine, on_message, block / config.sample_rate))
     return 0
+
+
+def _stopped(engine: HostEngine, on_message: MidiFeed, period: float) -> str:
+    """The line `play` says when it stops: the host's final counts (left in shared memory) and the MIDI feed's."""
+    stats = engine.host.stats
+    return (f"stopped: {stats.callbacks} audio callbacks ({stats.underflows} with underflow), {on_message.received} "
+            f"MIDI messages ({on_message.errors} failed, {engine.dropped} events dropped on a full ring); "
+            f"{engine.starved} voice segments muted waiting for the bank, {engine.faults} voices freed for a bad "
+            f"state, {engine.failures} audio errors contained; {stats.timing(period)}")
 
 
 def midi_inputs(midi: str | mido.ports.BaseInput | None, uart: str | None, on_message: MidiFeed) -> list[Any]:
