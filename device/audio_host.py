@@ -93,7 +93,7 @@ class Host:
         out = output_device(device, self.sd)
         warm_up(bank, engine.config)
         clock = FrameClock(engine.fs, engine.block, self.shared.clock_cells)
-        clock.mark(0)  # (and, with the drain below, the ring's and the clock's compiled code loaded before the stream)
+        clock.mark(0)  # the first mark: it and the (empty) drain load the clock's and the ring's compiled code now
         self.shared.ring.drain(engine.post)
         self.audio = LiveAudio(engine, clock, events=self.shared.ring, stats=self.shared.stats,
                                rt_priority=configured_priority())

@@ -19,7 +19,7 @@ from device.engine import EngineConfig
 from device.shared_state import SharedState
 from nsynth.errors import NsynthError
 
-RING_CAPACITY = 4096  # events: 10 s of a full DIN MIDI stream, far more than a callback's wait
+RING_CAPACITY = 4096  # events: seconds of a full DIN MIDI stream, far more than arrive between two callbacks
 
 
 class HostDied(NsynthError):
@@ -117,6 +117,7 @@ class AudioHost:
             self.close()
 
     def close(self) -> None:
+        """Keep a copy of the final counts and remove the shared memory's name (its pages go with the mappings)."""
         self.shared.stats = CallbackStats(self.shared.stats.cells.copy())
         self.shm.unlink()
 
