@@ -319,9 +319,8 @@ def jack_server(tmp_path):
 
 
 def test_play_in_real_time_on_jack(bank_path, tmp_path, jack_server):
-    """The live path at the real rate: PortAudio on a JACK server (dummy clock) calls the engine 375 times a
-    second. (MIDI here comes from a mido port object: python-rtmidi's JACK MIDI runs its callback on a JACK
-    thread too, which does not mix with PortAudio's in one Python process; on the Pi MIDI goes through ALSA.)"""
+    """The live path at the real rate: PortAudio on a JACK server (dummy clock) calls the engine in the audio
+    host 375 times a second. (MIDI here comes from a mido port object; on the Pi MIDI goes through ALSA.)"""
     env = {**jack_server, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", _JACK_SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
                        capture_output=True, text=True, timeout=60)
