@@ -8,9 +8,11 @@ directly in the bank format:
 - block times of 32 held voices with X/Y moving, as fractions of the 128-frame period (2.67 ms at 48 kHz): mean,
   p99 and max, from a warm page cache and from a cold one (the bank's pages dropped with posix_fadvise DONTNEED
   first: the bank is then brought in by the prefetch thread while it plays), the cold run once more with a memory
-  budget of 0 (streamed: heads of notes + what each voice reads next). An "audio thread" calls the engine every
-  period in real time (SCHED_FIFO where allowed, as the instrument's), and the time counted is from the period's
-  start (so waiting for the GIL counts) to the block's end. Meanwhile the instrument's other threads run: a MIDI
+  budget of 0 (streamed: heads of notes + what each voice reads next). As in `nsynth play`, the engine plays in
+  the audio host process, behind an output that calls it every period in real time (bench/paced_audio.py; the
+  callback on SCHED_FIFO where allowed, as the instrument's), and the time counted is from the period's start (so
+  waking late and waiting for the GIL count) to the block's end. Meanwhile the instrument's other threads run, in
+  the control process, and feed the engine through the shared event ring: a MIDI
   flood of 1,000 pitch-bend messages a second through the real USB input path (python-rtmidi's callback on a
   virtual port: ALSA, else a JACK dummy server), the simulated control board polled at 200 Hz (the finger moving
   on its pad: that is the X/Y motion), its controls at 100 Hz and the OLED redrawn, and the prefetch thread.
@@ -18,7 +20,7 @@ directly in the bank format:
 - CPU per block at 1, 8 and 32 voices, compiled and numpy reference (no other threads; thread CPU time).
 - FluidSynth total to total: CPU of `fluidsynth -F` rendering 32 held notes vs the engine's CPU rendering the same
   notes (events, engine, the same length of audio); also our whole `nsynth render-midi` process.
-- RSS (peak) of the playing process.
+- RSS (peak) of the audio host (the playing process) and of the control process.
 
 Targets: 32 voices with X/Y moving <= 3 % of the period (mean, warm); warm max <= 30 %; cold p99 <= 50 %, cold
 max <= 100 %; render CPU <= 1.0x FluidSynth's; RSS <= 100 MB + the preload budget. Last line: one JSON object
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import gc
 import json
 import math
 import os
@@ -223,31 +224,13 @@ class Board:
 
 
 # ---- one measured run (in its own process) --------------------------------------------------------------------
-def audio_thread(engine, clock, seconds: float, times: list, lateness: list, rt: list) -> None:
-    """Call the engine every period in real time, like the audio callback; record each block's time from the
-    period's start (including any wait to wake and get the GIL) to its end, and its own duration."""
-    from device.realtime import promote_current_thread
-    rt.append(promote_current_thread(70))
-    buf = np.zeros((BLOCK, 2), np.float32)
-    n = int(seconds / PERIOD)
-    t_next = time.perf_counter() + PERIOD
-    for _ in range(n):
-        now = time.perf_counter()
-        if t_next > now:
-            time.sleep(t_next - now)
-        t0 = time.perf_counter()
-        clock.mark(engine.frame)
-        engine.process(buf)
-        t1 = time.perf_counter()
-        times.append(t1 - t0)
-        lateness.append(t1 - t_next)
-        t_next = max(t_next + PERIOD, t1)
-
-
 def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads: list[str]) -> dict:
-    from device.live import FrameClock, warm_up
-    from device.realtime import GIL_SWITCH_S, promote_threads
-    from device.residency import Prefetcher, Residency
+    """One run as `nsynth play` runs: the engine in the audio host process (device/audio_host.py) behind an output
+    that calls it every period in real time (bench/paced_audio.py: each block's time is counted from the period's
+    start, waking late and waiting for the GIL included, to its end), fed through the shared event ring by the
+    board and the MIDI flood, which run here, in the control process."""
+    from device.clock import FrameClock
+    from device.host_link import AudioHost, HostEngine
 
     samples = bank_path / SAMPLES
     if not cold:  # warm: the whole file in the page cache, as after playing it a while
@@ -255,64 +238,55 @@ def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads:
             while f.read(1 << 24):
                 pass
     before = drop_page_cache(samples) if cold else resident_fraction(samples)
-    t_start = time.perf_counter()
-    bank = open_bank(bank_path)
-    bank.residency = Residency(bank)
-    engine = Engine(bank, EngineConfig(), params={"attack": 0.0, "decay": 0.2, "sustain": 0.8})
-    prefetcher = Prefetcher(engine, budget)
-    prefetcher.prepare(bank)
-    heads_s = time.perf_counter() - t_start
-    warm_up(bank, engine.config)
-    gc.freeze()  # as play() does
-    sys.setswitchinterval(GIL_SWITCH_S)
-    clock = FrameClock(FS, BLOCK)
-    others = []
     tmp = Path(tempfile.mkdtemp(prefix="nsynth-bench-phase-"))
+    os.environ["PACED_AUDIO_TIMES"] = str(tmp / "times.npz")
+    config = EngineConfig()
+    others = []
+    host = AudioHost("paced_audio")  # bench/ is on this process's path, which the host gets
     try:
-        prefetcher.start()
-        which = threads
-        if "board" in which:
+        t_start = time.perf_counter()
+        info = host.open(bank_path, config, {"attack": 0.0, "decay": 0.2, "sustain": 0.8}, None, budget)
+        open_s = time.perf_counter() - t_start
+        engine = HostEngine(host, open_bank(bank_path), config)
+        clock = FrameClock(FS, BLOCK, host.shared.clock_cells)
+        if "board" in threads:
             others.append(Board(engine, tmp).start())
-        if "midi" in which:
+        if "midi" in threads:
             others.append(MidiFlood(engine, clock).start())
-        # as play() does: the instrument's other threads just below the audio thread (70); not the harness's own
-        # (the flood's sender and the finger)
-        promote_threads(60, [th for th in threading.enumerate() if th.name not in ("midi-flood", "finger")])
         for k in KEYS:
             engine.note_on(k, VELOCITY)
-        times: list[float] = []
-        late: list[float] = []
-        rt: list[bool] = []
-        t = threading.Thread(target=audio_thread, args=(engine, clock, seconds, times, late, rt), name="audio")
-        t.start()
-        t.join()
+        host.start()
+        time.sleep(seconds)
+        counts = {"starved": engine.starved, "faults": engine.faults, "voices": engine.active_voices(),
+                  "dropped": engine.dropped}
+        memory = {"host": status_mb(host.process.pid, "VmHWM", "RssAnon", "RssFile"),
+                  "control": status_mb("self", "VmHWM", "RssAnon", "RssFile")}
         flood = next((o for o in others if isinstance(o, MidiFlood)), None)
-        moved = engine.params["x"], engine.params["y"]
     finally:
         for o in reversed(others):  # (the MIDI input is left open: closing python-rtmidi's JACK port while its
             if not isinstance(o, MidiFlood):  # callback may run can deadlock; the process ends right after)
                 o.stop()
-        prefetcher.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    late_arr = np.array(late) / PERIOD
-    own = np.array(times) / PERIOD
+        host.stop()
+    recorded = np.load(tmp / "times.npz")
+    shutil.rmtree(tmp, ignore_errors=True)
+    late_arr, own = recorded["times"][:, 0] / PERIOD, recorded["times"][:, 1] / PERIOD
     return {"mean": float(own.mean()), "p99": float(np.percentile(late_arr, 99)), "max": float(late_arr.max()),
             "callback_mean": float(late_arr.mean()), "own_p99": float(np.percentile(own, 99)),
-            "own_max": float(own.max()), "blocks": len(times), "over_period": int((late_arr > 1.0).sum()),
-            "starved": engine.starved, "faults": engine.faults, "voices": engine.active_voices(),
-            "resident_before": before, "heads_s": heads_s, "whole": prefetcher.whole(bank),
-            "locked_mb": bank.residency.locked_bytes / 2**20,
-            "resident_after": bank.residency.resident_fraction(), "realtime": bool(rt and rt[0]),
+            "own_max": float(own.max()), "blocks": len(own), "over_period": int((late_arr > 1.0).sum()),
+            **counts, "resident_before": before, "open_s": open_s, "whole": info["whole"],
+            "realtime": bool(recorded["fifo"]),
             "worst_blocks": [[int(i), round(float(late_arr[i]), 2)] for i in np.argsort(late_arr)[::-1][:5]],
             "midi_sent": flood.sent if flood else 0, "midi_received": flood.received if flood else 0,
-            "xy_end": moved, "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            **{f"{k.lower()}_mb": v for k, v in status_mb("RssAnon", "RssFile").items()}}
+            "rss_peak_mb": memory["host"]["VmHWM"], "host_anon_mb": memory["host"]["RssAnon"],
+            "host_file_mb": memory["host"]["RssFile"], "control_rss_peak_mb": memory["control"]["VmHWM"],
+            "control_anon_mb": memory["control"]["RssAnon"]}
 
 
-def status_mb(*fields: str) -> dict[str, float]:
-    """Fields of /proc/self/status in MB (RssAnon: heap and stacks; RssFile: mapped files: libraries, the bank)."""
+def status_mb(pid: int | str, *fields: str) -> dict[str, float]:
+    """Fields of /proc/PID/status in MB (VmHWM: peak RSS; RssAnon: heap and stacks; RssFile: mapped files:
+    libraries, the bank)."""
     out = {}
-    with open("/proc/self/status") as f:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
             if key in fields:
@@ -325,7 +299,8 @@ def phase_subprocess(bank: Path, seconds: float, budget: int, cold: bool, thread
     with JackServer() as jack:
         r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--phase", str(bank), "--seconds", str(seconds),
                             "--budget", str(budget), *(["--cold"] if cold else []), "--threads", threads],
-                           env={**jack.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+                           env={**jack.env, "PYTHONPATH": str(ROOT), "NSYNTH_RT_PRIORITY": "70"},
+                           capture_output=True, text=True)
     if r.returncode != 0:
         (Path(tempfile.gettempdir()) / "nsynth-bench-phase.err").write_text(r.stderr)
         raise RuntimeError(f"phase failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -465,14 +440,16 @@ def main() -> int:
                   f"{r['own_p99']:.1%}, max {r['own_max']:.1%}); {r['over_period']} of {r['blocks']} over; "
                   f"{r['starved']} voice segments muted; page cache before {r['resident_before']:.0%}; "
                   f"{'held whole' if r['whole'] else 'streamed'}; RT {r['realtime']}; MIDI {r['midi_received']} "
-                  f"of {r['midi_sent']}; RSS {r['rss_peak_mb']:.0f} MB", flush=True)
+                  f"of {r['midi_sent']}; RSS: audio host {r['rss_peak_mb']:.0f} MB ({r['host_anon_mb']:.0f} MB "
+                  f"anonymous), control {r['control_rss_peak_mb']:.0f} MB", flush=True)
         res["block_fraction_32"] = res["warm"]["mean"]
         res["max_warm"] = res["warm"]["max"]
         res["p99_cold"] = res["cold"]["p99"]
         res["max_cold"] = res["cold"]["max"]
         res["p99_cold_streamed"] = res["cold_streamed"]["p99"]
         res["max_cold_streamed"] = res["cold_streamed"]["max"]
-        res["rss_mb"] = round(max(res[p]["rss_peak_mb"] for p in phases), 1)
+        res["rss_mb"] = round(max(res[p]["rss_peak_mb"] for p in phases), 1)  # the audio host's
+        res["control_rss_mb"] = round(max(res[p]["control_rss_peak_mb"] for p in phases), 1)
         res["preload_budget_mb"] = budget >> 20
 
         if shutil.which("fluidsynth") and os.path.exists(SOUNDFONT):

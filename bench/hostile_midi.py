@@ -34,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from device import kernels  # noqa: E402
 from device.bank import BankWriter, open_bank  # noqa: E402
 from device.engine import Engine, EngineConfig  # noqa: E402
-from device.live import FrameClock, LiveAudio, MidiFeed, warm_up  # noqa: E402
+from device.audio_host import warm_up  # noqa: E402
+from device.callback import LiveAudio  # noqa: E402
+from device.clock import FrameClock  # noqa: E402
+from device.play import MidiFeed  # noqa: E402
 from device.midi_map import MidiRouter  # noqa: E402
 from device.midi_stream import MidiByteParser  # noqa: E402
 from testkit.hostile_midi import hostile_bytes  # noqa: E402

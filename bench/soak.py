@@ -9,12 +9,13 @@ paced by a real-time clock, no sound card), 32 held voices, X/Y moving, every th
   messages a second (1,000: a DIN cable's whole bandwidth);
 - the simulated control board (`--board`'s driver code on the fake I2C bus: polled at 200 Hz, controls at 100 Hz,
   the OLED redrawn) with a finger circling on its pad: the X/Y motion;
-- the prefetch thread, the systemd watchdog thread.
+- the prefetch thread, the systemd watchdog thread;
+- as in `nsynth play`, the engine plays in the audio host process, the rest in the control process.
 Then, on the same server, an empty callback (zeros) for `--baseline-minutes`: what this machine does without us.
 
 Reports underflows (callbacks whose status flagged one) against the callbacks made, for both, the callback time
-distribution (mean, p99, p99.9, max), voice segments muted waiting for the bank, MIDI messages received, and jackd's
-xrun count. Target: underflows <= 0.01 % of callbacks and within a few of the empty callback's count. Last line:
+distribution (mean, p99, p99.9, max), voice segments muted waiting for the bank, MIDI messages received, events
+dropped on a full ring, the time from `play`'s start to its first audio callback, and jackd's xrun count. Target: underflows <= 0.01 % of callbacks and within a few of the empty callback's count. Last line:
 one JSON object.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from engine import BLOCK, FS, KEYS, VELOCITY, write_bank  # noqa: E402  (bench/e
 PLAY = textwrap.dedent('''
     import math, os, sys, threading, time
     from device.board_glue import BoardSource
-    from device.live import play
+    from device.play import play
 
     bank, minutes, rate, state = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     keys, velocity = [int(k) for k in sys.argv[5].split(",")], int(sys.argv[6])
@@ -164,11 +165,14 @@ def main() -> int:
         timing = re.search(r"callback mean ([\d.]+) ms, p99 ([\d.]+), p99.9 ([\d.]+), max ([\d.]+) ms", err)
         muted = re.search(r"(\d+) voice segments muted", err)
         midi = re.search(r"(\d+) MIDI messages", err)
+        dropped = re.search(r"(\d+) events dropped", err)
+        start = re.search(r"first audio callback ([\d.]+) s after start", err)
         playing = next((line for line in err.splitlines() if "playing " in line), "")
         res.update(callbacks=callbacks, underflows=underflows, underflow_fraction=underflows / max(callbacks, 1),
                    callback_mean_ms=float(timing[1]), callback_p99_ms=float(timing[2]),
                    callback_p999_ms=float(timing[3]), callback_max_ms=float(timing[4]),
-                   muted_voice_segments=int(muted[1]), midi_received=int(midi[1]), jack_xruns=ours_xruns)
+                   muted_voice_segments=int(muted[1]), midi_received=int(midi[1]), events_dropped=int(dropped[1]),
+                   start_s=float(start[1]), jack_xruns=ours_xruns)
         print(playing.strip())
         print(f"ours:  {callbacks} callbacks, {underflows} with underflow ({underflows / max(callbacks, 1):.4%}); "
               f"{timing[0]}; {muted[1]} voice segments muted; {midi[1]} MIDI messages; jackd xruns {ours_xruns}",

@@ -12,7 +12,7 @@
 - patches live in `$NSYNTH_PATCH_DIR/patches.json` (set by systemd/nsynth.service), else in the per-user state
   directory; the OLED shows each new USB import outcome from `$NSYNTH_STATE_DIR/import.json`;
 - `--board sim`: the simulator window runs on the main thread, its computer keyboard playing notes into the
-  engine's queue (stamped by the frame clock, like MIDI); closing the window stops `play`.
+  engine's event ring (stamped by the frame clock, like MIDI); closing the window stops `play`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from typing import Callable
 
 from device.bank import MANIFEST, Bank, BankError, open_verified
 from device.engine import Engine
-from device.live import BankSlot, FrameClock, state_dir
+from device.bank_state import BankSlot, state_dir
+from device.clock import FrameClock
 from hardware.platform import RASPBERRY_PI, Platform
 from hardware.banks import BankSwitcher, bank_name, bank_path
 from hardware.corners import CornerChoices, Instrument, bank_stem, corners_from_banks
@@ -143,7 +144,8 @@ class BoardSource:
         if self.switcher is not None:
             self.switcher.request(names)
 
-    def _swap(self, bank: Bank) -> None:  # the switcher's thread, with a bank that opened
+    def _swap(self, bank: Bank) -> None:  # the switcher's thread, with a bank that opened (one the player refuses
+        # raises BankError: the switcher keeps the old one and tells `_refused`)
         self.controls.dismiss(_CHECKING)
         self.slot.install(bank)
         _say(f"playing {bank.path}")

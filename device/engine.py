@@ -47,7 +47,7 @@ import numpy as np
 from device import kernels
 from device.addressing import bank_view
 from device.bank import Bank
-from device.envelopes import rates, release_seconds
+from device.envelopes import rates
 from device.events import CHANNELS, checked_event, event_order
 from device.kernels import ATTACK, FREE, KILL
 from device.mix import LIMIT_KNEE, Segment, render_segment
@@ -373,7 +373,3 @@ def _slew(value: float, target: float, k: float) -> float:
     """One step of a one-pole slew towards target (factor k), settling exactly once within 1e-9."""
     value = target + (value - target) * k
     return target if abs(value - target) < 1e-9 else value
-
-
-# release_seconds is device/envelopes.py's, importable from here too (tests/device/test_live.py imports it so)
-__all__ = ["Engine", "EngineConfig", "PARAMS", "DEFAULT_PARAMS", "release_seconds"]

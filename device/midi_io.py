@@ -3,7 +3,7 @@ device/midi_file.py.)
 
 Each live input calls `on_message(msg)` for every channel message from a thread of its own (python-rtmidi's
 callback thread for USB, a reader thread blocked in the serial read for DIN); the caller turns messages into engine
-events (device.midi_map) and stamps them with frames (device.live.FrameClock). Nothing polls in a tight loop: the
+events (device.midi_map) and stamps them with frames (device.clock.FrameClock). Nothing polls in a tight loop: the
 audio callback shares the GIL with these threads.
 """
 from __future__ import annotations

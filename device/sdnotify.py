@@ -4,10 +4,12 @@ systemd passes NOTIFY_SOCKET (a filesystem path, or '@name' for the abstract nam
 WATCHDOG_USEC (and WATCHDOG_PID). A message is one datagram of newline-separated KEY=VALUE lines: READY=1,
 STATUS=..., WATCHDOG=1, STOPPING=1. Everything here is a no-op when NOTIFY_SOCKET is unset.
 
-The watchdog pings systemd only while the audio callback is alive: the callback calls `heartbeat()`, which stores
-the monotonic time in a preallocated slot (no lock, no allocation beyond the float the clock returns), and a
-background thread sends WATCHDOG=1 every WATCHDOG_USEC/2 only if the last heartbeat is more recent than that.
-A stalled audio loop therefore stops the pings and systemd restarts the service.
+The watchdog pings systemd only while the audio callback is alive: a callback in this process calls `heartbeat()`,
+which stores the monotonic time in a preallocated slot (no lock, no allocation beyond the float the clock returns);
+for a callback in another process (the audio host), `follow(counter)` has the ping thread heartbeat whenever the
+callback count it reads has moved. The thread sends WATCHDOG=1 every WATCHDOG_USEC/2 only if the last heartbeat
+is more recent than that. A stalled (or dead) audio loop therefore stops the pings and systemd restarts the
+service.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import socket
 import threading
 import time
 from array import array
+from typing import Callable
 
 
 def _address(path: str) -> str | bytes:
@@ -53,7 +56,8 @@ class Notifier:
 class Watchdog:
     """READY/STATUS/STOPPING messages plus WATCHDOG=1 pings gated on the audio callback's heartbeat.
 
-    Wiring: `wd = Watchdog.from_env(); wd.start()`; in the audio callback `wd.heartbeat()`; once the stream runs
+    Wiring: `wd = Watchdog.from_env(); wd.start()`; in the audio callback `wd.heartbeat()` (or
+    `wd.follow(callback_count)` when the callback runs in another process); once the stream runs
     `wd.ready()`; on shutdown `wd.stop()`.
     """
 
@@ -65,6 +69,8 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._prefix = status_prefix
+        self._counter: Callable[[], int] | None = None
+        self._seen: int | None = None
         self.pings = 0
 
     @classmethod
@@ -84,6 +90,11 @@ class Watchdog:
     def heartbeat(self) -> None:
         """Called from the audio callback: O(1), lock-free, stores the time in a preallocated slot."""
         self._last[0] = time.monotonic()
+
+    def follow(self, counter: Callable[[], int]) -> "Watchdog":
+        """Heartbeat whenever `counter()` (the audio host's callback count) has moved since the last ping."""
+        self._counter, self._seen = counter, counter()
+        return self
 
     def healthy(self) -> bool:
         """True while the last heartbeat is younger than one ping interval."""
@@ -115,6 +126,10 @@ class Watchdog:
     def _run(self) -> None:
         stalled = False
         while not self._stop.wait(self.interval):
+            if self._counter is not None:
+                seen, self._seen = self._seen, self._counter()
+                if self._seen != seen:
+                    self.heartbeat()
             if self.healthy():
                 if stalled:
                     self.notifier.send(f"STATUS={self._prefix} running again")

@@ -17,7 +17,8 @@ from device.bank import BankError, open_bank
 from device.board_glue import (board_corners, board_source, engine_params, manifest_corners, open_combination,
                                patch_file)
 from device.engine import Engine
-from device.live import STATE_FILE, BankSlot, FrameClock
+from device.bank_state import STATE_FILE, BankSlot
+from device.clock import FrameClock
 
 from synth_banks import write_bank
 from tests.xvfb import xvfb_display
@@ -260,7 +261,7 @@ def test_sighup_reloads_the_bank_the_encoders_chose(rig, banks):
 
 def test_an_error_in_the_foreground_poll_stops_play_and_is_raised():
     from nsynth.errors import NsynthError
-    from device.live import _run_foreground
+    from device.play import _run_foreground
     polls = []
 
     def window(poll):  # a window's event loop: polls until told to stop (a Tk callback would only print errors)

@@ -1,5 +1,6 @@
-"""The live path: frame clock, the audio callback (bit-identical to offline), play() on a null ALSA output,
-bank fallback, clear errors for missing devices, and the render-midi command."""
+"""The live path: the audio callback, play() on a null ALSA output, on JACK and on a fake device (its audio host
+process), bank fallback, clear errors for missing devices, and the render-midi command. (Across the process
+boundary, live = offline: tests/device/test_audio_host.py.)"""
 import json
 import os
 import re
@@ -17,17 +18,19 @@ import pytest
 import soundfile as sf
 
 from device.bank import BankError, open_bank, open_verified
-from device.engine import Engine, release_seconds
-from device.live import FrameClock, HashNotice, LiveAudio, load_bank, switch_bank
-from device.midi_file import midi_file_messages
+from device.engine import Engine
+from device.envelopes import release_seconds
+from device.bank_state import HashNotice, load_bank, switch_bank
+from device.callback import LiveAudio
+from device.clock import FrameClock
 from device.sdnotify import Watchdog
 from nsynth.cli import main
-from device.midi_map import MidiRouter
-from device.offline import render_midi, xy_at
+from device.offline import render_midi
 
 from synth_banks import write_bank
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +39,6 @@ def bank_path(tmp_path_factory):
     write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=16000)
     open_verified(path)  # checked once here, so no test depends on which one opens it first
     return path
-
-
-def test_frame_clock_keeps_offsets_one_block_late():
-    clock = FrameClock(48000, 128)
-    clock.mark(1280)
-    t0 = clock._mark[1]
-    assert clock.frame_for(t0) == 1408
-    assert clock.frame_for(t0 + 50 / 48000 + 1e-9) == 1458
-    assert clock.frame_for(t0 + 1.0) == 1408 + 127  # a late callback: clamp inside the next block
-    assert clock.frame_for(t0 - 1.0) == 1408
 
 
 def _song(path):
@@ -61,31 +54,6 @@ def _song(path):
         tr.append(mido.Message("note_off", note=n, time=121))
     mid.save(path)
     return path
-
-
-def test_live_callback_is_bit_identical_to_render_midi(bank_path, tmp_path):
-    song = _song(tmp_path / "s.mid")
-    offline = render_midi(bank_path, song, tmp_path / "o.wav", xy="0.1,0.2:0.9,0.6")
-    wav, sr = sf.read(tmp_path / "o.wav", dtype="float32", always_2d=True)
-    assert sr == 48000 and np.array_equal(wav, offline)
-    # the live path: the same engine behind the sounddevice callback; events posted by "the MIDI thread"
-    # just before the block they fall in, stamped with the same frames
-    engine = Engine(open_bank(bank_path))
-    audio = LiveAudio(engine, FrameClock(48000, 128))
-    router = MidiRouter()
-    msgs = midi_file_messages(song, 48000)
-    end = msgs[-1][0]
-    out = np.zeros_like(offline)
-    for start in range(0, len(out), 128):
-        for f, m in msgs:
-            if start <= f < start + 128:
-                for ev in router.route(m):
-                    engine.post(ev, f)
-        x, y = xy_at([(0.1, 0.2), (0.9, 0.6)], start / end)
-        engine.post_params(frame=start, x=x, y=y)
-        audio.callback(out[start:start + 128], min(128, len(out) - start), None, None)
-    assert np.abs(out).max() > 0.05
-    np.testing.assert_array_equal(out, offline)
 
 
 def test_callback_survives_an_engine_error(bank_path):
@@ -238,7 +206,7 @@ def test_fallback_survives_a_rewrite_of_the_last_good_bank(tmp_path):
 _PRELUDE = textwrap.dedent('''
     import json, os, signal, sys, threading, mido
     from nsynth.errors import NsynthError
-    from device.live import play
+    from device.play import play
 
     class Port(mido.ports.BaseInput):
         def __init__(self):
@@ -250,7 +218,6 @@ _PRELUDE = textwrap.dedent('''
     class Source:
         def start(self, post):
             self.started = True
-            self.switch = sys.getswitchinterval()  # while playing
             post(x=0.25, y=0.75)
         def stop(self):
             self.stopped = True
@@ -261,7 +228,6 @@ _SCRIPT = _PRELUDE + textwrap.dedent('''
     threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGHUP)).start()  # reload the (unchanged) bank
     res["rc"] = play(sys.argv[1], midi=Port(), block=128, control_sources=[src], duration=0.5, state=sys.argv[2])
     res["source"] = [getattr(src, "started", False), getattr(src, "stopped", False)]
-    res["switch"] = [src.switch, sys.getswitchinterval()]
     for kw in ({"device": "no-such-card"}, {"midi": "no-such-port"}):
         try:
             play(sys.argv[1], duration=0.1, state=sys.argv[2], **kw)
@@ -309,7 +275,6 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["rc"] == 0 and res["source"] == [True, True]
-    assert res["switch"] == [0.0005, 0.005]  # GIL hand-overs every 0.5 ms while playing; Python's default after
     assert "playing " in r.stderr and "MIDI: 'fake'" in r.stderr
     assert f"reloaded {bank_path}" in r.stderr
     assert "audio output 'no-such-card'" in res["device"] and "'default'" in res["device"]
@@ -355,9 +320,8 @@ def jack_server(tmp_path):
 
 
 def test_play_in_real_time_on_jack(bank_path, tmp_path, jack_server):
-    """The live path at the real rate: PortAudio on a JACK server (dummy clock) calls the engine 375 times a
-    second. (MIDI here comes from a mido port object: python-rtmidi's JACK MIDI runs its callback on a JACK
-    thread too, which does not mix with PortAudio's in one Python process; on the Pi MIDI goes through ALSA.)"""
+    """The live path at the real rate: PortAudio on a JACK server (dummy clock) calls the engine in the audio
+    host 375 times a second. (MIDI here comes from a mido port object; on the Pi MIDI goes through ALSA.)"""
     env = {**jack_server, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", _JACK_SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
                        capture_output=True, text=True, timeout=60)
@@ -369,59 +333,8 @@ def test_play_in_real_time_on_jack(bank_path, tmp_path, jack_server):
     assert 0.5 * 1.5 * 48000 / 128 < callbacks < 1.5 * 1.5 * 48000 / 128  # paced by the clock, not free-running
 
 
-_FAKE_SOUNDDEVICE = textwrap.dedent('''
-    """A fake audio device with sounddevice's interface (the hardware edge): one output whose stream calls the
-    callback from its own thread at the block rate and keeps what it was given (`captured`)."""
-    import threading, time
-    import numpy as np
-
-    class PortAudioError(Exception):
-        pass
-
-    DEVICES = [{"name": "fake out", "max_output_channels": 2}]
-    captured = []
-
-    def query_devices(device=None, kind=None):
-        if device is None:
-            return DEVICES[0] if kind else DEVICES
-        if device not in (0, "fake out"):
-            raise ValueError(f"no device {device!r}")
-        return DEVICES[0]
-
-    class OutputStream:
-        def __init__(self, samplerate, blocksize, channels, dtype, device, callback, latency):
-            self.fs, self.block, self.channels, self.callback = samplerate, blocksize, channels, callback
-            self._stop = threading.Event()
-
-        def _run(self):
-            while not self._stop.is_set():
-                buf = np.zeros((self.block, self.channels), np.float32)
-                self.callback(buf, self.block, None, 0)
-                captured.append(buf)
-                time.sleep(self.block / self.fs)
-
-        def __enter__(self):
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-            return self
-
-        def __exit__(self, *exc):
-            self._stop.set()
-            self._thread.join()
-''')
-
 _FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
-    import numpy as np, sounddevice
-    from device.engine import Engine, release_seconds
-
-    real = Engine._segment
-
-    def buggy(self, out, at, n):  # a bug that fires whenever a voice of key 72 sounds
-        if ((self.key == 72) & (self.stage != 0)).any():
-            raise ZeroDivisionError("a bug in voice rendering")
-        real(self, out, at, n)
-
-    Engine._segment = buggy
+    import numpy as np
     port = Port()
     port.msgs = [mido.Message("note_on", note=60, velocity=100), mido.Message("note_on", note=72, velocity=100)]
 
@@ -434,23 +347,23 @@ _FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
             self.alerts.append([title, *lines])
 
     board = Board()
-    rc = play(sys.argv[1], midi=port, device="fake out", control_sources=[board], duration=1.0, state=sys.argv[2])
-    out = np.concatenate(sounddevice.captured)
+    rc = play(sys.argv[1], midi=port, device="fake out", control_sources=[board], duration=1.0, state=sys.argv[2],
+              audio="buggy_sounddevice")
+    out = np.load(os.environ["FAKE_AUDIO_CAPTURE"])
     print(json.dumps({"rc": rc, "alerts": board.alerts, "failures": board.engine.failures,
-                      "tail": float(np.abs(out[-4800:]).max()), "blocks": len(sounddevice.captured)}))
+                      "tail": float(np.abs(out[-4800:]).max()), "blocks": len(out) // 128}))
 ''')
 
 
 def test_play_contains_a_failing_voice_and_plays_on(bank_path, tmp_path):
-    """Through play() with a fake audio device: a bug that raises whenever one voice sounds silences that voice,
-    is reported once (stderr, the systemd status line, the board's alert), and the other note plays on to the
-    end; the bug firing again (the key struck again) is counted, not reported again."""
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "sounddevice.py").write_text(_FAKE_SOUNDDEVICE)
+    """Through play() with a fake audio device: a bug in the audio host's engine that raises whenever one voice
+    sounds (tests/device/buggy_sounddevice.py) silences that voice, is reported once by the control process
+    (stderr, the systemd status line, the board's alert), and the other note plays on to the end; the bug firing
+    again (the key struck again) is counted, not reported again."""
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
-    env = {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{ROOT}", "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}", "NOTIFY_SOCKET": str(tmp_path / "notify"),
+           "FAKE_AUDIO_CAPTURE": str(tmp_path / "captured.npy")}
     try:
         r = subprocess.run([sys.executable, "-c", _FAILING_SCRIPT, str(bank_path), str(tmp_path / "state")],
                            env=env, capture_output=True, text=True, timeout=60)

@@ -16,7 +16,10 @@ import pytest
 
 from device.bank import open_bank
 from device.engine import Engine
-from device.live import FrameClock, LiveAudio, MidiFeed, warm_up
+from device.audio_host import warm_up
+from device.callback import LiveAudio
+from device.clock import FrameClock
+from device.play import MidiFeed
 from device.midi_io import UartMidiInput, UsbMidiInput, all_notes_off
 from device.midi_map import MidiRouter
 from testkit.hostile_midi import hostile_bytes
