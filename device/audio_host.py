@@ -11,7 +11,8 @@ It runs as `python -m device.audio_host` (a fresh interpreter: it imports the en
 checks the bank, and no script's main module is run again in it). Commands (each answered on the command pipe):
   ("open", path, config, params, device, preload_bytes) -> ("ready", info) | ("error", message)
       opens the already-checked bank, prepares its pages, checks that the output exists;
-  ("start",) -> ("started",) | ("error", message)   opens and starts the stream;
+  ("start", whole_s) -> ("started",) | ("error", message)   starts the prefetch thread, waits up to whole_s for
+      a bank held whole to be all in (0: not at all), then opens and starts the stream;
   ("bank", path) -> ("bank", None) | ("bank", message)   opens a checked bank, brings its heads in, hands it over;
   ("stop",) -> ("stopped",)               stops the stream and the prefetch thread; the host then exits.
 Contained failures go to the report pipe as (what, "Type: message") (device/failures.py).
@@ -101,21 +102,25 @@ class Host:
         return {"out": out, "compiled": engine.compiled, "whole": self.prefetcher.whole(bank),
                 "budget": self.prefetcher.budget}
 
-    def play(self, commands: Connection, reports: Connection) -> bool:
-        """Open and run the stream until told to stop (or the control process is gone), serving bank switches and
-        forwarding contained failures meanwhile; False if the stream did not open."""
+    def play(self, commands: Connection, reports: Connection, whole_s: float = 0.0) -> bool:
+        """Start the prefetch thread (waiting up to whole_s for a bank held whole to be all in), then open and run
+        the stream until told to stop (or the control process is gone), serving bank switches and forwarding
+        contained failures meanwhile; False if the stream did not open."""
         engine, audio = self.engine, self.audio
+        self.prefetcher.start()  # ahead of the stream: what voices read next is coming in before they start
+        if whole_s > 0 and self.prefetcher.whole(engine.bank):
+            self.prefetcher.wait_whole(engine.bank, whole_s)
         try:
             stream = self.sd.OutputStream(samplerate=engine.fs, blocksize=engine.block, channels=2, dtype="float32",
                                           device=self.out, callback=audio.callback, latency="low")
         except self.sd.PortAudioError as e:
+            self.prefetcher.stop()
             commands.send(("error", f"cannot open audio output {self.out!r}: {e}"))
             return False
         gc.freeze()  # what exists now is never scanned again: shorter collector pauses in the audio thread
         # the prefetch thread gets the GIL within this long of asking (Python's default, 5 ms, is longer than a block)
         sys.setswitchinterval(GIL_SWITCH_S)
         with stream:
-            self.prefetcher.start()
             # this process's other threads just below the audio thread: while one holds the GIL, nothing else on
             # the machine preempts it
             promote_threads(max(1, audio.rt_priority - 10) if audio.rt_priority else 0)
@@ -175,7 +180,8 @@ def serve(commands: Connection, reports: Connection, shm_name: str, capacity: in
             commands.send(("error", str(e)))
             return
         commands.send(("ready", info))
-        if commands.recv()[0] == "start" and not host.play(commands, reports):
+        cmd = commands.recv()
+        if cmd[0] == "start" and not host.play(commands, reports, *cmd[1:]):
             commands.recv()  # the control process answers a failed start with "stop"
         commands.send(("stopped",))
     except (EOFError, OSError):  # the control process is gone

@@ -73,9 +73,10 @@ class AudioHost:
             raise NsynthError(reply[1])
         return reply[1]
 
-    def start(self, timeout: float = 5.0) -> None:
-        """Start the stream; returns once the first callback has run (or `timeout`)."""
-        reply = self._ask("start")
+    def start(self, timeout: float = 5.0, whole_s: float = 0.0) -> None:
+        """Start the stream; returns once the first callback has run (or `timeout`). whole_s: first wait up to this
+        long for a bank held whole to be all in (so that no voice is ever muted waiting for it)."""
+        reply = self._ask("start", whole_s)
         if reply[0] == "error":
             raise NsynthError(reply[1])
         deadline = time.monotonic() + timeout

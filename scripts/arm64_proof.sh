@@ -18,9 +18,11 @@ ROOT=${1:-/var/tmp/nsynth-arm64}
 shift || true
 [ "${1:-}" = "--" ] && shift
 PYTEST_ARGS=("$@")
-# (the compiled path of every engine test; not the prefetch thread's real-time test, which emulation is too slow for)
+# (the compiled path of every engine test; not the prefetch thread's real-time test, which emulation is too slow for;
+#  the shared-memory ring and clock between two processes: arm64's memory ordering, through the compiled atomics)
 [ ${#PYTEST_ARGS[@]} -gt 0 ] || PYTEST_ARGS=(tests/device/test_kernels.py tests/device/test_residency.py
-                                             tests/device/test_engine.py -k "not numpy and not what_voices_read_next")
+                                             tests/device/test_engine.py tests/device/test_event_ring.py
+                                             -k "not numpy and not what_voices_read_next")
 log() { echo "arm64-proof: $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "run as root (debootstrap, chroot, binfmt_misc)"; exit 1; }
 for tool in debootstrap qemu-aarch64-static; do
@@ -104,6 +106,15 @@ print(f"render-midi: {len(audio) / sr:.2f} s at {sr} Hz, peak {np.abs(audio).max
       f"{engine.compiled} (numba {kernels.numba.__version__ if kernels.COMPILED else '-'}), "
       f"machine {__import__('platform').machine()}")
 assert engine.compiled and np.abs(audio).max() > 0.05
+# the event ring's ordering on arm64: release stores and acquire loads in the compiled push and pop
+from device.event_ring import EventRing, ring_pop, ring_push
+ring = EventRing(8)
+ring.push(("on", 0, 60, 100))
+assert ring.drain(lambda ev, frame: None) == 1
+asm = "\n".join([*ring_push.inspect_asm().values(), *ring_pop.inspect_asm().values()])
+stores, loads = asm.count("stlr"), asm.count("ldar") + asm.count("ldapr")
+print(f"event ring: {stores} release stores (stlr), {loads} acquire loads (ldar/ldapr) in push and pop")
+assert stores >= 3 and loads >= 2
 EOF
 chroot "$ROOT" sh -c "cd /opt/nsynth-tests && $VENV/bin/python render.py"
 log "done: the device side installs and runs on arm64, compiled engine included"

@@ -80,12 +80,13 @@ def test_the_host_plays_bit_identical_to_render_midi(bank_path, tmp_path, monkey
             x, y = xy_at([(0.1, 0.2), (0.9, 0.6)], start / end)
             engine.post_params(frame=start, x=x, y=y)
         assert engine.dropped == 0
-        host.start()
+        host.start(whole_s=30.0)  # every page in first: a voice muted waiting for one would differ from render-midi
         _wait(lambda: host.stats.callbacks * 128 > len(offline))
     finally:
         host.stop()
     live = np.load(tmp_path / "live.npy")
     assert np.abs(offline).max() > 0.05
+    assert engine.starved == 0  # (HostEngine: the host's count)
     np.testing.assert_array_equal(live[:len(offline)], offline)
     assert host.stats.underflows == 0 and host.stats.callbacks * 128 >= len(live) - 128
 
