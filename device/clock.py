@@ -22,15 +22,19 @@ class FrameClock:
         self.cells = np.zeros(3, np.int64) if cells is None else cells
         if cells is None:
             self.mark(0)
+        self._last = (0, time.monotonic())  # the last mark read whole (one tuple: threads see both values or neither)
 
     def mark(self, frame: int) -> None:
         seq_write(self.cells, frame, time.monotonic_ns())
 
     def marked(self) -> tuple[int, float]:
-        """The last mark: (frame, monotonic time in s)."""
+        """The last mark: (frame, monotonic time in s). If the writer stays inside a write for as long as the
+        reader spins (it was descheduled there), the last mark read before it (an event then lands up to a few
+        blocks early or late, not frames from nowhere)."""
         out = np.zeros(2, np.int64)  # per call: readers on several threads
-        seq_read(self.cells, out)
-        return int(out[0]), int(out[1]) * 1e-9
+        if seq_read(self.cells, out):
+            self._last = (int(out[0]), int(out[1]) * 1e-9)
+        return self._last
 
     def frame_for(self, now: float | None = None) -> int:
         frame, t0 = self.marked()
