@@ -48,7 +48,7 @@ from device import kernels
 from device.addressing import bank_view
 from device.bank import Bank
 from device.envelopes import rates
-from device.events import CHANNELS, checked_event, event_order
+from device.events import CHANNELS, EventPoster, checked_event, event_order
 from device.kernels import ATTACK, FREE, KILL
 from device.mix import LIMIT_KNEE, Segment, render_segment
 from device.voices import Voices
@@ -72,7 +72,7 @@ class EngineConfig:
     compiled: bool = True         # the compiled kernel where numba is installed; False: the numpy reference
 
 
-class Engine(Voices):
+class Engine(Voices, EventPoster):
     """A polyphonic sampler over a bank. `process(out)` renders into a float32 [frames, 2] array. The voices'
     state and its counts (`active_voices`, `held_voices`, `starved`, `faults`) are the `Voices` it is."""
 
@@ -117,16 +117,6 @@ class Engine(Voices):
         the audio thread. Parameters are clamped to 0..1 (and the resampling rate, bend included, to
         `EngineConfig.max_rate`)."""
         self._queue.append((frame, checked_event(event)))
-
-    def post_params(self, frame: int | None = None, **params: float) -> None:
-        """Set parameters (normalised 0..1, names in PARAMS) from any thread, applied at `frame` or the next block."""
-        self.post(("params", params), frame)
-
-    def note_on(self, key: int, velocity: int, channel: int = 0, frame: int | None = None) -> None:
-        self.post(("on", channel, key, velocity), frame)
-
-    def note_off(self, key: int, channel: int = 0, frame: int | None = None) -> None:
-        self.post(("off", channel, key), frame)
 
     def set_bank(self, bank: Bank, frame: int | None = None) -> None:
         """Switch banks: sounding voices fade out (steal fade), then the new bank is used."""

@@ -88,3 +88,21 @@ def checked_event(ev: tuple) -> tuple:
 def event_order(e: tuple) -> tuple[int, int]:
     """Sort key of a pending (frame, arrival number, event): by frame, then in the order posted."""
     return e[0], e[1]
+
+
+class EventPoster:
+    """The shorthands every event sink shares (the engine, and its proxy in the control process), each one
+    `post(event, frame)` of its tuple."""
+
+    def post(self, event: tuple, frame: int | None = None) -> None:
+        raise NotImplementedError
+
+    def post_params(self, frame: int | None = None, **params: float) -> None:
+        """Set parameters (normalised 0..1, names in PARAMS), applied at `frame` or the next block."""
+        self.post(("params", params), frame)
+
+    def note_on(self, key: int, velocity: int, channel: int = 0, frame: int | None = None) -> None:
+        self.post(("on", channel, key, velocity), frame)
+
+    def note_off(self, key: int, channel: int = 0, frame: int | None = None) -> None:
+        self.post(("off", channel, key), frame)

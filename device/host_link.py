@@ -16,6 +16,7 @@ from typing import Any
 from device.bank import Bank, BankError
 from device.callback import FAILURES, FAULTS, HELD, STARVED, VOICES, CallbackStats
 from device.engine import EngineConfig
+from device.events import EventPoster
 from device.shared_state import SharedState
 from nsynth.errors import NsynthError
 
@@ -123,7 +124,7 @@ class AudioHost:
         self.shm.unlink()
 
 
-class HostEngine:
+class HostEngine(EventPoster):
     """The engine as the control process sees it: events go into the shared ring (checked here, by the engine's
     own rules: a bad one raises ValueError in the posting thread; a full ring drops it and counts it), bank
     switches go to the host by path, and the engine's counts come from the shared stats."""
@@ -134,15 +135,6 @@ class HostEngine:
 
     def post(self, event: tuple, frame: int | None = None) -> None:
         self.host.shared.ring.push(event, frame)
-
-    def post_params(self, frame: int | None = None, **params: float) -> None:
-        self.post(("params", params), frame)
-
-    def note_on(self, key: int, velocity: int, channel: int = 0, frame: int | None = None) -> None:
-        self.post(("on", channel, key, velocity), frame)
-
-    def note_off(self, key: int, channel: int = 0, frame: int | None = None) -> None:
-        self.post(("off", channel, key), frame)
 
     def set_bank(self, bank: Bank) -> None:
         """Switch to a checked bank (the host opens it by path); BankError if the host refuses it."""

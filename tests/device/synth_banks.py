@@ -43,3 +43,22 @@ def render_events(bank, events, frames: int, config=None, params: dict | None = 
     for frame, ev in events:
         engine.post(ev, frame)
     return engine.render(frames)
+
+
+def write_song(path):
+    """A short MIDI file for the live tests: four notes at four velocities, a CC16 (X) and a pitch bend, then the
+    note-offs (at 960 ticks a second); returns the path."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000))
+    for i, (n, v) in enumerate([(60, 100), (64, 70), (67, 40), (72, 127)]):
+        tr.append(mido.Message("note_on", note=n, velocity=v, time=0 if i == 0 else 97))
+    tr.append(mido.Message("control_change", control=16, value=100, time=33))
+    tr.append(mido.Message("pitchwheel", pitch=3000, time=51))
+    for n in (60, 64, 67, 72):
+        tr.append(mido.Message("note_off", note=n, time=121))
+    mid.save(path)
+    return path

@@ -9,7 +9,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import mido
 import numpy as np
 import pytest
 
@@ -21,7 +20,7 @@ from device.midi_file import midi_file_messages
 from device.midi_map import MidiRouter
 from device.offline import render_midi, xy_at
 
-from synth_banks import write_bank
+from synth_banks import write_bank, write_song
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -35,21 +34,6 @@ def bank_path(tmp_path_factory):
     return path
 
 
-def _song(path):
-    mid = mido.MidiFile(ticks_per_beat=480)
-    tr = mido.MidiTrack()
-    mid.tracks.append(tr)
-    tr.append(mido.MetaMessage("set_tempo", tempo=500000))
-    for i, (n, v) in enumerate([(60, 100), (64, 70), (67, 40), (72, 127)]):
-        tr.append(mido.Message("note_on", note=n, velocity=v, time=0 if i == 0 else 97))
-    tr.append(mido.Message("control_change", control=16, value=100, time=33))
-    tr.append(mido.Message("pitchwheel", pitch=3000, time=51))
-    for n in (60, 64, 67, 72):
-        tr.append(mido.Message("note_off", note=n, time=121))
-    mid.save(path)
-    return path
-
-
 def _wait(predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -60,7 +44,7 @@ def _wait(predicate, timeout=30.0):
 def test_the_host_plays_bit_identical_to_render_midi(bank_path, tmp_path, monkeypatch):
     """The song's events and the X/Y sweep go through the shared ring, frame-stamped as `render-midi` stamps them,
     into the engine that plays in the host process behind the (fake) audio device's callback."""
-    song = _song(tmp_path / "s.mid")
+    song = write_song(tmp_path / "s.mid")
     offline = render_midi(bank_path, song, tmp_path / "o.wav", xy="0.1,0.2:0.9,0.6")
     monkeypatch.setenv("FAKE_AUDIO_CAPTURE", str(tmp_path / "live.npy"))
     monkeypatch.syspath_prepend(str(HERE))

@@ -27,7 +27,7 @@ from device.sdnotify import Watchdog
 from nsynth.cli import main
 from device.offline import render_midi
 
-from synth_banks import write_bank
+from synth_banks import write_bank, write_song
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -38,21 +38,6 @@ def bank_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("live") / "bank"
     write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=16000)
     open_verified(path)  # checked once here, so no test depends on which one opens it first
-    return path
-
-
-def _song(path):
-    mid = mido.MidiFile(ticks_per_beat=480)
-    tr = mido.MidiTrack()
-    mid.tracks.append(tr)
-    tr.append(mido.MetaMessage("set_tempo", tempo=500000))
-    for i, (n, v) in enumerate([(60, 100), (64, 70), (67, 40), (72, 127)]):
-        tr.append(mido.Message("note_on", note=n, velocity=v, time=0 if i == 0 else 97))
-    tr.append(mido.Message("control_change", control=16, value=100, time=33))
-    tr.append(mido.Message("pitchwheel", pitch=3000, time=51))
-    for n in (60, 64, 67, 72):
-        tr.append(mido.Message("note_off", note=n, time=121))
-    mid.save(path)
     return path
 
 
@@ -87,7 +72,7 @@ def test_callback_survives_an_engine_error(bank_path):
 
 
 def test_render_midi_command(bank_path, tmp_path, capsys):
-    song = _song(tmp_path / "s.mid")
+    song = write_song(tmp_path / "s.mid")
     out = tmp_path / "x.wav"
     assert main(["render-midi", "--bank", str(bank_path), str(song), "-o", str(out), "--xy", "0,0:1,1"]) == 0
     assert sf.info(out).samplerate == 48000 and sf.info(out).channels == 2
