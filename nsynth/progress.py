@@ -21,7 +21,7 @@ class ETA:
             if self.bar is not None:
                 self.bar.close()
             self.bar = tqdm(total=total, desc=self.label, unit=f" {self.unit}", file=self.stream, mininterval=self.every,
-                            bar_format="{desc}: {n_fmt}/{total_fmt}{unit} ({rate_fmt}, ETA {remaining})")
+                            bar_format="{desc}: {n_fmt}/{total_fmt}{unit} ({rate_noinv_fmt}, ETA {remaining})")
         self.bar.update(done - self.bar.n)
         if done >= total:
             self.bar.close()
