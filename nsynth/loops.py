@@ -38,10 +38,25 @@ def default_loop(note_length: int) -> tuple[int, int]:
     return note_length * 20 // 100, max(note_length * 41 // 100, note_length * 20 // 100 + 1)
 
 
+def _energy(x: np.ndarray) -> np.ndarray:
+    """[n, L] -> cumulative energy [n, L + 1] (float64): the energy of x[:, a:b] is e[:, b] - e[:, a]."""
+    return np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(x, dtype=np.float64), 1)], 1)
+
+
+def _fade_in(h: int) -> np.ndarray:
+    """The engine's crossfade weights over h samples: (k + 1) / (h + 1) at the k-th [h]."""
+    return (np.arange(h) + 1) / (h + 1)
+
+
+def _capped_rate(rate: np.ndarray) -> np.ndarray:
+    """Loop-rate amplitudes (complex, dB) scaled down to at most MAX_RATE_DB peak to peak."""
+    return rate * np.minimum(1.0, MAX_RATE_DB / 2 / np.maximum(np.abs(rate), 1e-12))
+
+
 def _levels_db(x: np.ndarray, frame: int, floor: np.ndarray | float = 1e-12) -> np.ndarray:
     """[n, L] -> dB level of frames `frame` long, one every LOOP_HOP samples [n, F] (frame f starts at
     f * LOOP_HOP); `floor` (power, [n, 1] or scalar) is added before the log, masking what lies below it."""
-    e = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(x, dtype=np.float64), 1)], 1)
+    e = _energy(x)
     at = np.arange(0, x.shape[1] - frame + 1, LOOP_HOP)
     return 10 * np.log10((e[:, at + frame] - e[:, at]) / frame + floor)
 
@@ -167,8 +182,7 @@ def find_loop(x: np.ndarray, period: float, sample_rate: int) -> tuple[int, int]
     if not len(s):  # the region is too short for the shortest loop tried
         return default_loop(length)
     cost = _steadiness(_Ranges(level), _Ranges(_levels_db(band_x, frame, floor) - level), frame, s, e)
-    energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(x, dtype=np.float64), 1)], 1)
-    band_energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(band_x), 1)], 1)
+    energy, band_energy = _energy(x), _energy(band_x)
     loops, held = [], []
     for j in np.argsort((cost - cost.min(1, keepdims=True)).max(0), kind="stable")[:LOOP_REFINED]:
         start = int(s[j])
@@ -201,7 +215,7 @@ class _Compensation:
         c = centre - centre.mean()
         rest = y - y.mean(1, keepdims=True) - np.outer((y @ c) / (c @ c), c)  # about the level's line
         rate = 2 * np.mean(rest * np.exp(-2j * np.pi * (centre - start) / (end - start)), 1)
-        self.rate = rate * np.minimum(1.0, MAX_RATE_DB / 2 / np.maximum(np.abs(rate), 1e-12))
+        self.rate = _capped_rate(rate)
         straight = end - self.h  # the loop's first w samples and the last w before its crossfade, swing off
         w = max(1, min(SEAM_LEVEL, (straight - start) // 2))
         ends = np.array([start + w / 2, straight - w / 2])
@@ -231,7 +245,7 @@ def compensate_loop(x: np.ndarray, loop: tuple[int, int], period: float) -> np.n
     - in the seam window before the loop's end, what keeps the crossfade's level steady (crossfade_gain).
     -> a copy."""
     frame = loop_frame(period)
-    energy = np.concatenate([np.zeros((len(x), 1)), np.cumsum(np.square(x, dtype=np.float64), 1)], 1)
+    energy = _energy(x)
     y = x * 10 ** (_Compensation(_levels_db(x, frame), energy, frame, *loop)(np.arange(x.shape[1])) / 20)
     start, end = loop
     h = seam_window(start, end)
@@ -257,15 +271,13 @@ def _held_rate(y: np.ndarray, start: int, end: int, h: int, frame: int) -> np.nd
     length = end - start
     if length < 2 * LOOP_HOP or frame > length:
         return np.zeros(len(y), complex)
-    g = (np.arange(h) + 1) / (h + 1)
+    g = _fade_in(h)
     period = np.concatenate([y[:, start:end - h], (1 - g) * y[:, end - h:end] + g * y[:, start - h:start]], 1)
-    twice = np.concatenate([period, period[:, :frame]], 1)
-    energy = np.concatenate([np.zeros((len(y), 1)), np.cumsum(np.square(twice, dtype=np.float64), 1)], 1)
+    energy = _energy(np.concatenate([period, period[:, :frame]], 1))
     at = np.arange(length // LOOP_HOP) * length // (length // LOOP_HOP)  # evenly over exactly one loop
     level = 10 * np.log10((energy[:, at + frame] - energy[:, at]) / frame + 1e-20)
     level -= level.mean(1, keepdims=True)
-    rate = 2 * np.mean(level * np.exp(-2j * np.pi * (at + frame / 2) / length), 1)
-    return rate * np.minimum(1.0, MAX_RATE_DB / 2 / np.maximum(np.abs(rate), 1e-12))
+    return _capped_rate(2 * np.mean(level * np.exp(-2j * np.pi * (at + frame / 2) / length), 1))
 
 
 def crossfade_gain(main: np.ndarray, partner: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -279,7 +291,7 @@ def crossfade_gain(main: np.ndarray, partner: np.ndarray, head: np.ndarray) -> n
     main^2 (1-g)^2, 2 main partner g (1-g), partner^2 g^2; T the line's power), within 1 / XFADE_MAX_GAIN ..
     XFADE_MAX_GAIN, moving linearly from 1 at the crossfade's first sample through the frames' centres."""
     n, h = main.shape
-    g = (np.arange(h) + 1) / (h + 1)
+    g = _fade_in(h)
     frames = h // XFADE_FRAME
     cut = lambda v: v[..., : frames * XFADE_FRAME].reshape(*v.shape[:-1], frames, XFADE_FRAME).mean(-1)  # noqa: E731
     a2, b, c = cut(main * main * (1 - g) ** 2), cut(2 * main * partner * g * (1 - g)), cut(partner * partner * g * g)

@@ -138,11 +138,11 @@ def test_loop_is_chosen_where_the_noise_band_is_steady():
 
 
 def _held_period(y, start, end):
-    """One loop of y as the engine holds it: from the start, its last h samples faded linearly, weight
+    """One loop of y [..., L] as the engine holds it: from the start, its last h samples faded linearly, weight
     (k + 1) / (h + 1) at the k-th, into the h before the start (device/engine.py's crossfade)."""
     h = min(4000, (end - start) // 2, start)
     g = np.arange(1, h + 1) / (h + 1)
-    return np.concatenate([y[start:end - h], (1 - g) * y[end - h:end] + g * y[start - h:start]]), h
+    return np.concatenate([y[..., start:end - h], (1 - g) * y[..., end - h:end] + g * y[..., start - h:start]], -1), h
 
 
 def test_a_decaying_loop_meets_its_start_at_the_same_level():
@@ -264,10 +264,7 @@ def test_held_loop_levels_follow_the_engines_crossfade():
     x = np.stack([np.sin(2 * np.pi * 262 * t * (1 + 0.004 * np.sin(2 * np.pi * 5 * t))) * (1 + 0.3 * t),
                   rng.standard_normal(len(t)) * np.exp(-t)])
     start, end = 9000, 16200
-    h = sustain.seam_window(start, end)
-    held = x[:, start:end].copy()
-    g = np.arange(1, h + 1) / (h + 1)
-    held[:, -h:] = (1 - g) * x[:, end - h:end] + g * x[:, start - h:start]
+    held = _held_period(x, start, end)[0]
     block = 64
     power = np.mean(held[:, : (end - start) // block * block].reshape(2, -1, block) ** 2, 2)
     expect = 10 * np.log10(sum(np.roll(power, -i, 1) for i in range(sustain.HELD_BLOCKS)) / sustain.HELD_BLOCKS)
