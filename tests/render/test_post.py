@@ -167,34 +167,49 @@ def test_a_decaying_loop_meets_its_start_at_the_same_level():
     # loop does not turn the rest of the note down
 
 
+HELD = {"attack": 0, "decay": 0, "sustain": 1, "release": 0}  # the engine's envelope held flat
+
+
+def _held_song(path, hold):
+    """A MIDI file holding key 60 at velocity 127 for `hold` seconds (120 bpm); returns its path."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    off = int(mido.second2tick(hold, 480, 500000))
+    mid.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=127, time=0),
+                                      mido.Message("note_off", note=60, time=off)]))
+    mid.save(path)
+    return path
+
+
+def _bank_2x2(path, notes, loops):
+    """A 2x2 bank at key 60, velocity 127: int16 notes [2, 2, L] with their loops [2, 2, 2]."""
+    from device.bank import BankWriter
+
+    with BankWriter(path, grid=2, pitches=[60], velocities=[127], note_length=notes.shape[-1],
+                    corners="abcd") as w:
+        w.write_block(0, 0, notes, loops)
+        w.close()
+    return path
+
+
 def test_held_notes_through_the_engine_neither_pump_nor_leave_holes(tmp_path):
     """A 2x2 block of in-phase decaying cells with their own attacks, post-processed into a bank and held
     through the engine (nsynth render-midi's path): at every cell and halfway between them the level stays
     within 1 dB peak to peak at the loop rate, and the mix keeps the cells' level."""
-    import mido
-
-    from device.bank import BankWriter
     from device.offline import render_midi
 
     length = 2 * SR
     t = np.arange(length) / SR
     x = np.concatenate([_in_phase_cells(length), _in_phase_cells(length)[1:2] * 0.5]) * np.exp(-1.5 * t)
     out, loops, _ = post.postprocess_block(x, pitch=60, target_rms=0.1, sample_rate=SR)
-    with BankWriter(tmp_path / "bank", grid=2, pitches=[60], velocities=[127], note_length=length,
-                    corners="abcd") as w:
-        w.write_block(0, 0, out.reshape(2, 2, length), loops.reshape(2, 2, 2))
-        w.close()
+    bank = _bank_2x2(tmp_path / "bank", out.reshape(2, 2, length), loops.reshape(2, 2, 2))
     start, end = (int(v) for v in loops[0])
     hold = (start + 5 * (end - start)) / SR
-    song = mido.MidiFile(ticks_per_beat=480)
-    off = int(mido.second2tick(hold, 480, 500000))
-    song.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=127, time=0),
-                                       mido.Message("note_off", note=60, time=off)]))
-    song.save(tmp_path / "held.mid")
+    song = _held_song(tmp_path / "held.mid", hold)
     levels = {}
     for xy in [(0, 0), (1, 0), (0, 1), (1, 1), (0.5, 0), (0.5, 0.5)]:
-        a = render_midi(tmp_path / "bank", tmp_path / "held.mid", tmp_path / "out.wav", xy=[xy], tail_s=0.0,
-                        params={"attack": 0, "decay": 0, "sustain": 1, "release": 0})[:, 0].astype(np.float64)
+        a = render_midi(bank, song, tmp_path / "out.wav", xy=[xy], tail_s=0.0, params=HELD)[:, 0].astype(np.float64)
         held = a[int(start / SR * 48000): int(hold * 48000)]
         frames = len(held) // 960
         db = 10 * np.log10(np.mean(held[: frames * 960].reshape(frames, 960) ** 2, 1))
@@ -213,8 +228,7 @@ def _loop_rate_db(bank, song, xy, loop):
     from the loop's start to the note-off, a line and a sinusoid at the loop rate fitted over whole loops."""
     from device.offline import render_midi
 
-    a = render_midi(bank, song, song.with_suffix(".wav"), xy=[xy], tail_s=0.0,
-                    params={"attack": 0, "decay": 0, "sustain": 1, "release": 0})[:, 0].astype(np.float64)
+    a = render_midi(bank, song, song.with_suffix(".wav"), xy=[xy], tail_s=0.0, params=HELD)[:, 0].astype(np.float64)
     at = np.arange(0, len(a) - 960, 240)
     e = np.concatenate([[0.0], np.cumsum(a * a)])
     level = 10 * np.log10((e[at + 960] - e[at]) / 960 + 1e-12)
@@ -231,28 +245,17 @@ def test_a_loop_with_no_waveform_to_match_does_not_pump(tmp_path):
     unrelated stretches dips up to 3 dB in its middle, once every loop. The post-processed note's crossfade
     keeps its level: held through the engine, it swings < 0.6 dB at the loop rate; the same note and loop
     levelled but not compensated swing > 1.2 dB."""
-    import mido
-
-    from device.bank import BankWriter
-
     length = 2 * SR
     x = np.random.default_rng(3).standard_normal(length) * 0.1 * np.exp(-0.3 * np.arange(length) / SR)
     out, loops, _ = post.postprocess_block(x[None], pitch=60, target_rms=0.1, sample_rate=SR)
     loop = tuple(int(v) for v in loops[0])
     plain = post.to_int16(post.match_level(post.remove_dc(x[None]), 0.1))
-    song = tmp_path / "held.mid"
-    hold = (loop[0] + 6.5 * (loop[1] - loop[0])) / SR
-    mid = mido.MidiFile(ticks_per_beat=480)
-    mid.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=127, time=0),
-                                      mido.Message("note_off", note=60, time=int(mido.second2tick(hold, 480, 500000)))]))
-    mid.save(song)
+    song = _held_song(tmp_path / "held.mid", (loop[0] + 6.5 * (loop[1] - loop[0])) / SR)
     swing = {}
     for name, note in (("compensated", out), ("plain", plain)):
-        with BankWriter(tmp_path / name, grid=2, pitches=[60], velocities=[127], note_length=length,
-                        corners="abcd") as w:
-            w.write_block(0, 0, np.broadcast_to(note, (4, length)).reshape(2, 2, length), np.tile(loop, (2, 2, 1)))
-            w.close()
-        swing[name] = _loop_rate_db(tmp_path / name, song, (0, 0), loop)
+        bank = _bank_2x2(tmp_path / name, np.broadcast_to(note, (4, length)).reshape(2, 2, length),
+                         np.tile(loop, (2, 2, 1)))
+        swing[name] = _loop_rate_db(bank, song, (0, 0), loop)
     assert swing["compensated"] < 0.6 and swing["plain"] > 1.2, swing
 
 
