@@ -26,14 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def bank_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("host") / "bank"
-    write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=16000)
-    open_verified(path)
-    return path
-
-
 def _wait(predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -41,16 +33,16 @@ def _wait(predicate, timeout=30.0):
         time.sleep(0.01)
 
 
-def test_the_host_plays_bit_identical_to_render_midi(bank_path, tmp_path, monkeypatch):
+def test_the_host_plays_bit_identical_to_render_midi(live_bank, tmp_path, monkeypatch):
     """The song's events and the X/Y sweep go through the shared ring, frame-stamped as `render-midi` stamps them,
     into the engine that plays in the host process behind the (fake) audio device's callback."""
     song = write_song(tmp_path / "s.mid")
-    offline = render_midi(bank_path, song, tmp_path / "o.wav", xy="0.1,0.2:0.9,0.6")
+    offline = render_midi(live_bank, song, tmp_path / "o.wav", xy="0.1,0.2:0.9,0.6")
     monkeypatch.setenv("FAKE_AUDIO_CAPTURE", str(tmp_path / "live.npy"))
     monkeypatch.syspath_prepend(str(HERE))
     host = AudioHost("fake_sounddevice")
     try:
-        bank = open_verified(bank_path)
+        bank = open_verified(live_bank)
         info = host.open(bank.path, EngineConfig(), None, "fake out", None)
         assert info["out"] == "fake out" and info["whole"] and info["compiled"]
         engine = HostEngine(host, bank, EngineConfig())
@@ -75,7 +67,7 @@ def test_the_host_plays_bit_identical_to_render_midi(bank_path, tmp_path, monkey
     assert host.stats.underflows == 0 and host.stats.callbacks * 128 >= len(live) - 128
 
 
-def test_a_bank_the_host_cannot_open_is_refused_and_the_old_one_plays_on(bank_path, tmp_path, monkeypatch):
+def test_a_bank_the_host_cannot_open_is_refused_and_the_old_one_plays_on(live_bank, tmp_path, monkeypatch):
     other = tmp_path / "other"
     write_bank(other, pitches=(60,), velocities=(100,), note_length=1000)
     gone = tmp_path / "gone"
@@ -85,13 +77,13 @@ def test_a_bank_the_host_cannot_open_is_refused_and_the_old_one_plays_on(bank_pa
     monkeypatch.syspath_prepend(str(HERE))
     host = AudioHost("fake_sounddevice")
     try:
-        engine = HostEngine(host, open_verified(bank_path), EngineConfig())
-        host.open(bank_path, EngineConfig(), None, None, None)
+        engine = HostEngine(host, open_verified(live_bank), EngineConfig())
+        host.open(live_bank, EngineConfig(), None, None, None)
         host.start()
-        slot = BankSlot(engine, bank_path, tmp_path / "state")
+        slot = BankSlot(engine, live_bank, tmp_path / "state")
         with pytest.raises(BankError, match=f"the audio host refused {gone}: .*samples.i16"):
             slot.install(checked)
-        assert slot.path == engine.bank.path == bank_path
+        assert slot.path == engine.bank.path == live_bank
         slot.install(open_verified(other))
         assert slot.path == engine.bank.path == other
         assert (tmp_path / "state" / "last_good_bank").read_text().strip() == str(other)
@@ -120,10 +112,10 @@ _DYING = textwrap.dedent('''
 ''')
 
 
-def test_play_stops_with_an_error_when_the_host_dies(bank_path, tmp_path):
+def test_play_stops_with_an_error_when_the_host_dies(live_bank, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}"}
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", _DYING, str(bank_path), str(tmp_path / "state")], env=env,
+    r = subprocess.run([sys.executable, "-c", _DYING, str(live_bank), str(tmp_path / "state")], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and time.monotonic() - t0 < 30
     assert re.search(r"HostDied: the audio host \(pid \d+\) was killed by SIGKILL", r.stderr), r.stderr

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.bank import BankError, open_bank, open_verified
+from device.bank import BankError, open_bank
 from device.engine import Engine
 from device.envelopes import release_seconds
 from device.bank_state import HashNotice, load_bank, switch_bank
@@ -33,16 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def bank_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("live") / "bank"
-    write_bank(path, grid=3, pitches=(48, 60, 72), velocities=(50, 100), note_length=16000)
-    open_verified(path)  # checked once here, so no test depends on which one opens it first
-    return path
-
-
-def test_callback_survives_an_engine_error(bank_path):
-    engine = Engine(open_bank(bank_path))
+def test_callback_survives_an_engine_error(live_bank):
+    engine = Engine(open_bank(live_bank))
     audio = LiveAudio(engine, FrameClock(48000, 128))
     with pytest.raises(ValueError, match="unknown engine event"):
         engine.post(("no-such-event",))  # refused in the producer's thread
@@ -71,18 +63,18 @@ def test_callback_survives_an_engine_error(bank_path):
     assert np.abs(buf).max() > 0  # plays on
 
 
-def test_render_midi_command(bank_path, tmp_path, capsys):
+def test_render_midi_command(live_bank, tmp_path, capsys):
     song = write_song(tmp_path / "s.mid")
     out = tmp_path / "x.wav"
-    assert main(["render-midi", "--bank", str(bank_path), str(song), "-o", str(out), "--xy", "0,0:1,1"]) == 0
+    assert main(["render-midi", "--bank", str(live_bank), str(song), "-o", str(out), "--xy", "0,0:1,1"]) == 0
     assert sf.info(out).samplerate == 48000 and sf.info(out).channels == 2
     assert main(["render-midi", "--bank", str(tmp_path / "nobank"), str(song), "-o", str(out)]) == 1
     assert "not a bank directory" in capsys.readouterr().err
-    assert main(["render-midi", "--bank", str(bank_path), str(song), "-o", str(out), "--xy", "2,0"]) == 1
+    assert main(["render-midi", "--bank", str(live_bank), str(song), "-o", str(out), "--xy", "2,0"]) == 1
     assert "outside 0..1" in capsys.readouterr().err
 
 
-def test_render_midi_renders_every_release_to_its_end(bank_path, tmp_path, capsys):
+def test_render_midi_renders_every_release_to_its_end(live_bank, tmp_path, capsys):
     """A song that sets the release to its longest (CC 72 = 127: 10 s) is rendered until that release ends; a
     note the song leaves held is released at its end; the cap stops a render and says so."""
     mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks a second
@@ -92,30 +84,30 @@ def test_render_midi_renders_every_release_to_its_end(bank_path, tmp_path, capsy
         mido.Message("note_on", note=64, velocity=100, time=0),  # never released by the song
         mido.Message("control_change", control=16, value=0, time=480)]))  # the song's last event, at 1 s
     mid.save(tmp_path / "long.mid")
-    audio = render_midi(bank_path, tmp_path / "long.mid", tmp_path / "long.wav")
+    audio = render_midi(live_bank, tmp_path / "long.mid", tmp_path / "long.wav")
     end = 1.0 + release_seconds(1.0)  # the song's end, then 10 s to -60 dB of full scale (from sustain: less)
     assert end - 0.5 < len(audio) / 48000 < end + 0.01
     assert np.abs(audio[-480:]).max() < 1e-3 and np.abs(audio[-48000:-24000]).max() > 1e-4  # a tail, to its end
     assert "still sounding" not in capsys.readouterr().err
-    cut = render_midi(bank_path, tmp_path / "long.mid", tmp_path / "cut.wav", tail_s=2.0)
+    cut = render_midi(live_bank, tmp_path / "long.mid", tmp_path / "cut.wav", tail_s=2.0)
     assert len(cut) / 48000 == pytest.approx(3.0, abs=0.01)
     assert "2 voice(s) still sounding 2 s after the song's last event" in capsys.readouterr().err
 
 
-def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
+def test_bad_bank_falls_back_to_last_good(live_bank, tmp_path):
     state = tmp_path / "state"
-    assert load_bank(bank_path, state=state).path == bank_path
+    assert load_bank(live_bank, state=state).path == live_bank
     bad = tmp_path / "bad"
     write_bank(bad, pitches=(60,), velocities=(100,), note_length=1000)
     with open(bad / "samples.i16", "r+b") as f:
         f.truncate(100)
     with pytest.raises(BankError, match="truncated"):
         load_bank(bad, state=tmp_path / "fresh-state")  # nothing to fall back to
-    assert load_bank(bad, state=state).path == bank_path
-    engine = Engine(open_bank(bank_path))
+    assert load_bank(bad, state=state).path == live_bank
+    engine = Engine(open_bank(live_bank))
     assert switch_bank(engine, bad) is None
     engine.render(256)
-    assert engine.bank.path == bank_path
+    assert engine.bank.path == live_bank
     other = tmp_path / "other"
     write_bank(other, pitches=(60,), velocities=(100,), note_length=1000)
     assert switch_bank(engine, other).path == other
@@ -123,24 +115,24 @@ def test_bad_bank_falls_back_to_last_good(bank_path, tmp_path):
     assert engine.bank.path == other
 
 
-def test_a_corrupt_bank_is_refused_by_the_instrument_and_the_last_good_one_plays(bank_path, tmp_path, capsys):
+def test_a_corrupt_bank_is_refused_by_the_instrument_and_the_last_good_one_plays(live_bank, tmp_path, capsys):
     """Flipped bytes (the size unchanged, so only the sha256 tells): refused at start (the last good bank plays,
     with a warning naming the file and both digests) and by a switch (SIGHUP, the board), which keeps the current
     one playing."""
     state = tmp_path / "state"
-    load_bank(bank_path, state=state)
+    load_bank(live_bank, state=state)
     bad = tmp_path / "flipped"
     write_bank(bad, pitches=(60,), velocities=(100,), note_length=1000)
     with open(bad / "samples.i16", "r+b") as f:
         f.seek(100)
         f.write(b"\x12\x34")
-    assert load_bank(bad, state=state).path == bank_path
+    assert load_bank(bad, state=state).path == live_bank
     err = capsys.readouterr().err
     assert f"{bad / 'samples.i16'}: sha256 " in err and "does not match the manifest's" in err
-    assert f"falling back to the last good bank {bank_path}" in err
-    engine = Engine(open_bank(bank_path))
+    assert f"falling back to the last good bank {live_bank}" in err
+    engine = Engine(open_bank(live_bank))
     assert switch_bank(engine, bad) is None
-    assert f"keeping {bank_path}" in capsys.readouterr().err
+    assert f"keeping {live_bank}" in capsys.readouterr().err
     with pytest.raises(BankError, match="does not match"):
         load_bank(bad, state=tmp_path / "fresh-state")  # nothing to fall back to
 
@@ -222,7 +214,7 @@ _SCRIPT = _PRELUDE + textwrap.dedent('''
 ''')
 
 
-def test_play_on_a_null_alsa_output(bank_path, tmp_path):
+def test_play_on_a_null_alsa_output(live_bank, tmp_path):
     """play() end to end through real PortAudio/ALSA: a null output whose samples are captured to a WAV."""
     home = tmp_path / "home"
     home.mkdir()
@@ -248,7 +240,7 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(tmp_path / "notify"),
            "WATCHDOG_USEC": "100000"}
     try:
-        r = subprocess.run([sys.executable, "-c", _SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
+        r = subprocess.run([sys.executable, "-c", _SCRIPT, str(live_bank), str(tmp_path / "state")], env=env,
                            capture_output=True, text=True, timeout=60)
     finally:
         done.set()
@@ -261,7 +253,7 @@ def test_play_on_a_null_alsa_output(bank_path, tmp_path):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["rc"] == 0 and res["source"] == [True, True]
     assert "playing " in r.stderr and "MIDI: 'fake'" in r.stderr
-    assert f"reloaded {bank_path}" in r.stderr
+    assert f"reloaded {live_bank}" in r.stderr
     assert "audio output 'no-such-card'" in res["device"] and "'default'" in res["device"]
     assert "MIDI input 'no-such-port' not found; MIDI inputs that exist: none" in res["midi"]
     audio, sr = sf.read(cap, dtype="float32")
@@ -304,11 +296,11 @@ def jack_server(tmp_path):
         proc.wait(timeout=10)
 
 
-def test_play_in_real_time_on_jack(bank_path, tmp_path, jack_server):
+def test_play_in_real_time_on_jack(live_bank, tmp_path, jack_server):
     """The live path at the real rate: PortAudio on a JACK server (dummy clock) calls the engine in the audio
     host 375 times a second. (MIDI here comes from a mido port object; on the Pi MIDI goes through ALSA.)"""
     env = {**jack_server, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", _JACK_SCRIPT, str(bank_path), str(tmp_path / "state")], env=env,
+    r = subprocess.run([sys.executable, "-c", _JACK_SCRIPT, str(live_bank), str(tmp_path / "state")], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     m = re.search(r"stopped: (\d+) audio callbacks \(\d+ with underflow\), (\d+) MIDI messages", r.stderr)
@@ -340,7 +332,7 @@ _FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
 ''')
 
 
-def test_play_contains_a_failing_voice_and_plays_on(bank_path, tmp_path):
+def test_play_contains_a_failing_voice_and_plays_on(live_bank, tmp_path):
     """Through play() with a fake audio device: a bug in the audio host's engine that raises whenever one voice
     sounds (tests/device/buggy_sounddevice.py) silences that voice, is reported once by the control process
     (stderr, the systemd status line, the board's alert), and the other note plays on to the end; the bug firing
@@ -350,7 +342,7 @@ def test_play_contains_a_failing_voice_and_plays_on(bank_path, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT}", "NOTIFY_SOCKET": str(tmp_path / "notify"),
            "FAKE_AUDIO_CAPTURE": str(tmp_path / "captured.npy")}
     try:
-        r = subprocess.run([sys.executable, "-c", _FAILING_SCRIPT, str(bank_path), str(tmp_path / "state")],
+        r = subprocess.run([sys.executable, "-c", _FAILING_SCRIPT, str(live_bank), str(tmp_path / "state")],
                            env=env, capture_output=True, text=True, timeout=60)
         notify.settimeout(0.0)
         messages = []
