@@ -16,7 +16,9 @@ directly in the bank format:
   flood of 1,000 pitch-bend messages a second through the real USB input path (python-rtmidi's callback on a
   virtual port: ALSA, else a JACK dummy server), the simulated control board polled at 200 Hz (the finger moving
   on its pad: that is the X/Y motion), its controls at 100 Hz and the OLED redrawn, and the prefetch thread.
-  Voice segments muted because a page was not in memory yet are counted.
+  Voice segments muted because a page was not in memory yet are counted. The baseline: the same paced output
+  calling a callback that only writes silence, in a process of its own at the same priority (the machine's own
+  late blocks: on a virtual machine whose CPUs are taken away now and then, no callback can do better).
 - CPU per block at 1, 8 and 32 voices, compiled and numpy reference (no other threads; thread CPU time; the bank
   held whole first, every page touched, as the audio host holds a bank within its budget).
 - FluidSynth total to total: CPU of `fluidsynth -F` rendering 32 held notes vs the engine's CPU rendering the same
@@ -24,8 +26,9 @@ directly in the bank format:
 - RSS (peak) of the audio host (the playing process) and of the control process.
 
 Targets: 32 voices with X/Y moving <= 3 % of the period (mean, warm); warm max <= 30 %; cold p99 <= 50 %, cold
-max <= 100 %; render CPU <= 1.0x FluidSynth's; RSS <= 100 MB + the preload budget. Last line: one JSON object
-(block_fraction_32, p99_cold, max_cold, vs_fluidsynth_total, ...).
+max <= 100 %; render CPU <= 1.0x FluidSynth's; RSS <= 100 MB + the preload budget (`machine_allows`: false when
+the empty callback itself misses the warm max target). Last line: one JSON object (block_fraction_32, p99_cold,
+max_cold, p99_empty, max_empty, vs_fluidsynth_total, ...).
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ from device.engine import Engine, EngineConfig  # noqa: E402
 
 FS, BLOCK = 48000, 128
 PERIOD = BLOCK / FS
+EMPTY = "empty"  # --phase EMPTY: the machine's own block times (run_empty)
 SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 KEYS = [34 + (i * 53) % 56 for i in range(32)]  # 32 distinct keys, most between rendered pitches
 VELOCITY = 75  # between two velocity layers: every voice reads 8 streams
@@ -271,17 +275,46 @@ def run_phase(bank_path: Path, seconds: float, budget: int, cold: bool, threads:
         host.stop()
     recorded = np.load(tmp / "times.npz")
     shutil.rmtree(tmp, ignore_errors=True)
-    late_arr, own = recorded["times"][:, 0] / PERIOD, recorded["times"][:, 1] / PERIOD
-    return {"mean": float(own.mean()), "p99": float(np.percentile(late_arr, 99)), "max": float(late_arr.max()),
-            "callback_mean": float(late_arr.mean()), "own_p99": float(np.percentile(own, 99)),
-            "own_max": float(own.max()), "blocks": len(own), "over_period": int((late_arr > 1.0).sum()),
-            **counts, "resident_before": before, "open_s": open_s, "whole": info["whole"],
-            "realtime": bool(recorded["fifo"]),
-            "worst_blocks": [[int(i), round(float(late_arr[i]), 2)] for i in np.argsort(late_arr)[::-1][:5]],
+    return {**block_times(recorded), **counts, "resident_before": before, "open_s": open_s, "whole": info["whole"],
             "midi_sent": flood.sent if flood else 0, "midi_received": flood.received if flood else 0,
             "rss_peak_mb": memory["host"]["VmHWM"], "host_anon_mb": memory["host"]["RssAnon"],
             "host_file_mb": memory["host"]["RssFile"], "control_rss_peak_mb": memory["control"]["VmHWM"],
             "control_anon_mb": memory["control"]["RssAnon"]}
+
+
+def run_empty(seconds: float) -> dict:
+    """The machine's own timing, the baseline of the block-time runs: the same paced output, in a process of its
+    own, calling a callback that only writes silence (on SCHED_FIFO at the instrument's priority, as the host's),
+    nothing else of ours running. Its late blocks are the machine's (scheduling, a virtual CPU not running)."""
+    import paced_audio
+
+    from device.realtime import configured_priority, promote_current_thread
+
+    tmp = Path(tempfile.mkdtemp(prefix="nsynth-bench-empty-"))
+    os.environ["PACED_AUDIO_TIMES"] = str(tmp / "times.npz")
+    promoted: list[bool] = []
+
+    def callback(outdata, frames, time_info, status):
+        if not promoted:
+            promoted.append(promote_current_thread(configured_priority()))
+        outdata.fill(0)
+
+    with paced_audio.OutputStream(FS, BLOCK, 2, "float32", None, callback, "low"):
+        time.sleep(seconds)
+    recorded = np.load(tmp / "times.npz")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return block_times(recorded)
+
+
+def block_times(recorded) -> dict:
+    """paced_audio's record -> the block-time figures, as fractions of the period: from the period's start (mean
+    of the callback's own time; p99, max), the callback's own (p99, max), blocks over the period, the worst five."""
+    late, own = recorded["times"][:, 0] / PERIOD, recorded["times"][:, 1] / PERIOD
+    return {"mean": float(own.mean()), "p99": float(np.percentile(late, 99)), "max": float(late.max()),
+            "callback_mean": float(late.mean()), "own_p99": float(np.percentile(own, 99)),
+            "own_max": float(own.max()), "blocks": len(own), "over_period": int((late > 1.0).sum()),
+            "realtime": bool(recorded["fifo"]),
+            "worst_blocks": [[int(i), round(float(late[i]), 2)] for i in np.argsort(late)[::-1][:5]]}
 
 
 def status_mb(pid: int | str, *fields: str) -> dict[str, float]:
@@ -410,8 +443,9 @@ def main() -> int:
                          "'none' for neither)")
     args = ap.parse_args()
     if args.phase:
-        print(json.dumps(run_phase(Path(args.phase), args.seconds, args.budget, args.cold, args.threads.split(","))),
-              flush=True)
+        r = run_empty(args.seconds) if args.phase == EMPTY else \
+            run_phase(Path(args.phase), args.seconds, args.budget, args.cold, args.threads.split(","))
+        print(json.dumps(r), flush=True)
         os._exit(0)  # no teardown of the JACK MIDI clients: this process is done
 
     from device.residency import memory_budget
@@ -443,6 +477,11 @@ def main() -> int:
 
         del bank  # unmapped: dropping the page cache before the cold runs must not find our mapping
         budget = memory_budget()
+        r = phase_subprocess(EMPTY, args.seconds, 0, False)
+        res["empty"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+        print(f"{'empty':14s} a callback writing silence, nothing else of ours: p99 {r['p99']:.1%}, max {r['max']:.1%} "
+              f"of the period; {r['over_period']} of {r['blocks']} over; RT {r['realtime']} (the machine's own "
+              f"late blocks)", flush=True)
         phases = {"warm": (budget, False), "cold": (budget, True), "cold_streamed": (0, True)}
         for name, (b, cold) in phases.items():
             r = phase_subprocess(bank_path, args.seconds, b, cold, args.threads)
@@ -458,6 +497,8 @@ def main() -> int:
         res["max_warm"] = res["warm"]["max"]
         res["p99_cold"] = res["cold"]["p99"]
         res["max_cold"] = res["cold"]["max"]
+        res["p99_empty"] = res["empty"]["p99"]
+        res["max_empty"] = res["empty"]["max"]
         res["p99_cold_streamed"] = res["cold_streamed"]["p99"]
         res["max_cold_streamed"] = res["cold_streamed"]["max"]
         res["rss_mb"] = round(max(res[p]["rss_peak_mb"] for p in phases), 1)  # the audio host's
@@ -475,6 +516,7 @@ def main() -> int:
             res["vs_fluidsynth_total"] = None
             print("FluidSynth or its SoundFont is missing: no comparison")
         res["load_average"] = round(os.getloadavg()[0], 2)
+        res["machine_allows"] = bool(res["max_empty"] <= 0.30)
         res["targets_met"] = bool(res["block_fraction_32"] <= 0.03 and res["max_warm"] <= 0.30
                                   and res["p99_cold"] <= 0.50 and res["max_cold"] <= 1.0
                                   and (res["vs_fluidsynth_total"] or 99) <= 1.0

@@ -15,7 +15,6 @@ compiling (about 20 s here, a minute or more on a Pi).
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import numpy as np
@@ -354,8 +353,3 @@ def warm(verbose: bool = True) -> float:
 
 def configure_warm(parser) -> None:
     parser.set_defaults(func=lambda args: warm() and 0)
-
-
-if __name__ == "__main__":
-    warm()
-    sys.exit(0)

@@ -288,11 +288,12 @@ class Prefetcher:
         return res
 
     def _warm(self, res: Residency) -> None:
-        """Compile (or load) the planning functions here, with the argument types of the thread's calls, so that
-        its first rounds do not spend seconds on it."""
+        """Compile (or load) the planning functions here, with the argument types of the thread's calls (the
+        engine's own arrays: its voice columns are strided views, another signature than a copy's), so that its
+        first rounds do not spend seconds on it while voices wait for their pages."""
         e, info = self.engine, res.bank.info
-        want = np.zeros_like(res.want)
-        plan(want, np.zeros_like(e.stage), e.pos, e.base_rate, e.p_idx, e.v_idx, e.sxy, e.vxy, e._target[6:8],
+        want = np.zeros_like(res.want)  # plan only reads the engine's arrays
+        plan(want, e.stage, e.pos, e.base_rate, e.p_idx, e.v_idx, e.sxy, e.vxy, e._target[6:8],
              res.loops, len(info.velocities), info.grid, info.note_length, e.config.loop_crossfade,
              self.ahead_s * e.fs, res.shift, e.config.max_rate)
         settle(want, np.zeros_like(res.state), np.zeros_like(res.last), 0.0, 1.0, self._new, self._old)

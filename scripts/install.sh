@@ -31,8 +31,9 @@ fi
 extras="precompute,device"
 [ "$mode" = dev ] && extras="$extras,cluster,dev"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[$extras]"
-# the engine's compiled inner loop into numba's on-disk cache (device/__pycache__), so nothing compiles at start
-"$PY" -m device.kernels
+# the engine's compiled code (kernels, prefetch planning, the shared-memory ring and clock) into numba's on-disk
+# cache (device/__pycache__), so nothing compiles at start
+"$PY" -m nsynth.cli engine warm
 if [ "$mode" = dev ]; then
     # tests/magenta build real TensorFlow checkpoints and Magenta's forward pass in TF ops (test-only).
     "$PY" -m pip install -q --disable-pip-version-check "tensorflow-cpu==2.21.0"

@@ -138,6 +138,24 @@ def test_a_bank_within_budget_is_held_whole(trap_bank, engine_path):
     assert bank.residency.bits.all() and (bank.residency.state == PINNED).all()
 
 
+def test_prepare_compiles_what_the_rounds_call(trap_bank):
+    """The prefetch thread's first rounds must not compile (seconds, while voices wait for their pages): prepare()
+    compiles each function for the argument types of the thread's own calls, the engine's strided voice columns
+    included."""
+    from device import residency
+    pytest.importorskip("numba", reason="the numpy reference compiles nothing")
+    bank = open_bank(trap_bank)
+    e = Engine(bank, params={"x": 0.3, "y": 0.6})
+    pf = Prefetcher(e, budget_bytes=0)
+    pf.prepare(bank)
+    funcs = (residency.plan, residency.settle, residency.heads)
+    before = [len(f.signatures) for f in funcs]
+    e.note_on(60, 100)
+    e.render(256)
+    pf._round()
+    assert bank.residency.state.any() and [len(f.signatures) for f in funcs] == before
+
+
 def test_memory_budget_setting():
     assert memory_budget({"NSYNTH_PRELOAD_MB": "300"}) == 300 << 20
     assert memory_budget({}) > 0
