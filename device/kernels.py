@@ -15,6 +15,7 @@ compiling (about 20 s here, a minute or more on a Pi).
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -25,6 +26,21 @@ except ImportError:  # pragma: no cover - exercised where numba is not installed
     numba = None
 
 COMPILED = numba is not None
+
+
+def without_blas_check() -> None:
+    """Load numba's numpy support without its check for BLAS: on its first compile or cache load numba imports
+    scipy.linalg (0.25 s of the audio host's start here) only to learn whether np.dot and np.linalg can compile.
+    No kernel here does linear algebra, so in a process that runs only these (the audio host) the check is made to
+    fail: scipy.linalg.cython_blas is unimportable while numba.np.arraymath is imported, then importable again."""
+    name = "scipy.linalg.cython_blas"
+    if not COMPILED or "numba.np.arraymath" in sys.modules or name in sys.modules:
+        return
+    sys.modules[name] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules[name]
 
 # voice stages
 FREE, ATTACK, DECAY, RELEASE, KILL = 0, 1, 2, 3, 4

@@ -71,3 +71,22 @@ def test_engine_warm_command(capsys):
     from nsynth.cli import main
     assert main(["engine", "warm"]) == 0
     assert "compiled (numba" in capsys.readouterr().out
+
+
+def test_the_audio_host_loads_numba_without_scipy():
+    """The audio host skips numba's BLAS check (an import of scipy.linalg, a quarter of its start): its kernels
+    still load and run, scipy.linalg stays out of the process, and is importable again afterwards."""
+    import subprocess
+    import sys
+    pytest.importorskip("numba")
+    script = (
+        "import sys\n"
+        "from device import kernels\n"
+        "kernels.without_blas_check()\n"
+        "kernels.warm(verbose=False)\n"
+        "print('scipy.linalg' in sys.modules)\n"
+        "import scipy.linalg.cython_blas\n"
+        "print('scipy.linalg' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True"]
