@@ -13,6 +13,13 @@ baseline model (today's weights, kept under models/history/), and measures in on
   brightness     spectral centroid / f0 of each corner (originals beside)
   embedding_ratio  how well the encoder separates the four instruments: the mean distance between two corners'
                  mean sustain embeddings at a pitch over the mean spread of one note's frames about its mean
+  family_probe   does the embedding carry the instrument? A linear probe (ridge, one class per GM family of 8
+                 programs) fitted on the mean sustain embeddings of every training program's notes, scored on the
+                 held-out programs' notes; beside it the same probe on the originals' mel profiles (what the
+                 audio itself tells) and the majority family's share (chance)
+  conditioning_pull  does the decoder follow its conditioning? For each two corners A, B at a pitch: how much
+                 nearer B's original the cell decoded from B's embeddings is than the one decoded from A's, as a
+                 fraction of how far apart the two originals are (1: it moves all the way; 0: it ignores them)
 
 and the same for a sine at the pitch. The last line is one JSON object.
 
@@ -81,6 +88,45 @@ def choose_corners(soundfont: Path, pitches: list[int], velocity: int) -> tuple[
     return list(best), np.stack([loaded[s].audio[:, 0] for s in best])
 
 
+def family_notes(soundfont: Path, programs: list[int], pitches: list[int], velocity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every program's notes -> (audio [program * pitch, samples], GM family [program * pitch])."""
+    audio = [load_corners([f"sf2:{soundfont}:{p}"], pitches=pitches, velocities=[velocity], length=2 * SR,
+                          sample_rate=SR)[0].audio[:, 0] for p in programs]
+    return np.concatenate(audio), np.repeat(np.array(programs) // 8, len(pitches))
+
+
+def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, ridge: float = 1.0) -> float:
+    """A linear classifier (one-vs-rest ridge regression onto one-hot classes, features standardised on the
+    training set) -> accuracy on the test set."""
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-9
+    a, b = (train_x - mu) / sd, (test_x - mu) / sd
+    a, b = (np.hstack([m, np.ones((len(m), 1))]) for m in (a, b))
+    classes = np.unique(train_y)
+    onehot = (train_y[:, None] == classes[None]).astype(np.float64)
+    w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ onehot)
+    return float(np.mean(classes[np.argmax(b @ w, 1)] == test_y))
+
+
+def sustain_embeddings(model: str, audio: np.ndarray) -> np.ndarray:
+    """audio [N, samples] -> each note's mean embedding over its sustain (0.25 - 1.5 s) [N, E]."""
+    import torch
+
+    from precompute.mulaw import mulaw_encode
+    from precompute.run import load_model
+
+    net = load_model(model)
+    a, b = int(0.25 * SR) // net.cfg.hop, int(1.5 * SR) // net.cfg.hop
+    out = []
+    with torch.no_grad():
+        for chunk in np.array_split(audio, max(1, len(audio) // 32)):
+            out.append(net.encode(mulaw_encode(torch.from_numpy(chunk.astype(np.float32))))[:, a:b].mean(1).numpy())
+    return np.concatenate(out)
+
+
+def log_profiles(audio: np.ndarray) -> np.ndarray:
+    return np.stack([10 * np.log10(np.maximum(mel_profile(x), 1e-9)) for x in audio])
+
+
 def render(corners: list[str], model: str, out: Path, pitches: list[int], velocity: int, threads: int) -> np.ndarray:
     """Render a 3x3 bank -> float cells [pitch, y, x, samples]."""
     from precompute.render.render import render_bank
@@ -119,13 +165,15 @@ def measure(cells: np.ndarray | None, originals: np.ndarray, pitches: list[int])
             return np.sin(2 * np.pi * 440.0 * 2 ** ((pitches[p] - 69) / 12) * t)
         return cells[p, y, x]
 
-    corner_d, sep_bank, sep_orig, hnr_o, hnr_c, bright_c, bright_o = [], [], [], [], [], [], []
+    corner_d, sep_bank, sep_orig, hnr_o, hnr_c, bright_c, bright_o, pull = [], [], [], [], [], [], [], []
     for p, pitch in enumerate(pitches):
         prof_o = [mel_profile(originals[c, p]) for c in range(4)]
         prof_c = [mel_profile(cell(p, *at[c])) for c in range(4)]
         corner_d += [timbre_distance(a, b) for a, b in zip(prof_c, prof_o)]
         sep_bank += [timbre_distance(prof_c[i], prof_c[j]) for i, j in itertools.combinations(range(4), 2)]
         sep_orig += [timbre_distance(prof_o[i], prof_o[j]) for i, j in itertools.combinations(range(4), 2)]
+        pull += [(timbre_distance(prof_c[i], prof_o[j]) - timbre_distance(prof_c[j], prof_o[j]))
+                 / max(timbre_distance(prof_o[i], prof_o[j]), 1e-9) for i, j in itertools.permutations(range(4), 2)]
         hnr_o += [harmonic_to_noise(originals[c, p], pitch) for c in range(4)]
         hnr_c += [harmonic_to_noise(cell(p, *at[c]), pitch) for c in range(4)]
         bright_o.append([brightness(originals[c, p], pitch) for c in range(4)])
@@ -134,6 +182,7 @@ def measure(cells: np.ndarray | None, originals: np.ndarray, pitches: list[int])
                for p, pitch in enumerate(pitches) for y in range(n) for x in range(n)]
     return {"timbre_corner": float(np.mean(corner_d)), "separation": float(np.mean(sep_bank) / np.mean(sep_orig)),
             "corner_spread_db": float(np.mean(sep_bank)), "original_spread_db": float(np.mean(sep_orig)),
+            "conditioning_pull": float(np.mean(pull)),
             "hnr_gap": float(np.mean(hnr_o) - np.mean(hnr_c)), "hnr": float(np.mean(hnr_c)),
             "original_hnr": float(np.mean(hnr_o)), "pitch_all": float(np.mean(in_tune)),
             "brightness": [round(float(b), 2) for b in np.mean(bright_c, 0)],
@@ -156,15 +205,23 @@ def main() -> None:
     corners, originals = choose_corners(Path(args.soundfont), pitches, args.velocity)
     print(f"corners: {', '.join(corners)}", file=sys.stderr)
     rows = {"sine": measure(None, originals, pitches)}
+    train_programs = [p for p in range(112) if p not in held_out_programs()]
+    train_audio, train_family = family_notes(Path(args.soundfont), train_programs, pitches, args.velocity)
+    test_audio, test_family = family_notes(Path(args.soundfont), held_out_programs(), pitches, args.velocity)
+    probes = {"chance": float(np.mean(test_family == np.bincount(train_family).argmax())),
+              "audio": probe(log_profiles(train_audio), train_family, log_profiles(test_audio), test_family)}
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in (("model", args.model), ("baseline", args.baseline)):
             if model == "none":
                 rows[name] = {k: float("nan") for k in (*rows["sine"], "embedding_ratio")}
+                probes[name] = float("nan")
                 continue
             rows[name] = measure(render(corners, model, Path(tmp) / name, pitches, args.velocity, args.threads),
                                  originals, pitches)
             rows[name]["embedding_ratio"] = embedding_ratio(model, originals)
-    keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all")
+            probes[name] = probe(sustain_embeddings(model, train_audio), train_family,
+                                 sustain_embeddings(model, test_audio), test_family)
+    keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all", "conditioning_pull")
     rows["sine"]["embedding_ratio"] = float("nan")
     print(f"{'':<10}" + "".join(f"{k:>15}" for k in keys) + "   brightness per corner (originals: "
           f"{rows['model']['original_brightness']})")
@@ -172,6 +229,8 @@ def main() -> None:
         print(f"{name:<10}" + "".join(f"{r[k]:>15.3f}" for k in keys) + f"   {r['brightness']}")
     summary = {**{k: rows["model"][k] for k in keys},
                **{f"{k}_{b}": rows[b][k] for b in ("baseline", "sine") for k in keys},
+               "family_probe": probes["model"], "family_probe_baseline": probes["baseline"],
+               "family_probe_audio": probes["audio"], "family_probe_chance": probes["chance"],
                "embedding_ratio": rows["model"]["embedding_ratio"],
                "embedding_ratio_baseline": rows["baseline"]["embedding_ratio"],
                "brightness": rows["model"]["brightness"], "original_brightness": rows["model"]["original_brightness"],
@@ -180,6 +239,8 @@ def main() -> None:
                "original_spread_db": rows["model"]["original_spread_db"],
                "model": args.model, "baseline": args.baseline, "soundfont": Path(args.soundfont).name,
                "corners": corners, "pitches": pitches, "seconds": round(time.monotonic() - t0, 1)}
+    print(f"family probe (held-out programs' notes): model {probes['model']:.2f}, baseline {probes['baseline']:.2f}, "
+          f"the originals' mel profiles {probes['audio']:.2f}, chance {probes['chance']:.2f}")
     print(json.dumps(summary))
 
 
