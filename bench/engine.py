@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from device.bank import SAMPLES, BankWriter, open_bank  # noqa: E402
 from device.engine import Engine, EngineConfig  # noqa: E402
+from testkit.jack import JackDummy  # noqa: E402
 
 FS, BLOCK = 48000, 128
 PERIOD = BLOCK / FS
@@ -110,30 +111,6 @@ def resident_fraction(path: Path) -> float:
 
 
 # ---- the other threads ----------------------------------------------------------------------------------------
-class JackServer:
-    """jackd with its dummy backend (a clock, no sound card), for MIDI virtual ports where ALSA has none."""
-
-    def __init__(self):
-        self.env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1",
-                    "JACK_DEFAULT_SERVER": f"nsynth-bench-{os.getpid()}"}
-        self.proc = None
-
-    def __enter__(self):
-        if shutil.which("jackd"):
-            self.proc = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", str(FS), "-p", str(BLOCK)],
-                                         env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(50):
-                if subprocess.run(["jack_lsp"], env=self.env, capture_output=True).returncode == 0:
-                    break
-                time.sleep(0.1)
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
 class MidiFlood:
     """`rate` pitch-bend messages a second into a virtual MIDI port, read back through the instrument's USB input
     (device.midi_io.UsbMidiInput: python-rtmidi's callback), routed and posted to the engine stamped by the clock."""
@@ -331,7 +308,7 @@ def status_mb(pid: int | str, *fields: str) -> dict[str, float]:
 
 def phase_subprocess(bank: Path, seconds: float, budget: int, cold: bool, threads: str = "board,midi") -> dict:
     """Run one phase in a fresh process (its own page locks, mappings and RSS), under a JACK server if needed."""
-    with JackServer() as jack:
+    with JackDummy("bench", required=False) as jack:
         r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--phase", str(bank), "--seconds", str(seconds),
                             "--budget", str(budget), *(["--cold"] if cold else []), "--threads", threads],
                            env={**jack.env, "PYTHONPATH": str(ROOT), "NSYNTH_RT_PRIORITY": "70"},

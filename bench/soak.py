@@ -28,14 +28,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine import BLOCK, FS, KEYS, VELOCITY, write_bank  # noqa: E402  (bench/engine.py)
+from engine import KEYS, VELOCITY, write_bank  # noqa: E402  (bench/engine.py)
+from testkit.jack import JackDummy  # noqa: E402
 
 PLAY = textwrap.dedent('''
     import math, os, sys, threading, time
@@ -97,34 +97,6 @@ EMPTY = textwrap.dedent('''
 ''')
 
 
-class Jack:
-    """jackd -d dummy at 48 kHz / 128 frames (--no-realtime, or -R -P 80); its output goes to a log (xruns are
-    counted there)."""
-
-    def __init__(self, log: Path, realtime: bool):
-        self.log = log
-        self.rt = ["-R", "-P", "80"] if realtime else ["--no-realtime"]
-        self.env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": f"nsynth-soak-{os.getpid()}"}
-
-    def __enter__(self):
-        self.out = open(self.log, "w")
-        self.proc = subprocess.Popen(["jackd", *self.rt, "-d", "dummy", "-r", str(FS), "-p", str(BLOCK)],
-                                     env=self.env, stdout=self.out, stderr=subprocess.STDOUT)
-        for _ in range(50):
-            if subprocess.run(["jack_lsp"], env=self.env, capture_output=True).returncode == 0:
-                return self
-            time.sleep(0.1)
-        raise RuntimeError("jackd did not start")
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.out.close()
-
-    def xruns(self) -> int:
-        return len(re.findall(r"xrun", self.log.read_text(), re.I))
-
-
 def run(script: str, args: list[str], env: dict) -> str:
     r = subprocess.run([sys.executable, "-c", script, *args], env={**env, "PYTHONPATH": str(ROOT)},
                        capture_output=True, text=True)
@@ -156,7 +128,7 @@ def main() -> int:
         write_bank(bank)
     load0 = os.getloadavg()
     res: dict[str, object] = {"minutes": args.minutes, "midi_rate": args.midi_rate, "jackd_realtime": res_rt}
-    with Jack(tmp / "jackd.log", args.realtime) as jack:
+    with JackDummy("soak", realtime=args.realtime, log=tmp / "jackd.log") as jack:
         env = {**jack.env, "NSYNTH_RT_PRIORITY": "70"}
         err = run(PLAY, [str(bank), str(args.minutes), str(args.midi_rate), str(tmp),
                          ",".join(map(str, KEYS)), str(VELOCITY)], env)

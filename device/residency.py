@@ -367,14 +367,15 @@ class Prefetcher:
             return  # all of it is in
         info = bank.info
         want = res.want
-        plan(want, e.stage, e.pos, e.base_rate, e.p_idx, e.v_idx, e.sxy, e.vxy, e._target[6:8], res.loops,
-             len(info.velocities), info.grid, info.note_length, e.config.loop_crossfade,
-             self.ahead_s * e.fs, res.shift, e.config.max_rate)
-        now = time.monotonic()
-        nn, no = settle(want, res.state, res.last, now, self.linger_s, self._new, self._old)
-        for c0, c1 in self._new[:nn].tolist():
-            res.bring_in(c0, c1, HELD)
-            res.last[c0:c1] = now
+        for ahead in (self.head_s, self.ahead_s):  # what voices read soonest first (a cold start: every voice at once)
+            plan(want, e.stage, e.pos, e.base_rate, e.p_idx, e.v_idx, e.sxy, e.vxy, e._target[6:8], res.loops,
+                 len(info.velocities), info.grid, info.note_length, e.config.loop_crossfade,
+                 ahead * e.fs, res.shift, e.config.max_rate)
+            now = time.monotonic()
+            nn, no = settle(want, res.state, res.last, now, self.linger_s, self._new, self._old)
+            for c0, c1 in self._new[:nn].tolist():
+                res.bring_in(c0, c1, HELD)
+                res.last[c0:c1] = now
         if not whole:
             for c0, c1 in self._old[:no].tolist():
                 res.let_go(c0, c1)

@@ -28,6 +28,7 @@ from nsynth.cli import main
 from device.offline import render_midi
 
 from synth_banks import write_bank, write_song
+from testkit.jack import JackDummy
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -279,21 +280,10 @@ _JACK_SCRIPT = _PRELUDE + textwrap.dedent('''
 
 
 @pytest.fixture
-def jack_server(tmp_path):
+def jack_server():
     """jackd with its dummy backend: audio callbacks paced by a real-time clock, no sound card."""
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": f"nsynth-test-{os.getpid()}"}
-    proc = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            if subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode == 0:
-                break
-            assert proc.poll() is None, "jackd exited"
-            time.sleep(0.1)
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with JackDummy("test") as jack:
+        yield jack.env
 
 
 def test_play_in_real_time_on_jack(live_bank, tmp_path, jack_server):
