@@ -18,11 +18,14 @@ CONFIG = "config.json"
 WEIGHTS = "model.pt"
 
 
-def write_config(run: Path, cfg: ModelConfig, train: dict | None = None) -> None:
-    """Write RUN/config.json (a "sampling" section already there is kept)."""
+def write_config(run: Path, cfg: ModelConfig, train: dict | None = None, sampling: dict | None = None) -> None:
+    """Write RUN/config.json: its "sampling" section (how the model is best decoded) is `sampling`, else the one
+    already there is kept."""
     doc = {"format_version": FORMAT_VERSION, "model": cfg.to_dict(), "config_hash": cfg.hash(), "train": train or {}}
     old = run / CONFIG
-    if old.is_file():
+    if sampling is not None:
+        doc["sampling"] = sampling
+    elif old.is_file():
         try:
             sampling = json.loads(old.read_text()).get("sampling")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):

@@ -192,11 +192,13 @@ def _new_run_config(run: Path, data: Path, preset_name: str | None, tc: TrainCon
         tc.steps = steps
     run.mkdir(parents=True, exist_ok=True)
     saved = {**asdict(tc), "data": str(data)}
+    sampling = None
     if init is not None:
         from precompute.run import checkpoint_step
 
         saved["init"] = {"run": str(init), "step": checkpoint_step(init)}
-    write_config(run, cfg, saved)
+        sampling = read_config(init)[1].get("sampling")  # decoded as its parent was, until measured otherwise
+    write_config(run, cfg, saved, sampling)
     return cfg, tc, saved
 
 

@@ -123,10 +123,14 @@ def test_warm_start_grows_a_model_that_computes_the_same(data, tmp_path):
     with pytest.raises(NsynthError, match=r"old: its weights do not fit this model \(encoder.dilated.4.weight: None"):
         warm_start(WaveNetAutoencoder(preset("small")), tmp_path / "old")
     # a run started from it, with the excitation (learning rate 0: the weights stay put), records where it came from
+    # and keeps its recommended decoding
+    doc = json.loads((tmp_path / "old" / "config.json").read_text())
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**doc, "sampling": {"quantile": 0.5}}))
     train(data, tmp_path / "new", preset_name="tiny", tc=TrainConfig(steps=2, **{**TC, "lr": 0.0}),
           init=tmp_path / "old", harmonics=4, log=lambda *_: None)
     cfg, doc = read_config(tmp_path / "new")
     assert doc["train"]["init"] == {"run": str(tmp_path / "old"), "step": 0} and cfg.harmonics == 4
+    assert doc["sampling"] == {"quantile": 0.5}
     for k, v in grown.state_dict().items():
         assert torch.equal(load_model(tmp_path / "new").state_dict()[k], v), k
 
