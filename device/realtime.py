@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+try:  # imported here, not in the audio callback's first call: loading it from disk took 0.4 ms
+    import resource
+except ImportError:  # pragma: no cover - not a Unix
+    resource = None
+
 GIL_SWITCH_S = 0.0005  # sys.setswitchinterval while playing: the audio callback waits at most this for the GIL
 
 
@@ -16,10 +21,9 @@ def configured_priority(environ=None) -> int:
 def promote_current_thread(priority: int) -> bool:
     """Put the calling thread (only it: Linux applies pid 0 to the caller's thread) on SCHED_FIFO at `priority`,
     capped by RLIMIT_RTPRIO for an unprivileged process. False (and nothing changed) when off or not allowed."""
-    if priority < 1 or not hasattr(os, "sched_setscheduler"):
+    if priority < 1 or not hasattr(os, "sched_setscheduler") or resource is None:
         return False
     try:
-        import resource
         soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
         if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
             priority = min(priority, soft)

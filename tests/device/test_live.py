@@ -64,6 +64,35 @@ def test_callback_survives_an_engine_error(live_bank):
     assert np.abs(buf).max() > 0  # plays on
 
 
+def test_the_callback_imports_nothing(live_bank):
+    """An import reads the disk: the audio callback's first call (which puts its thread on real-time scheduling,
+    where allowed) and the ones after it import no module. In a fresh interpreter, so nothing imported it before."""
+    script = textwrap.dedent('''
+        import sys, threading
+        import numpy as np
+        from device.bank import open_bank
+        from device.callback import LiveAudio
+        from device.clock import FrameClock
+        from device.engine import Engine
+        audio = LiveAudio(Engine(open_bank(sys.argv[1])), FrameClock(48000, 128), rt_priority=10)
+        audio.engine.note_on(60, 100)
+        audio.realtime = False  # (this thread is not the audio thread: not promoted)
+        audio.callback(np.zeros((128, 2), np.float32), 128, None, None)  # a block on this thread: numba loaded
+        before = set(sys.modules)
+        def play():
+            for _ in range(3):
+                audio.callback(np.zeros((128, 2), np.float32), 128, None, None)
+        t = threading.Thread(target=play)  # a new thread: a first callback, promoted where allowed
+        audio.realtime = None
+        t.start(); t.join()
+        print(sorted(set(sys.modules) - before))
+    ''')
+    r = subprocess.run([sys.executable, "-c", script, str(live_bank)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
 def test_render_midi_command(live_bank, tmp_path, capsys):
     song = write_song(tmp_path / "s.mid")
     out = tmp_path / "x.wav"
