@@ -17,6 +17,8 @@ baseline model (today's weights, kept under models/history/), and measures in on
                  programs) fitted on the mean sustain embeddings of every training program's notes, scored on the
                  held-out programs' notes; beside it the same probe on the originals' mel profiles (what the
                  audio itself tells) and the majority family's share (chance)
+  source rows    for a model with a harmonic source: that source alone (the sum of harmonics whose amplitudes it
+                 predicts from each corner's own embeddings, no decoder), measured as the bank corners are
   conditioning_pull  does the decoder follow its conditioning? For each two corners A, B at a pitch: how much
                  nearer B's original the cell decoded from B's embeddings is than the one decoded from A's, as a
                  fraction of how far apart the two originals are (1: it moves all the way; 0: it ignores them)
@@ -136,6 +138,29 @@ def render(corners: list[str], model: str, out: Path, pitches: list[int], veloci
     return open_bank(out).samples[:, 0].astype(np.float64) / 32768.0
 
 
+def source_corners(model: str, originals: np.ndarray, pitches: list[int]) -> np.ndarray | None:
+    """The model's harmonic source alone (no decoder) for each corner's own embeddings -> cells [pitch, 2, 2,
+    samples] laid out as a 2x2 bank's corners (None for a model without a source)."""
+    import torch
+
+    from precompute.model import source_signal
+    from precompute.mulaw import mulaw_encode
+    from precompute.run import load_model
+
+    net = load_model(model).eval()
+    if not net.cfg.source_bands:
+        return None
+    cells = np.zeros((len(pitches), 2, 2, originals.shape[-1]))
+    with torch.no_grad():
+        for p, pitch in enumerate(pitches):
+            emb = net.encode(mulaw_encode(torch.from_numpy(originals[:, p].astype(np.float32))))
+            note = net.decoder.note_excitation(torch.full((4,), pitch), emb)
+            src = source_signal(note.log_amps, note.src_rates, torch.arange(originals.shape[-1]), net.cfg.hop)
+            for c, (y, x) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # BL, BR, TL, TR, as measure() reads
+                cells[p, y, x] = src[c].numpy()
+    return cells
+
+
 def embedding_ratio(model: str, originals: np.ndarray) -> float:
     """originals [4, pitch, samples] -> between-corner distance of mean sustain embeddings / within-note spread."""
     import torch
@@ -221,14 +246,19 @@ def main() -> None:
             rows[name]["embedding_ratio"] = embedding_ratio(model, originals)
             probes[name] = probe(sustain_embeddings(model, train_audio), train_family,
                                  sustain_embeddings(model, test_audio), test_family)
+            source = source_corners(model, originals, pitches)
+            if source is not None:  # where timbre is lost: before the decoder, or in it?
+                rows[f"{name}_source"] = {**measure(source, originals, pitches), "embedding_ratio": float("nan")}
     keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all", "conditioning_pull")
     rows["sine"]["embedding_ratio"] = float("nan")
-    print(f"{'':<10}" + "".join(f"{k:>15}" for k in keys) + "   brightness per corner (originals: "
+    print(f"{'':<16}" + "".join(f"{k:>15}" for k in keys) + "   brightness per corner (originals: "
           f"{rows['model']['original_brightness']})")
     for name, r in rows.items():
-        print(f"{name:<10}" + "".join(f"{r[k]:>15.3f}" for k in keys) + f"   {r['brightness']}")
+        print(f"{name:<16}" + "".join(f"{r[k]:>15.3f}" for k in keys) + f"   {r['brightness']}")
     summary = {**{k: rows["model"][k] for k in keys},
                **{f"{k}_{b}": rows[b][k] for b in ("baseline", "sine") for k in keys},
+               **{f"{k}_{b}": rows[b][k] for b in ("model_source", "baseline_source") if b in rows
+                  for k in ("timbre_corner", "separation", "hnr_gap")},
                "family_probe": probes["model"], "family_probe_baseline": probes["baseline"],
                "family_probe_audio": probes["audio"], "family_probe_chance": probes["chance"],
                "embedding_ratio": rows["model"]["embedding_ratio"],
