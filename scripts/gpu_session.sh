@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One short session on a lent GPU box: measure generation speed there and train the bundled preset from a pack.
 #
-#   here (CPU):  nsynth dataset pack data/gm -o out/gm.nspack --velocities 127 --pitches 24-96:4    # ~44 MB
-#   GPU box:     bash scripts/gpu_session.sh out/gm.nspack [TRAIN_MINUTES]
+#   here (CPU):  nsynth dataset soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 -o data/fluid --programs 0-111 \
+#                    --pitches 24-96 --velocities 75,127        # Debian's fluid-soundfont-gm; 15,938 notes, ~25 s
+#                nsynth dataset pack data/fluid -o out/fluid.nspack --velocities 127 --pitches 24-96:4
+#   GPU box:     bash scripts/gpu_session.sh out/fluid.nspack [TRAIN_MINUTES]
 #   here again:  python bench/quality.py --model OUT/run
 #
 # Needs only python3 with torch, numpy, matplotlib and tqdm on the GPU box (no install, no network): the repo runs
