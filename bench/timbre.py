@@ -251,10 +251,10 @@ def main() -> None:
                 rows[f"{name}_source"] = {**measure(source, originals, pitches), "embedding_ratio": float("nan")}
     keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all", "conditioning_pull")
     rows["sine"]["embedding_ratio"] = float("nan")
-    print(f"{'':<16}" + "".join(f"{k:>15}" for k in keys) + "   brightness per corner (originals: "
+    print(f"{'':<16}" + "".join(f"{k:>18}" for k in keys) + "   brightness per corner (originals: "
           f"{rows['model']['original_brightness']})")
     for name, r in rows.items():
-        print(f"{name:<16}" + "".join(f"{r[k]:>15.3f}" for k in keys) + f"   {r['brightness']}")
+        print(f"{name:<16}" + "".join(f"{r[k]:>18.3f}" for k in keys) + f"   {r['brightness']}")
     summary = {**{k: rows["model"][k] for k in keys},
                **{f"{k}_{b}": rows[b][k] for b in ("baseline", "sine") for k in keys},
                **{f"{k}_{b}": rows[b][k] for b in ("model_source", "baseline_source") if b in rows
