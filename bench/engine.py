@@ -308,7 +308,7 @@ def status_mb(pid: int | str, *fields: str) -> dict[str, float]:
 
 def phase_subprocess(bank: Path, seconds: float, budget: int, cold: bool, threads: str = "board,midi") -> dict:
     """Run one phase in a fresh process (its own page locks, mappings and RSS), under a JACK server if needed."""
-    with JackDummy("bench", required=False) as jack:
+    with JackDummy("bench", rate=FS, period=BLOCK, required=False) as jack:
         r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--phase", str(bank), "--seconds", str(seconds),
                             "--budget", str(budget), *(["--cold"] if cold else []), "--threads", threads],
                            env={**jack.env, "PYTHONPATH": str(ROOT), "NSYNTH_RT_PRIORITY": "70"},

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine import KEYS, VELOCITY, write_bank  # noqa: E402  (bench/engine.py)
+from engine import BLOCK, FS, KEYS, VELOCITY, write_bank  # noqa: E402  (bench/engine.py)
 from testkit.jack import JackDummy  # noqa: E402
 
 PLAY = textwrap.dedent('''
@@ -128,7 +128,7 @@ def main() -> int:
         write_bank(bank)
     load0 = os.getloadavg()
     res: dict[str, object] = {"minutes": args.minutes, "midi_rate": args.midi_rate, "jackd_realtime": res_rt}
-    with JackDummy("soak", realtime=args.realtime, log=tmp / "jackd.log") as jack:
+    with JackDummy("soak", rate=FS, period=BLOCK, realtime=args.realtime, log=tmp / "jackd.log") as jack:
         env = {**jack.env, "NSYNTH_RT_PRIORITY": "70"}
         err = run(PLAY, [str(bank), str(args.minutes), str(args.midi_rate), str(tmp),
                          ",".join(map(str, KEYS)), str(VELOCITY)], env)

@@ -109,20 +109,23 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     return float(np.mean(classes[np.argmax(b @ w, 1)] == test_y))
 
 
-def sustain_embeddings(model: str, audio: np.ndarray) -> np.ndarray:
-    """audio [N, samples] -> each note's mean embedding over its sustain (0.25 - 1.5 s) [N, E]."""
+def encode(net, audio: np.ndarray) -> np.ndarray:
+    """audio [..., samples] -> the model's embeddings [..., frames, E], 32 notes at a time."""
     import torch
 
     from precompute.mulaw import mulaw_encode
-    from precompute.run import load_model
 
-    net = load_model(model)
-    a, b = int(0.25 * SR) // net.cfg.hop, int(1.5 * SR) // net.cfg.hop
-    out = []
+    flat = audio.reshape(-1, audio.shape[-1])
     with torch.no_grad():
-        for chunk in np.array_split(audio, max(1, len(audio) // 32)):
-            out.append(net.encode(mulaw_encode(torch.from_numpy(chunk.astype(np.float32))))[:, a:b].mean(1).numpy())
-    return np.concatenate(out)
+        out = [net.encode(mulaw_encode(torch.from_numpy(c.astype(np.float32)))).numpy()
+               for c in np.array_split(flat, max(1, len(flat) // 32))]
+    emb = np.concatenate(out)
+    return emb.reshape(*audio.shape[:-1], *emb.shape[1:])
+
+
+def sustain_frames(net) -> slice:
+    """The embedding frames of the sustain part (0.25 - 1.5 s)."""
+    return slice(int(0.25 * SR) // net.cfg.hop, int(1.5 * SR) // net.cfg.hop)
 
 
 def log_profiles(audio: np.ndarray) -> np.ndarray:
@@ -138,41 +141,29 @@ def render(corners: list[str], model: str, out: Path, pitches: list[int], veloci
     return open_bank(out).samples[:, 0].astype(np.float64) / 32768.0
 
 
-def source_corners(model: str, originals: np.ndarray, pitches: list[int]) -> np.ndarray | None:
-    """The model's harmonic source alone (no decoder) for each corner's own embeddings -> cells [pitch, 2, 2,
-    samples] laid out as a 2x2 bank's corners (None for a model without a source)."""
+def source_corners(net, emb: np.ndarray, pitches: list[int], samples: int) -> np.ndarray | None:
+    """The model's harmonic source alone (no decoder) from each corner's own embeddings emb [4, pitch, frames, E]
+    -> cells [pitch, 2, 2, samples] laid out as a 2x2 bank's corners (None for a model without a source)."""
     import torch
 
     from precompute.model import source_signal
-    from precompute.mulaw import mulaw_encode
-    from precompute.run import load_model
 
-    net = load_model(model).eval()
     if not net.cfg.source_bands:
         return None
-    cells = np.zeros((len(pitches), 2, 2, originals.shape[-1]))
+    cells = np.zeros((len(pitches), 2, 2, samples))
     with torch.no_grad():
         for p, pitch in enumerate(pitches):
-            emb = net.encode(mulaw_encode(torch.from_numpy(originals[:, p].astype(np.float32))))
-            note = net.decoder.note_excitation(torch.full((4,), pitch), emb)
-            src = source_signal(note.log_amps, note.src_rates, torch.arange(originals.shape[-1]), net.cfg.hop)
+            note = net.decoder.note_excitation(torch.full((4,), pitch), torch.from_numpy(emb[:, p]))
+            src = source_signal(note.log_amps, note.src_rates, torch.arange(samples), net.cfg.hop)
             for c, (y, x) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # BL, BR, TL, TR, as measure() reads
                 cells[p, y, x] = src[c].numpy()
     return cells
 
 
-def embedding_ratio(model: str, originals: np.ndarray) -> float:
-    """originals [4, pitch, samples] -> between-corner distance of mean sustain embeddings / within-note spread."""
-    import torch
-
-    from precompute.mulaw import mulaw_encode
-    from precompute.run import load_model
-
-    net = load_model(model)
-    a, b = int(0.25 * SR) // net.cfg.hop, int(1.5 * SR) // net.cfg.hop
-    with torch.no_grad():
-        emb = net.encode(mulaw_encode(torch.from_numpy(originals.reshape(-1, originals.shape[-1]).astype(np.float32))))
-    emb = emb.numpy().reshape(originals.shape[0], originals.shape[1], -1, emb.shape[-1])[:, :, a:b]
+def embedding_ratio(net, emb: np.ndarray) -> float:
+    """The corners' embeddings emb [4, pitch, frames, E] -> between-corner distance of mean sustain embeddings /
+    within-note spread."""
+    emb = emb[:, :, sustain_frames(net)]
     means = emb.mean(2)  # [corner, pitch, E]
     within = np.mean(np.linalg.norm(emb - means[:, :, None], axis=-1))
     between = np.mean([np.linalg.norm(means[i] - means[j], axis=-1).mean() for i, j in itertools.combinations(range(4), 2)])
@@ -224,15 +215,18 @@ def main() -> None:
     ap.add_argument("--velocity", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    from precompute.run import load_model
+
     pitches = [int(p) for p in args.pitches.split(",")]
 
     t0 = time.monotonic()
     corners, originals = choose_corners(Path(args.soundfont), pitches, args.velocity)
     print(f"corners: {', '.join(corners)}", file=sys.stderr)
     rows = {"sine": measure(None, originals, pitches)}
-    train_programs = [p for p in range(112) if p not in held_out_programs()]
+    held_out = held_out_programs()
+    train_programs = [p for p in range(112) if p not in held_out]
     train_audio, train_family = family_notes(Path(args.soundfont), train_programs, pitches, args.velocity)
-    test_audio, test_family = family_notes(Path(args.soundfont), held_out_programs(), pitches, args.velocity)
+    test_audio, test_family = family_notes(Path(args.soundfont), held_out, pitches, args.velocity)
     probes = {"chance": float(np.mean(test_family == np.bincount(train_family).argmax())),
               "audio": probe(log_profiles(train_audio), train_family, log_profiles(test_audio), test_family)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -243,10 +237,13 @@ def main() -> None:
                 continue
             rows[name] = measure(render(corners, model, Path(tmp) / name, pitches, args.velocity, args.threads),
                                  originals, pitches)
-            rows[name]["embedding_ratio"] = embedding_ratio(model, originals)
-            probes[name] = probe(sustain_embeddings(model, train_audio), train_family,
-                                 sustain_embeddings(model, test_audio), test_family)
-            source = source_corners(model, originals, pitches)
+            net = load_model(model).eval()
+            emb = encode(net, originals)  # [corner, pitch, frames, E]
+            rows[name]["embedding_ratio"] = embedding_ratio(net, emb)
+            frames = sustain_frames(net)
+            probes[name] = probe(encode(net, train_audio)[:, frames].mean(1), train_family,
+                                 encode(net, test_audio)[:, frames].mean(1), test_family)
+            source = source_corners(net, emb, pitches, originals.shape[-1])
             if source is not None:  # where timbre is lost: before the decoder, or in it?
                 rows[f"{name}_source"] = {**measure(source, originals, pitches), "embedding_ratio": float("nan")}
     keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all", "conditioning_pull")

@@ -18,7 +18,8 @@ from pathlib import Path
 class JackDummy:
     """`with JackDummy("bench") as jack:` runs jackd -d dummy at `rate` / `period` frames until the block ends
     (--no-realtime, or -R -P 80 with realtime); `jack.env` reaches it. Its output goes to `log` (then `xruns()`
-    counts them) or nowhere. With `required=False` and no jackd installed, nothing runs (`jack.running` False)."""
+    counts them) or nowhere. With `required=False` and no jackd installed, nothing runs (`jack.env` then reaches
+    no server)."""
 
     def __init__(self, purpose: str, *, rate: int = 48000, period: int = 128, realtime: bool = False,
                  log: Path | None = None, required: bool = True):
@@ -28,10 +29,6 @@ class JackDummy:
         self.log, self.required = log, required
         self.proc: subprocess.Popen | None = None
         self._out = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def __enter__(self) -> "JackDummy":
         if shutil.which("jackd") is None:
