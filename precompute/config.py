@@ -40,6 +40,10 @@ class ModelConfig:
     source_partials: int = 16
     source_hidden: int = 128
     source_max: int = 256
+    # With a source, source_residual makes the decoder add to it (as a neural source-filter's residual filter):
+    # it predicts the audio minus the source (mu-law coded), and each generated sample is the source plus the
+    # predicted residual. Without it the decoder re-synthesises the whole signal, the source as one input.
+    source_residual: bool = False
 
     def dilations(self, which: str = "dec") -> list[int]:
         layers, stack = (self.dec_layers, self.dec_stack) if which == "dec" else (self.enc_layers, self.enc_stack)
@@ -56,7 +60,7 @@ class ModelConfig:
         return self.harmonics + (1 if self.source_bands else 0)
 
     def to_dict(self) -> dict:
-        """The fields; `harmonics` and the source's only when set, so an older config (and hash) is as it was."""
+        """The fields; `harmonics`, `enc_spectral` and the source's only when set, so an older config (and hash) is as it was."""
         d = asdict(self)
         if not d["harmonics"]:
             del d["harmonics"]
@@ -65,6 +69,8 @@ class ModelConfig:
         if not d["source_bands"]:
             for k in ("source_bands", "source_partials", "source_hidden", "source_max"):
                 del d[k]
+        if not d["source_residual"]:
+            del d["source_residual"]
         return d
 
     @classmethod
@@ -82,6 +88,8 @@ class ModelConfig:
             raise NsynthError(f"{source}: harmonics {cfg.harmonics}, source_bands {cfg.source_bands} (0 or >= 2), "
                               f"source_partials {cfg.source_partials}, source_max {cfg.source_max}, "
                               f"enc_spectral {cfg.enc_spectral}: bad values")
+        if cfg.source_residual and not cfg.source_bands:
+            raise NsynthError(f"{source}: source_residual needs a harmonic source (source_bands >= 2)")
         if cfg.kernel != 3:
             raise NsynthError(f"{source}: only kernel 3 is supported, got {cfg.kernel}")
         return cfg

@@ -7,6 +7,8 @@ the past taps come from: shifted copies of the whole sequence, or per-layer ring
 Two optional excitation inputs of the decoder (not in the paper) give it the note's pitch and timbre as signals:
 sines at the note's harmonics (cfg.harmonics), and a harmonic source whose amplitudes come from the embeddings
 (cfg.source_bands; `Source`), trained to the notes' measured harmonic amplitudes (`WaveNetAutoencoder.losses`).
+With cfg.source_residual the decoder's output adds to that source: its classes code the audio minus the source
+(`residual_target`), and a generated sample is the source plus the drawn residual (`add_to_source`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from precompute.config import ModelConfig
-from precompute.mulaw import MU, codes_to_input, codes_to_target, mulaw_compress, mulaw_decode
+from precompute.mulaw import (MU, codes_to_input, codes_to_target, mulaw_compress, mulaw_decode, mulaw_encode,
+                              mulaw_expand)
 
 Taps = Callable[[int, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -287,6 +290,24 @@ class NoteExcitation:
         return torch.cat(parts, -1)
 
 
+def source_of(exc: torch.Tensor) -> torch.Tensor:
+    """The excitation [..., exc_width] -> the harmonic source it carries [...] (its last channel, expanded from
+    mu-law): what a residual decoder's output adds to."""
+    return mulaw_expand(exc[..., -1])
+
+
+def residual_target(codes: torch.Tensor, exc: torch.Tensor) -> torch.Tensor:
+    """A residual decoder's training targets: the audio's codes [B, T] and the excitation [B, T, exc_width] in
+    phase with it -> class indices [B, T] of the audio minus the source, mu-law coded."""
+    return codes_to_target(mulaw_encode(mulaw_decode(codes) - source_of(exc)))
+
+
+def add_to_source(residual: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """A residual decoder's drawn codes [...] in [-128, 127] and the source at those samples [...] -> the codes of
+    the generated audio (source + residual, clipped to [-1, 1])."""
+    return mulaw_encode(source.to(torch.float32) + mulaw_decode(residual))
+
+
 class Decoder(nn.Module):
     """Causal WaveNet conditioned on embeddings held constant over each hop of samples; with cfg.exc_width, its
     input at sample t also holds the excitation at t (NoteExcitation: sines at the note's harmonics, the
@@ -401,7 +422,7 @@ class WaveNetAutoencoder(nn.Module):
 
     def forward(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
-        """codes [B, T] mu-law in [-128, 127], T a multiple of hop -> logits [B, T, Q] predicting codes + 128.
+        """codes [B, T] mu-law in [-128, 127], T a multiple of hop -> logits [B, T, Q] predicting `targets`.
         With an excitation: pitch [B] (MIDI); it is put in phase with each harmonic of the codes (a generated note
         instead starts its excitation at phase 0 and follows it). noise [B, T]: added to the decoder's past-sample
         input only (training with injected noise, as FFTNet: the decoder learns not to trust its own past samples
@@ -409,20 +430,26 @@ class WaveNetAutoencoder(nn.Module):
         return self._teacher_forced(codes, pitch, noise)[0]
 
     def _teacher_forced(self, codes, pitch, noise):
+        """forward's pass -> (logits [B, T, Q], embeddings [B, T // hop, E], excitation [B, T, exc_width] or None)."""
         x = codes_to_input(codes)
         emb = self.encoder(x)
         audio = mulaw_decode(codes)
         exc = self.decoder.excitation(pitch, torch.arange(codes.shape[1], device=codes.device), align=audio, emb=emb)
         past = shift(x.unsqueeze(-1), 1).squeeze(-1)
-        return self.decoder(past if noise is None else past + noise, emb, exc), emb
+        return self.decoder(past if noise is None else past + noise, emb, exc), emb, exc
+
+    def targets(self, codes: torch.Tensor, exc: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's class targets [B, T] for crops codes [B, T] (exc: their excitation in phase with them):
+        the codes, or for a residual decoder the audio minus the source (residual_target)."""
+        return residual_target(codes, exc) if self.cfg.source_residual else codes_to_target(codes)
 
     def losses(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training losses of a batch of crops (forward's arguments): "ce", the decoder's cross-entropy (nats per
         sample), and with a source "source" (source_loss)."""
-        logits, emb = self._teacher_forced(codes, pitch, noise)
+        logits, emb, exc = self._teacher_forced(codes, pitch, noise)
         out = {"ce": F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                     codes_to_target(codes).reshape(-1))}
+                                     self.targets(codes, exc).reshape(-1))}
         if self.decoder.source is not None:
             out["source"] = self.source_loss(codes, pitch, emb)
         return out

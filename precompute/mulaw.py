@@ -19,10 +19,14 @@ def mulaw_encode(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(128.0 * mulaw_compress(x)).clamp(-128, 127).to(torch.int64)
 
 
+def mulaw_expand(y: torch.Tensor) -> torch.Tensor:
+    """mu-law companded values in [-1, 1] -> float audio (mulaw_compress's inverse)."""
+    return torch.sign(y) * torch.expm1(y.abs() * math.log1p(MU)) / MU
+
+
 def mulaw_decode(q: torch.Tensor) -> torch.Tensor:
     """codes q in [-128, 127] -> float audio, taking each bin's centre (q + 0.5)."""
-    y = (q.to(torch.float32) + 0.5) / 128.0
-    return torch.sign(y) * torch.expm1(y.abs() * math.log1p(MU)) / MU
+    return mulaw_expand((q.to(torch.float32) + 0.5) / 128.0)
 
 
 def codes_to_input(q: torch.Tensor) -> torch.Tensor:

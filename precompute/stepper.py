@@ -14,7 +14,8 @@ whose 8-bit mantissa would lose small gate values near sigmoid's 0.5.
 
 With an excitation (cfg.exc_width), its values for a chunk's steps are written into `exc` [chunk, B, exc_width]
 before the chunk runs (as the uniforms into `noise`), computed by the same NoteExcitation as the teacher-forced
-pass; step k's row joins the start matmul.
+pass; step k's row joins the start matmul. A residual decoder (cfg.source_residual) draws the audio minus the
+source: each step's drawn class becomes the code of the source (read from exc) plus that residual.
 
 Ring slots are computed on the device from a step counter, so a run of many steps has fixed addresses and CUDA
 can capture it once as a graph and replay it at any position; the CPU runs the same steps eagerly.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from precompute.config import ModelConfig
-from precompute.model import Decoder
+from precompute.model import Decoder, add_to_source, source_of
 from precompute.sampling import Sampling
 
 
@@ -199,6 +200,8 @@ class Stepper:
             self._v.mul_(self._cdf[:, -1:])
             torch.searchsorted(self._cdf, self._v, right=True, out=idx)
             idx.clamp_(max=self.q - 1)  # only NaN logits get past the last class
+        if self.cfg.source_residual:
+            idx.copy_(add_to_source(idx - self.q // 2, source_of(self.exc[k].float())[:, None]) + self.q // 2)
         self.codes[k].copy_(idx)
         torch.mul(idx, 2.0 / self.q, out=self._x_new)  # network input (idx - q/2) / (q/2)
         self._x_new.sub_(1.0)

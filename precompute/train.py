@@ -182,11 +182,11 @@ def _load_state(run: Path, model, opt, gen: torch.Generator, device: str) -> tup
 
 
 def _new_run_config(run: Path, data: Path, preset_name: str | None, tc: TrainConfig | None, steps: int | None,
-                    init: str | os.PathLike | None, harmonics: int | None) -> tuple:
+                    init: str | os.PathLike | None, overrides: dict | None) -> tuple:
     """A new RUN's model and training settings, written into RUN/config.json -> (cfg, tc, saved)."""
     if preset_name is None:
         raise NsynthError(f"{run}: no training state to resume; give --preset to start a new run")
-    cfg = preset(preset_name, **({} if harmonics is None else {"harmonics": harmonics}))
+    cfg = preset(preset_name, **(overrides or {}))
     tc = tc or TrainConfig()
     if steps is not None:
         tc.steps = steps
@@ -295,7 +295,7 @@ def _checkpoint(run: Path, model, opt, gen: torch.Generator, step: int, history:
 def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str | None = None,
           tc: TrainConfig | None = None, device: str | None = None, threads: int | None = None,
           stop_after: int | None = None, steps: int | None = None, minutes: float | None = None,
-          init: str | os.PathLike | None = None, harmonics: int | None = None, log=print) -> dict:
+          init: str | os.PathLike | None = None, overrides: dict | None = None, log=print) -> dict:
     """Train (or resume) RUN on DATA (a folder with train/ and valid/ NSynth layouts, or a dataset pack).
     Returns the history.
 
@@ -307,7 +307,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     measured (PROBE) the total is set, like `steps`, so that the schedule ends within it; the call returns at the
     budget's end in any case, with a checkpoint.
     init: a new RUN starts from this run's weights (warm_start) instead of a random initialisation.
-    harmonics: a new RUN's sine excitation, instead of its preset's (0: the paper's decoder).
+    overrides: model config fields a new RUN sets instead of its preset's (e.g. {"harmonics": 0}: no sines).
     threads: torch's CPU threads (None: precompute.threads.choose_threads, the idle physical cores)."""
     started = time.monotonic()
     run, data = Path(run), Path(data)
@@ -315,7 +315,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     threads = use_threads(threads)
     resume = (run / STATE).is_file()
     cfg, tc, saved = (_saved_run_config(run) if resume
-                      else _new_run_config(run, data, preset_name, tc, steps, init, harmonics))
+                      else _new_run_config(run, data, preset_name, tc, steps, init, overrides))
     train_notes, valid_notes = load_splits(data, tc.crop)
     torch.manual_seed(tc.seed)
     model = WaveNetAutoencoder(cfg)
@@ -333,6 +333,10 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
         log(f"resumed {run} at step {step}")
         if steps is not None and steps != tc.steps:
             saved = _retarget_saved(run, cfg, tc, saved, step, steps)
+        elif minutes is not None and step >= tc.steps:  # a finished run goes on: its budget's probe sets the total
+            saved = _retarget_saved(run, cfg, tc, saved, step, step + PROBE[1])
+        elif step >= tc.steps:
+            log(f"{run} has finished its {tc.steps} steps: give --steps (a new total) or --minutes to train on")
     valid_set = random_crops(valid_notes, tc.valid_crops, tc.crop, torch.Generator().manual_seed(1234))
 
     budget = _Budget(None if minutes is None else started + minutes * 60)
@@ -398,6 +402,8 @@ def configure(parser) -> None:
     parser.add_argument("--preset", help="model preset for a new run (tiny, compact, small, nsynth)")
     parser.add_argument("--harmonics", type=int, default=None,
                         help="a new run's sine excitation harmonics instead of the preset's (0: the paper's decoder)")
+    parser.add_argument("--source-residual", action="store_true",
+                        help="a new run's decoder adds to its harmonic source (predicts the audio minus the source)")
     parser.add_argument("--init", help="a new run starts from this run's weights (fine-tuning; grown tensors "
                                        "such as a new excitation input start at zero)")
     parser.add_argument("--input-noise", type=float, default=0.0,
@@ -424,6 +430,9 @@ def _main(args) -> int:
     tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop, checkpoint_every=args.checkpoint_every,
                      valid_every=args.checkpoint_every, seed=args.seed, warmup=warmup,
                      input_noise=args.input_noise)
+    overrides = {**({} if args.harmonics is None else {"harmonics": args.harmonics}),
+                 **({"source_residual": True} if args.source_residual else {})}
     train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
-          steps=args.steps, minutes=args.minutes, init=args.init, harmonics=args.harmonics, log=lambda line: print(line, flush=True))  # logs are tailed
+          steps=args.steps, minutes=args.minutes, init=args.init, overrides=overrides,
+          log=lambda line: print(line, flush=True))  # logs are tailed
     return 0

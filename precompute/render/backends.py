@@ -13,7 +13,7 @@ import torch
 
 from precompute.config import ModelConfig
 from precompute.generate import _NoteNoise, check_pitch, generate, sample_codes
-from precompute.model import NoteExcitation, WaveNetAutoencoder
+from precompute.model import NoteExcitation, WaveNetAutoencoder, add_to_source, source_of
 from precompute.mulaw import codes_to_input, mulaw_encode
 from precompute.onnx_export import FILES, check_onnx_dir
 from precompute.sampling import Sampling
@@ -115,6 +115,8 @@ class OnnxBackend:
             state = dict(zip(state, rings))
             q = sample_codes(torch.from_numpy(logits), None if noise is None else noise.steps(t, 1)[0, :, 0],
                              sampling.temperature)
+            if self.cfg.source_residual:
+                q = add_to_source(q, source_of(torch.from_numpy(feed["exc"])))
             out[:, t] = q.numpy()
             x = codes_to_input(q).numpy().reshape(n, 1)
             if progress is not None and (t + 1) % 256 == 0:

@@ -1,5 +1,6 @@
 """The fast generation path (precompute/stepper.py, generate.py) gives the model's results: the teacher-forced
 full pass, the textbook generator of testkit/, per-note seeding; and its CUDA batch planning is sound."""
+import numpy as np
 import pytest
 import torch
 
@@ -15,9 +16,10 @@ from testkit.textbook import naive_step, textbook_generate
 MEDIAN = Sampling(quantile=0.5)
 
 
-def _model(name, seed=0, harmonics=0, source_bands=0):
+def _model(name, seed=0, harmonics=0, source_bands=0, residual=False):
     torch.manual_seed(seed)
-    model = WaveNetAutoencoder(preset(name, harmonics=harmonics, source_bands=source_bands)).eval()
+    model = WaveNetAutoencoder(preset(name, harmonics=harmonics, source_bands=source_bands,
+                                      source_residual=residual)).eval()
     with torch.no_grad():  # non-zero biases everywhere, so every folded bias is exercised
         for p in model.decoder.parameters():
             if p.ndim == 1:
@@ -58,16 +60,19 @@ def _run(stepper, emb, steps, noise=None, note_exc=None):
     return torch.cat(codes, 1), torch.stack(logits, 1)
 
 
-@pytest.mark.parametrize("name,steps,harmonics,source,tanh_by_sigmoid", [
-    ("tiny", 3 * 512 + 128, 0, 0, False), ("small", 640, 0, 0, True), ("tiny", 3 * 512 + 128, 6, 0, True),
-    ("tiny", 3 * 512 + 128, 2, 8, False)])
+@pytest.mark.parametrize("name,steps,harmonics,source,tanh_by_sigmoid,residual", [
+    ("tiny", 3 * 512 + 128, 0, 0, False, False), ("small", 640, 0, 0, True, False),
+    ("tiny", 3 * 512 + 128, 6, 0, True, False), ("tiny", 3 * 512 + 128, 2, 8, False, False),
+    ("tiny", 3 * 512 + 128, 0, 8, True, True)])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 @torch.no_grad()
-def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics, source, tanh_by_sigmoid):
+def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics, source, tanh_by_sigmoid,
+                                              residual):
     """Every step's logits (scaled by 1/temperature) equal the teacher-forced pass over the generated codes
     (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist; and a harmonic source), with
-    either gate (tanh, as CUDA and AVX-512 CPUs run it, or through sigmoid)."""
-    model = _model(name, harmonics=harmonics, source_bands=source)
+    either gate (tanh, as CUDA and AVX-512 CPUs run it, or through sigmoid). A residual decoder's codes are its
+    source plus the drawn residual (the oracle: mu-law written out in numpy)."""
+    model = _model(name, harmonics=harmonics, source_bands=source, residual=residual)
     excited = harmonics or source
     if excited:
         with torch.no_grad():  # a strong excitation input, so the test fails if its phase or weights are off
@@ -83,7 +88,15 @@ def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonic
     codes = idx - 128
     full = _full_pass(model, codes, emb[:, : -(-steps // 512)], pitch)
     assert (logits * temperature - full).abs().max() <= 1e-4
-    assert torch.equal(full.argmax(-1), idx)
+    if residual:
+        y = model.decoder.excitation(pitch, torch.arange(steps), emb=emb)[..., -1].numpy()
+        r = (full.argmax(-1).numpy() - 127.5) / 128
+        x = np.clip(np.sign(y) * np.expm1(np.abs(y) * np.log(256)) / 255
+                    + np.sign(r) * np.expm1(np.abs(r) * np.log(256)) / 255, -1, 1)
+        expect = np.clip(np.floor(128 * np.sign(x) * np.log1p(255 * np.abs(x)) / np.log(256)), -128, 127)
+        assert np.abs(expect - codes.numpy()).max() <= 1 and (expect == codes.numpy()).mean() > 0.99
+    else:
+        assert torch.equal(full.argmax(-1), idx)
     assert len(set(codes.flatten().tolist())) > 3  # not a constant output
     # the counter and the rings carry over chunks; reset() restarts from silence
     assert int(stepper.t) == steps

@@ -199,3 +199,73 @@ def test_the_spectral_branch_sees_each_frames_spectrum():
         power = np.abs(np.fft.rfft(np.hanning(1025)[:-1] * padded[1, f * 512: f * 512 + 1024])) ** 2
         assert np.allclose(seen[0][1, f].numpy(), 0.1 * np.log(power @ fb + 1e-6), atol=1e-3)
     assert (fb.sum(0) > 0).all()  # no empty band
+
+
+def _mulaw_code(x):
+    """Oracle: 8-bit mu-law (mu = 255) of float audio, written out in numpy."""
+    x = np.clip(np.asarray(x, np.float64), -1, 1)
+    return np.clip(np.floor(128 * np.sign(x) * np.log1p(255 * np.abs(x)) / np.log(256)), -128, 127).astype(int)
+
+
+def test_a_residual_decoder_is_trained_on_the_audio_minus_the_source():
+    """Its targets code audio - source (the source as its input carries it, in phase with the crop): zero where
+    the audio is the source, the audio itself where the source is silent; a plain decoder's are the codes."""
+    cfg = preset("tiny", source_bands=4, source_residual=True)
+    model = WaveNetAutoencoder(cfg)
+    torch.manual_seed(0)
+    audio = torch.randn(2, 4096).double() * 0.2
+    codes = mulaw_encode(audio)
+    exc = torch.zeros(2, 4096, 1, dtype=torch.float64)
+    exc[0, :, 0] = torch.sign(mulaw_decode(codes[0]).double()) * torch.log1p(
+        255 * mulaw_decode(codes[0]).double().abs()) / np.log(256)  # note 0: the source is its audio exactly
+    target = model.targets(codes, exc)
+    assert set(target[0].tolist()) <= {127, 128}  # the two codes around zero
+    assert torch.equal(target[1], codes[1] + 128)  # note 1: a silent source
+    half = exc.clone()
+    half[1, :, 0] = 0.5  # a constant source: the residual is the audio minus its linear value
+    level = np.expm1(0.5 * np.log(256)) / 255
+    assert np.array_equal(model.targets(codes, half)[1].numpy() - 128,
+                          _mulaw_code(mulaw_decode(codes[1]).double().numpy() - level))
+    plain = WaveNetAutoencoder(preset("tiny", source_bands=4))
+    assert torch.equal(plain.targets(codes, half), codes + 128)
+
+
+@torch.no_grad()
+def test_a_residual_decoder_that_draws_zero_plays_its_source():
+    """With every residual drawn as (nearly) zero the generated audio is the harmonic source itself, written out
+    from its rates and amplitudes (from phase 0); the same weights in a plain decoder play silence."""
+    from precompute.model import source_rates
+
+    outs = {}
+    for residual in (True, False):
+        cfg = preset("tiny", source_bands=6, source_residual=residual)
+        torch.manual_seed(0)
+        dec = WaveNetAutoencoder(cfg).decoder.eval()
+        dec.logits.weight.zero_()
+        dec.logits.bias.zero_()
+        dec.logits.bias[128] = 50.0  # class 128: code 0, the residual +0.5/128 companded (8.6e-5)
+        dec.source.net[-1].bias[:6] = -2.0  # audible harmonics
+        emb = torch.randn(2, 3, 16)
+        outs[residual] = generate(dec, emb, pitch=[45, 62], sampling=GREEDY, length=1536, dtype=torch.float32)
+    note_params = dec.source(emb)
+    from precompute.model import harmonic_log_amps, source_signal as signal
+
+    rates = source_rates(torch.tensor([45, 62]), cfg)
+    source = signal(harmonic_log_amps(note_params, rates, cfg), rates, torch.arange(1536), cfg.hop)
+    expect = _mulaw_code(source.numpy() + np.expm1(0.5 / 128 * np.log(256)) / 255)
+    got = outs[True].numpy()
+    assert np.abs(source.numpy()).max() > 0.1 and len(np.unique(expect)) > 50
+    assert np.abs(got - expect).max() <= 1 and (got == expect).mean() > 0.99  # float32 vs float64 at bin edges
+    assert set(outs[False].flatten().tolist()) == {0}
+
+
+def test_source_residual_needs_a_source_and_leaves_other_configs_as_they_were():
+    from nsynth.errors import NsynthError
+
+    with pytest.raises(NsynthError, match="source_residual needs a harmonic source"):
+        ModelConfig.from_dict({**preset("tiny").to_dict(), "source_residual": True})
+    plain = preset("compact")
+    assert "source_residual" not in plain.to_dict()
+    residual = preset("compact", source_residual=True)
+    assert residual.to_dict()["source_residual"] is True and residual.hash() != plain.hash()
+    assert ModelConfig.from_dict(residual.to_dict()) == residual

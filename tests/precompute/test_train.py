@@ -127,7 +127,7 @@ def test_warm_start_grows_a_model_that_computes_the_same(data, tmp_path):
     doc = json.loads((tmp_path / "old" / "config.json").read_text())
     (tmp_path / "old" / "config.json").write_text(json.dumps({**doc, "sampling": {"quantile": 0.5}}))
     train(data, tmp_path / "new", preset_name="tiny", tc=TrainConfig(steps=2, **{**TC, "lr": 0.0}),
-          init=tmp_path / "old", harmonics=4, log=lambda *_: None)
+          init=tmp_path / "old", overrides={"harmonics": 4}, log=lambda *_: None)
     cfg, doc = read_config(tmp_path / "new")
     assert doc["train"]["init"] == {"run": str(tmp_path / "old"), "step": 0} and cfg.harmonics == 4
     assert doc["sampling"] == {"quantile": 0.5}
@@ -146,6 +146,20 @@ def test_time_budget_sets_the_total_and_ends_within_it(data, tmp_path):
     done = torch.load(tmp_path / "run" / STATE, weights_only=False)["step"]
     assert done == hist["train"][-1][0] and done <= total
     assert elapsed < 0.15 * 60 + 30  # the budget plus loading and the last checkpoint, with room for a slow machine
+
+
+def test_a_finished_run_given_a_time_budget_trains_on(data, tmp_path):
+    """Resuming a run whose schedule is done with only --minutes measures the rate and sets a new total; without
+    one it says how to go on."""
+    train(data, tmp_path / "run", preset_name="tiny", tc=TrainConfig(steps=6, **TC), log=lambda *_: None)
+    lines = []
+    train(data, tmp_path / "run", log=lines.append)
+    assert torch.load(tmp_path / "run" / STATE, weights_only=False)["step"] == 6
+    assert any("has finished its 6 steps" in ln for ln in lines)
+    train(data, tmp_path / "run", minutes=0.3, log=lines.append)
+    done = torch.load(tmp_path / "run" / STATE, weights_only=False)["step"]
+    total = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["steps"]
+    assert done > 6 + 25 and done <= total and any(f"{total} steps in all fit" in ln for ln in lines)
 
 
 def test_injected_noise_reaches_only_the_decoders_input():

@@ -18,14 +18,16 @@ from precompute.sampling import GREEDY
 from render_setup import SMALL
 
 
-@pytest.mark.parametrize("harmonics,source", [(0, 0), (4, 0), (2, 6)], ids=["paper", "excited", "source"])
-def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, source):
-    """Both backends, with the paper's decoder (greedy), with a sine-excited one and with a harmonic source (each
-    note at its own pitch, median decoding)."""
+@pytest.mark.parametrize("harmonics,source,residual", [(0, 0, False), (4, 0, False), (2, 6, False), (0, 6, True)],
+                         ids=["paper", "excited", "source", "residual"])
+def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, source, residual):
+    """Both backends, with the paper's decoder (greedy), with a sine-excited one, with a harmonic source (each
+    note at its own pitch, median decoding) and with a decoder that adds to its source."""
     root, corners, run = setup
     sharp = tmp_path / "sharp"  # the tiny model's weights x3: varied (not constant) greedy output
-    if harmonics:
-        new_run(sharp, preset("tiny", harmonics=harmonics, source_bands=source))
+    excited = harmonics or source
+    if excited:
+        new_run(sharp, preset("tiny", harmonics=harmonics, source_bands=source, source_residual=residual))
     else:
         shutil.copytree(run, sharp)
     model = load_model(sharp)
@@ -34,7 +36,7 @@ def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, sour
             p.mul_(3)
     save_weights(sharp, model)
     settings = {**SMALL, "grid": 2, "length": 0.064, "batch": 8, "sampling": GREEDY, "keep_job": True}
-    if harmonics:  # decoded as the run's config recommends (the median, deterministic too), not as asked
+    if excited:  # decoded as the run's config recommends (the median, deterministic too), not as asked
         doc = json.loads((sharp / "config.json").read_text())
         (sharp / "config.json").write_text(json.dumps({**doc, "sampling": {"quantile": 0.5}}))
         del settings["sampling"]
@@ -54,7 +56,7 @@ def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, sour
     assert (a == b).mean() > 0.9
     extra = open_bank(tmp_path / "onnxruntime", verify=True).info.extra
     assert extra["backend"] == "onnxruntime"
-    assert (extra["greedy"], extra["quantile"]) == ((False, 0.5) if harmonics else (True, None))
+    assert (extra["greedy"], extra["quantile"]) == ((False, 0.5) if excited else (True, None))
 
 
 def test_execution_provider_is_one_installed():
