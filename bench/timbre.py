@@ -18,7 +18,8 @@ baseline model (today's weights, kept under models/history/), and measures in on
                  held-out programs' notes; beside it the same probe on the originals' mel profiles (what the
                  audio itself tells) and the majority family's share (chance)
   source rows    for a model with a harmonic source: that source alone (the sum of harmonics whose amplitudes it
-                 predicts from each corner's own embeddings, no decoder), measured as the bank corners are
+                 predicts from each corner's own embeddings, plus its noise bands if it has them; no decoder),
+                 measured as the bank corners are
   conditioning_pull  does the decoder follow its conditioning? For each two corners A, B at a pitch: how much
                  nearer B's original the cell decoded from B's embeddings is than the one decoded from A's, as a
                  fraction of how far apart the two originals are (1: it moves all the way; 0: it ignores them)
@@ -142,11 +143,10 @@ def render(corners: list[str], model: str, out: Path, pitches: list[int], veloci
 
 
 def source_corners(net, emb: np.ndarray, pitches: list[int], samples: int) -> np.ndarray | None:
-    """The model's harmonic source alone (no decoder) from each corner's own embeddings emb [4, pitch, frames, E]
-    -> cells [pitch, 2, 2, samples] laid out as a 2x2 bank's corners (None for a model without a source)."""
+    """The model's source alone (harmonics, and noise bands if it has them; no decoder) from each corner's own
+    embeddings emb [4, pitch, frames, E] -> cells [pitch, 2, 2, samples] laid out as a 2x2 bank's corners (None for
+    a model without a source)."""
     import torch
-
-    from precompute.model import source_signal
 
     if not net.cfg.source_bands:
         return None
@@ -154,7 +154,7 @@ def source_corners(net, emb: np.ndarray, pitches: list[int], samples: int) -> np
     with torch.no_grad():
         for p, pitch in enumerate(pitches):
             note = net.decoder.note_excitation(torch.full((4,), pitch), torch.from_numpy(emb[:, p]))
-            src = source_signal(note.log_amps, note.src_rates, torch.arange(samples), net.cfg.hop)
+            src = note.source(torch.arange(samples))
             for c, (y, x) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # BL, BR, TL, TR, as measure() reads
                 cells[p, y, x] = src[c].numpy()
     return cells

@@ -44,6 +44,10 @@ class ModelConfig:
     # it predicts the audio minus the source (mu-law coded), and each generated sample is the source plus the
     # predicted residual. Without it the decoder re-synthesises the whole signal, the source as one input.
     source_residual: bool = False
+    # With a source, source_noise > 0 adds filtered noise to it (DDSP's noise synthesiser; what bows, breath and
+    # hammers leave between the harmonics): that many bands (0 - 150 Hz, then log-spaced to Nyquist), each a fixed
+    # band-limited noise whose per-frame level the same MLP predicts, trained to the notes' power between harmonics.
+    source_noise: int = 0
 
     def dilations(self, which: str = "dec") -> list[int]:
         layers, stack = (self.dec_layers, self.dec_stack) if which == "dec" else (self.enc_layers, self.enc_stack)
@@ -69,8 +73,9 @@ class ModelConfig:
         if not d["source_bands"]:
             for k in ("source_bands", "source_partials", "source_hidden", "source_max"):
                 del d[k]
-        if not d["source_residual"]:
-            del d["source_residual"]
+        for k in ("source_residual", "source_noise"):
+            if not d[k]:
+                del d[k]
         return d
 
     @classmethod
@@ -83,13 +88,15 @@ class ModelConfig:
             cfg = cls(**d)
         except TypeError as e:
             raise NsynthError(f"{source}: bad model config: {e}") from None
-        if min(cfg.harmonics, cfg.source_bands, cfg.source_partials, cfg.source_max, cfg.enc_spectral) < 0 \
-                or cfg.source_bands == 1:
+        if min(cfg.harmonics, cfg.source_bands, cfg.source_partials, cfg.source_max, cfg.enc_spectral,
+               cfg.source_noise) < 0 or cfg.source_bands == 1 or cfg.source_noise == 1:
             raise NsynthError(f"{source}: harmonics {cfg.harmonics}, source_bands {cfg.source_bands} (0 or >= 2), "
                               f"source_partials {cfg.source_partials}, source_max {cfg.source_max}, "
-                              f"enc_spectral {cfg.enc_spectral}: bad values")
-        if cfg.source_residual and not cfg.source_bands:
-            raise NsynthError(f"{source}: source_residual needs a harmonic source (source_bands >= 2)")
+                              f"enc_spectral {cfg.enc_spectral}, source_noise {cfg.source_noise} (0 or >= 2): "
+                              "bad values")
+        for k in ("source_residual", "source_noise"):
+            if getattr(cfg, k) and not cfg.source_bands:
+                raise NsynthError(f"{source}: {k} needs a harmonic source (source_bands >= 2)")
         if cfg.kernel != 3:
             raise NsynthError(f"{source}: only kernel 3 is supported, got {cfg.kernel}")
         return cfg

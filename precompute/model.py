@@ -7,11 +7,14 @@ the past taps come from: shifted copies of the whole sequence, or per-layer ring
 Two optional excitation inputs of the decoder (not in the paper) give it the note's pitch and timbre as signals:
 sines at the note's harmonics (cfg.harmonics), and a harmonic source whose amplitudes come from the embeddings
 (cfg.source_bands; `Source`), trained to the notes' measured harmonic amplitudes (`WaveNetAutoencoder.losses`).
+With cfg.source_noise the source also holds filtered noise (`noise_signal`), its band levels from the same MLP,
+trained to the notes' power between harmonics (`noise_analysis`).
 With cfg.source_residual the decoder's output adds to that source: its classes code the audio minus the source
 (`residual_target`), and a generated sample is the source plus the drawn residual (`add_to_source`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -150,13 +153,13 @@ def source_rates(pitch: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 class Source(nn.Module):
-    """Harmonic source amplitudes from the embeddings: emb [B, F, E] -> parameters [B, F, bands + partials]
-    (`harmonic_log_amps` turns them into each harmonic's log-amplitude)."""
+    """Harmonic source amplitudes from the embeddings: emb [B, F, E] -> parameters [B, F, bands + partials + noise]
+    (`harmonic_log_amps` turns them into each harmonic's log-amplitude, `noise_log_amps` into each noise band's)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(cfg.bottleneck, cfg.source_hidden), nn.ReLU(),
-                                 nn.Linear(cfg.source_hidden, cfg.source_bands + cfg.source_partials))
+                                 nn.Linear(cfg.source_hidden, cfg.source_bands + cfg.source_partials + cfg.source_noise))
         with torch.no_grad():
             self.net[-1].weight.mul_(0.1)
             self.net[-1].bias.fill_(0.0)
@@ -203,6 +206,16 @@ def harmonic_phases(audio: torch.Tensor, rates: torch.Tensor, t: torch.Tensor) -
     return torch.where(rates > 0, phase, torch.zeros_like(phase))
 
 
+def _frame_lerp(t: torch.Tensor, frames: int, hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample indices t [B, T] float64 -> (the frame before [B, T], the frame after, the fraction of the way):
+    frame f's centre is at f * hop + hop / 2; held beyond the first and last of `frames`."""
+    pos = ((t - hop / 2) / hop).clamp(0, frames - 1)
+    lo = pos.floor().clamp(max=max(frames - 2, 0))
+    frac = pos - lo
+    lo = lo.long()
+    return lo, (lo + 1).clamp(max=frames - 1), frac
+
+
 def source_signal(log_amps: torch.Tensor, rates: torch.Tensor, t: torch.Tensor, hop: int,
                   phase: torch.Tensor | None = None) -> torch.Tensor:
     """log_amps [B, F, H] per frame, rates [B, H] (harmonics h = 1..H of rates[:, 0], as source_rates gives them),
@@ -214,14 +227,9 @@ def source_signal(log_amps: torch.Tensor, rates: torch.Tensor, t: torch.Tensor, 
     frames before and after t, each summed by Clenshaw's recurrence (b_h = a_h + 2 cos(theta) b_h+1 - b_h+2;
     sum of a_h sin(h theta) = b_1 sin(theta), of a_h cos(h theta) = b_1 cos(theta) - b_2): two transcendentals per
     note and sample, then three operations on [B, 2T] per harmonic (a gather of its amplitudes, two updates)."""
-    frames = log_amps.shape[1]
     t = t.to(torch.float64)
     t = t if t.dim() == 2 else t[None].expand(len(rates), -1)
-    pos = ((t - hop / 2) / hop).clamp(0, frames - 1)
-    lo = pos.floor().clamp(max=max(frames - 2, 0))
-    frac = pos - lo
-    lo = lo.long()
-    hi = (lo + 1).clamp(max=frames - 1)
+    lo, hi, frac = _frame_lerp(t, log_amps.shape[1], hop)
     first, last = int(lo.min()), int(hi.max())  # only the frames this span of t reads
     amps = log_amps[:, first:last + 1].to(torch.float64).exp() * (rates > 0)[:, None, :]  # [B, F', H]
     if phase is not None:  # sin(h theta + p) = cos(p) sin(h theta) + sin(p) cos(h theta)
@@ -242,10 +250,9 @@ def source_signal(log_amps: torch.Tensor, rates: torch.Tensor, t: torch.Tensor, 
     return torch.lerp(sums[:, :n], sums[:, n:], frac)
 
 
-def harmonic_analysis(audio: torch.Tensor, rates: torch.Tensor, hop: int) -> tuple[torch.Tensor, slice]:
-    """audio [B, T], rates [B, H] -> (amplitudes [B, F', H] of each harmonic in a SOURCE_FFT Hann window centred
-    on each frame whose window fits inside the audio, those frames as a slice): 2 |DTFT at the harmonic| / sum(w),
-    the amplitude A of a steady A sin at that frequency."""
+def _analysis_frames(audio: torch.Tensor, hop: int) -> tuple[torch.Tensor, torch.Tensor, slice]:
+    """audio [B, T] -> (SOURCE_FFT-sample segments [B, F', N] centred on each frame whose window fits inside the
+    audio, the Hann window [N], those frames as a slice)."""
     half = SOURCE_FFT // 2
     first = -(-(half - hop // 2) // hop)
     last = (audio.shape[1] - half - hop // 2) // hop
@@ -253,27 +260,110 @@ def harmonic_analysis(audio: torch.Tensor, rates: torch.Tensor, hop: int) -> tup
         raise ValueError(f"crops of {audio.shape[1]} samples are too short for the source's "
                          f"{SOURCE_FFT}-sample analysis")
     starts = torch.arange(first, last + 1) * hop + hop // 2 - half
-    segs = audio[:, starts[:, None] + torch.arange(SOURCE_FFT)]  # [B, F', N]
     w = torch.hann_window(SOURCE_FFT, periodic=False, dtype=audio.dtype, device=audio.device)
+    return audio[:, starts[:, None] + torch.arange(SOURCE_FFT)], w, slice(first, last + 1)
+
+
+def harmonic_analysis(audio: torch.Tensor, rates: torch.Tensor, hop: int) -> tuple[torch.Tensor, slice]:
+    """audio [B, T], rates [B, H] -> (amplitudes [B, F', H] of each harmonic in a SOURCE_FFT Hann window centred
+    on each frame whose window fits inside the audio, those frames as a slice): 2 |DTFT at the harmonic| / sum(w),
+    the amplitude A of a steady A sin at that frequency."""
+    segs, w, frames = _analysis_frames(audio, hop)
     arg = rates.to(audio.dtype)[:, None, :] * torch.arange(SOURCE_FFT, dtype=audio.dtype, device=audio.device)[:, None]
     re = torch.bmm(segs * w, torch.cos(arg))
     im = torch.bmm(segs * w, torch.sin(arg))
-    return 2 * torch.sqrt(re ** 2 + im ** 2) / w.sum(), slice(first, last + 1)
+    return 2 * torch.sqrt(re ** 2 + im ** 2) / w.sum(), frames
+
+
+NOISE_LOW = 150.0       # Hz: the lowest noise band is 0 - NOISE_LOW; the others are log-spaced up to Nyquist
+NOISE_TABLE = 1 << 16   # samples of each band's fixed noise, repeated (4.1 s at 16 kHz)
+NOISE_GUARD = 0.25      # bins within this fraction of f0 of a harmonic are not counted as noise
+NOISE_INIT = math.log(1e-3)  # a noise band's log-amplitude when its parameter is 0 (a new one: -60 dB)
+EULER_GAMMA = 0.5772156649015329
+
+
+def noise_edges(bands: int, sample_rate: int) -> torch.Tensor:
+    """-> the noise bands' edges in Hz [bands + 1]: 0, NOISE_LOW, log-spaced to Nyquist."""
+    edges = NOISE_LOW * (sample_rate / 2 / NOISE_LOW) ** (torch.arange(bands, dtype=torch.float64) / (bands - 1))
+    edges[-1] = sample_rate / 2
+    return torch.cat([torch.zeros(1, dtype=torch.float64), edges])
+
+
+def _band_log_power(power: torch.Tensor, noise_bins: torch.Tensor, bands: int, sample_rate: int):
+    """power [..., N/2+1] of SOURCE_FFT frames, noise_bins [..., N/2+1] (bool, the bins that count) -> (mean log
+    power over each band's counted bins [..., bands], bins counted [..., bands])."""
+    freqs = torch.fft.rfftfreq(SOURCE_FFT, 1 / sample_rate, dtype=torch.float64)
+    member = F.one_hot(torch.bucketize(freqs, noise_edges(bands, sample_rate)[1:-1], right=True), bands)
+    member = member.to(power.dtype).to(power.device)  # [N/2+1, bands]
+    mask = noise_bins.to(power.dtype)
+    count = mask @ member
+    return (power.clamp_min(1e-20).log() * mask) @ member / count.clamp_min(1), count
+
+
+@functools.lru_cache(maxsize=4)
+def noise_bank(bands: int, sample_rate: int) -> torch.Tensor:
+    """-> tables [bands, NOISE_TABLE] float64: white noise from a fixed seed, each limited to its band (noise_edges)
+    and scaled to unit RMS."""
+    gen = torch.Generator().manual_seed(0)
+    spec = torch.fft.rfft(torch.randn(NOISE_TABLE, generator=gen, dtype=torch.float64))
+    freqs = torch.fft.rfftfreq(NOISE_TABLE, 1 / sample_rate, dtype=torch.float64)
+    edges = noise_edges(bands, sample_rate)
+    tables = torch.stack([torch.fft.irfft(spec * ((freqs >= lo) & (freqs < hi)), NOISE_TABLE)
+                          for lo, hi in zip(edges[:-1], edges[1:] + (edges[1:] == sample_rate / 2))])
+    return tables / tables.square().mean(1, keepdim=True).sqrt()
+
+
+def noise_log_amps(params: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """params [B, F, bands + partials + noise] (Source) -> natural-log amplitudes [B, F, noise] of the noise bands."""
+    return params[..., cfg.source_bands + cfg.source_partials:] + NOISE_INIT
+
+
+def noise_analysis(audio: torch.Tensor, rates: torch.Tensor, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """audio [B, T], rates [B, H] (source_rates) -> (log-amplitudes [B, F', noise] of each noise band that, given to
+    noise_signal, match the audio's mean log power between the harmonics in that band, in the frames
+    harmonic_analysis reads; which bands had such bins [B, noise] (bool))."""
+    segs, w, _ = _analysis_frames(audio, cfg.hop)
+    power = torch.fft.rfft(segs * w).abs().square()  # [B, F', N/2+1]
+    f0 = (rates[:, :1] * cfg.sample_rate / (2 * math.pi)).to(audio.dtype)  # [B, 1]
+    freqs = torch.fft.rfftfreq(SOURCE_FFT, 1 / cfg.sample_rate, dtype=audio.dtype).to(audio.device)
+    h = torch.round(freqs / f0)
+    noise_bins = ~((h >= 1) & ((freqs - h * f0).abs() <= NOISE_GUARD * f0))  # [B, N/2+1]
+    level, count = _band_log_power(power, noise_bins[:, None, :], cfg.source_noise, cfg.sample_rate)
+    # Noise of power a^2 spread over a band's share of the spectrum has power a^2 sum(w^2) / share in each bin,
+    # whose log (the bin's power is exponentially distributed) has mean log of that minus Euler's gamma.
+    share = torch.diff(noise_edges(cfg.source_noise, cfg.sample_rate)) / (cfg.sample_rate / 2)
+    per_bin = torch.log(w.square().sum().double() / share) - EULER_GAMMA
+    return 0.5 * (level - per_bin.to(level)), count[:, 0] > 0
+
+
+def noise_signal(log_amps: torch.Tensor, t: torch.Tensor, hop: int, sample_rate: int) -> torch.Tensor:
+    """log_amps [B, F, K] per frame, sample indices t [B, T] -> the noise [B, T] float64: the sum over bands k of
+    A_k(t) table_k[t mod NOISE_TABLE] (noise_bank), each amplitude linear between frame centres as in
+    source_signal."""
+    tables = noise_bank(log_amps.shape[-1], sample_rate).to(t.device)
+    lo, hi, frac = _frame_lerp(t.to(torch.float64), log_amps.shape[1], hop)
+    amps = log_amps.to(torch.float64).exp()
+    b = torch.arange(len(t), device=t.device)[:, None]
+    a = torch.lerp(amps[b, lo], amps[b, hi], frac[..., None])  # [B, T, K]
+    return (a * tables[:, t.long() % NOISE_TABLE].permute(1, 2, 0)).sum(-1)
 
 
 class NoteExcitation:
     """What the decoder's excitation needs of a batch of notes, computed once per batch: the sines' rates
-    [B, harmonics] and the source's rates [B, H] and log-amplitudes [B, F, H] (None without a source)."""
+    [B, harmonics] and the source's rates [B, H] and log-amplitudes [B, F, H] (None without a source), and its
+    noise bands' log-amplitudes [B, F, source_noise] (None without noise)."""
 
     def __init__(self, cfg: ModelConfig, pitch: torch.Tensor, source_params: torch.Tensor | None = None):
         self.cfg = cfg
         self.rates = excitation_rates(pitch, cfg.harmonics, cfg.sample_rate)
-        self.src_rates = self.log_amps = None
+        self.src_rates = self.log_amps = self.noise_log_amps = None
         if cfg.source_bands:
             if source_params is None:
                 raise ValueError("a decoder with a harmonic source needs the notes' embeddings")
             self.src_rates = source_rates(pitch, cfg).to(source_params.device)
             self.log_amps = harmonic_log_amps(source_params.detach(), self.src_rates, cfg)
+            if cfg.source_noise:
+                self.noise_log_amps = noise_log_amps(source_params.detach(), cfg)
 
     def at(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:
         """Sample indices t [T] or [B, T] -> the excitation [B, T, exc_width] float64: from phase 0 (generation),
@@ -284,10 +374,18 @@ class NoteExcitation:
         phase = None if align is None else aligned_phase(align, self.rates, t)
         parts = [excitation(self.rates, t, phase)]
         if self.log_amps is not None:
-            src_phase = None if align is None else harmonic_phases(align, self.src_rates, t)
-            source = source_signal(self.log_amps, self.src_rates, t, self.cfg.hop, src_phase)
-            parts.append(mulaw_compress(source)[..., None])
+            parts.append(mulaw_compress(self.source(t, align))[..., None])
         return torch.cat(parts, -1)
+
+    def source(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample indices t [T] or [B, T] -> the source [B, T] float64 (harmonics from phase 0, or in phase with
+        `align` [B, T]; plus the noise bands)."""
+        t = t if t.dim() == 2 else t[None].expand(len(self.src_rates), -1)
+        phase = None if align is None else harmonic_phases(align, self.src_rates, t)
+        source = source_signal(self.log_amps, self.src_rates, t, self.cfg.hop, phase)
+        if self.noise_log_amps is not None:
+            source += noise_signal(self.noise_log_amps, t, self.cfg.hop, self.cfg.sample_rate)
+        return source
 
 
 def source_of(exc: torch.Tensor) -> torch.Tensor:
@@ -446,27 +544,38 @@ class WaveNetAutoencoder(nn.Module):
     def losses(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training losses of a batch of crops (forward's arguments): "ce", the decoder's cross-entropy (nats per
-        sample), and with a source "source" (source_loss)."""
+        sample), and with a source "source" (and "noise"; source_losses)."""
         logits, emb, exc = self._teacher_forced(codes, pitch, noise)
         out = {"ce": F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                      self.targets(codes, exc).reshape(-1))}
         if self.decoder.source is not None:
-            out["source"] = self.source_loss(codes, pitch, emb)
+            out.update(self.source_losses(codes, pitch, emb))
         return out
 
-    def source_loss(self, codes: torch.Tensor, pitch: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        """losses()'s "source" alone: crops codes [B, T], pitch [B] (emb [B, T // hop, E]: their embeddings, when
-        already computed) -> the mean |log-amplitude error| of the source's harmonics against the crops' own
-        (harmonic_analysis; both floored SOURCE_FLOOR below the crop's strongest harmonic)."""
+    def source_losses(self, codes: torch.Tensor, pitch: torch.Tensor,
+                      emb: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """losses()'s source terms alone: crops codes [B, T], pitch [B] (emb [B, T // hop, E]: their embeddings,
+        when already computed) -> "source", the mean |log-amplitude error| of the source's harmonics against the
+        crops' own (harmonic_analysis), and with cfg.source_noise "noise", that of its noise bands against the
+        crops' power between harmonics (noise_analysis); both floored SOURCE_FLOOR below the crop's strongest
+        harmonic."""
         emb = self.encode(codes) if emb is None else emb
         audio = mulaw_decode(codes).float()
         rates = source_rates(pitch, self.cfg).to(audio.device)
         measured, frames = harmonic_analysis(audio, rates, self.cfg.hop)
-        predicted = harmonic_log_amps(self.decoder.source(emb[:, frames]), rates, self.cfg)
+        params = self.decoder.source(emb[:, frames])
+        predicted = harmonic_log_amps(params, rates, self.cfg)
         floor = torch.log(measured.amax((1, 2), keepdim=True).clamp_min(1e-4) * SOURCE_FLOOR)
-        error = (torch.logaddexp(predicted, floor) - torch.logaddexp(measured.clamp_min(1e-12).log(), floor)).abs()
-        live = (rates > 0)[:, None, :].expand_as(error)
-        return error[live].mean()
+
+        def error(pred, target):
+            return (torch.logaddexp(pred, floor) - torch.logaddexp(target, floor)).abs()
+
+        live = (rates > 0)[:, None, :].expand_as(predicted)
+        out = {"source": error(predicted, measured.clamp_min(1e-12).log())[live].mean()}
+        if self.cfg.source_noise:
+            target, seen = noise_analysis(audio, rates, self.cfg)
+            out["noise"] = error(noise_log_amps(params, self.cfg), target)[seen[:, None, :].expand_as(target)].mean()
+        return out
 
     def encode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, T] -> embeddings [B, T // hop, E]."""

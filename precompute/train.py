@@ -149,12 +149,13 @@ def plot_curves(history: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label, style in (("train", "train", "-"), ("valid", "valid", "o-"),
-                              ("source", "source (train)", "-"), ("valid_source", "source (valid)", "o-")):
+                              ("source", "source (train)", "-"), ("valid_source", "source (valid)", "o-"),
+                              ("noise", "noise (train)", "-"), ("valid_noise", "noise (valid)", "o-")):
         if history.get(key):
             s, l = zip(*history[key])
             ax.plot(s, l, style, label=label, alpha=0.8 if style == "-" else 1.0)
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats / sample); source: |log-amplitude error|")
+    ax.set_ylabel("cross-entropy (nats / sample); source, noise: |log-amplitude error|")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -269,22 +270,24 @@ class _Progress:
         rate = done_here / (now - self.t0)
         recent = np.mean([l for _, l in history["train"][-50:]])
         val = f", valid {history['valid'][-1][1]:.3f}" if history["valid"] else ""
-        if history.get("source"):
-            val += f", source {np.mean([l for _, l in history['source'][-50:]]):.3f}"
+        for key in ("source", "noise"):
+            if history.get(key):
+                val += f", {key} {np.mean([l for _, l in history[key][-50:]]):.3f}"
         self.log(f"step {step}/{tc.steps} loss {recent:.3f}{val} lr {learning_rate(tc, step - 1):.2e} "
                  f"({rate:.2f} steps/s, ETA {(tc.steps - step) / max(rate, 1e-9) / 60:.1f} min)")
 
 
 def _record(history: dict, losses: dict, step: int) -> None:
     history["train"].append((step, losses["ce"].item()))
-    if "source" in losses:
-        history.setdefault("source", []).append((step, losses["source"].item()))
+    for key in ("source", "noise"):
+        if key in losses:
+            history.setdefault(key, []).append((step, losses[key].item()))
 
 
 def _validate(history: dict, model: WaveNetAutoencoder, valid_set: Crops, tc: TrainConfig, step: int,
               device: str) -> None:
     for key, value in evaluate(model, valid_set, tc.batch, device).items():
-        history.setdefault({"ce": "valid", "source": "valid_source"}[key], []).append((step, value))
+        history.setdefault("valid" if key == "ce" else f"valid_{key}", []).append((step, value))
 
 
 def _checkpoint(run: Path, model, opt, gen: torch.Generator, step: int, history: dict) -> None:
@@ -385,7 +388,7 @@ def warm_start(model: WaveNetAutoencoder, run: str | os.PathLike) -> None:
 
 @torch.no_grad()
 def evaluate(model: WaveNetAutoencoder, crops: Crops, batch: int, device: str) -> dict[str, float]:
-    """Mean losses over the validation crops: "ce" (and "source", for a model with a harmonic source)."""
+    """Mean losses over the validation crops: "ce" (and "source", "noise", for a model with a source)."""
     model.eval()
     sums: dict[str, float] = {}
     for i in range(0, len(crops), batch):
@@ -404,6 +407,8 @@ def configure(parser) -> None:
                         help="a new run's sine excitation harmonics instead of the preset's (0: the paper's decoder)")
     parser.add_argument("--source-residual", action="store_true",
                         help="a new run's decoder adds to its harmonic source (predicts the audio minus the source)")
+    parser.add_argument("--source-noise", type=int, default=None, metavar="BANDS",
+                        help="a new run's source also holds filtered noise in this many bands (DDSP's noise part)")
     parser.add_argument("--init", help="a new run starts from this run's weights (fine-tuning; grown tensors "
                                        "such as a new excitation input start at zero)")
     parser.add_argument("--input-noise", type=float, default=0.0,
@@ -431,7 +436,8 @@ def _main(args) -> int:
                      valid_every=args.checkpoint_every, seed=args.seed, warmup=warmup,
                      input_noise=args.input_noise)
     overrides = {**({} if args.harmonics is None else {"harmonics": args.harmonics}),
-                 **({"source_residual": True} if args.source_residual else {})}
+                 **({"source_residual": True} if args.source_residual else {}),
+                 **({} if args.source_noise is None else {"source_noise": args.source_noise})}
     train(args.data, args.run, preset_name=args.preset, tc=tc, device=args.device, threads=args.threads,
           steps=args.steps, minutes=args.minutes, init=args.init, overrides=overrides,
           log=lambda line: print(line, flush=True))  # logs are tailed

@@ -16,10 +16,10 @@ from testkit.textbook import naive_step, textbook_generate
 MEDIAN = Sampling(quantile=0.5)
 
 
-def _model(name, seed=0, harmonics=0, source_bands=0, residual=False):
+def _model(name, seed=0, harmonics=0, source_bands=0, residual=False, noise=0):
     torch.manual_seed(seed)
     model = WaveNetAutoencoder(preset(name, harmonics=harmonics, source_bands=source_bands,
-                                      source_residual=residual)).eval()
+                                      source_residual=residual, source_noise=noise)).eval()
     with torch.no_grad():  # non-zero biases everywhere, so every folded bias is exercised
         for p in model.decoder.parameters():
             if p.ndim == 1:
@@ -60,19 +60,21 @@ def _run(stepper, emb, steps, noise=None, note_exc=None):
     return torch.cat(codes, 1), torch.stack(logits, 1)
 
 
-@pytest.mark.parametrize("name,steps,harmonics,source,tanh_by_sigmoid,residual", [
-    ("tiny", 3 * 512 + 128, 0, 0, False, False), ("small", 640, 0, 0, True, False),
-    ("tiny", 3 * 512 + 128, 6, 0, True, False), ("tiny", 3 * 512 + 128, 2, 8, False, False),
-    ("tiny", 3 * 512 + 128, 0, 8, True, True)])
+@pytest.mark.parametrize("name,steps,harmonics,source,tanh_by_sigmoid,residual,noise", [
+    ("tiny", 3 * 512 + 128, 0, 0, False, False, 0), ("small", 640, 0, 0, True, False, 0),
+    ("tiny", 3 * 512 + 128, 6, 0, True, False, 0), ("tiny", 3 * 512 + 128, 2, 8, False, False, 0),
+    ("tiny", 3 * 512 + 128, 0, 8, True, True, 0), ("tiny", 3 * 512 + 128, 0, 8, False, False, 6),
+    ("tiny", 3 * 512 + 128, 0, 8, True, True, 6)])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 @torch.no_grad()
 def test_greedy_steps_reproduce_the_full_pass(name, steps, temperature, harmonics, source, tanh_by_sigmoid,
-                                              residual):
+                                              residual, noise):
     """Every step's logits (scaled by 1/temperature) equal the teacher-forced pass over the generated codes
-    (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist; and a harmonic source), with
+    (with a sine excitation too: at pitch 100 the upper harmonics are above Nyquist; a harmonic source, with and
+    without noise bands), with
     either gate (tanh, as CUDA and AVX-512 CPUs run it, or through sigmoid). A residual decoder's codes are its
     source plus the drawn residual (the oracle: mu-law written out in numpy)."""
-    model = _model(name, harmonics=harmonics, source_bands=source, residual=residual)
+    model = _model(name, harmonics=harmonics, source_bands=source, residual=residual, noise=noise)
     excited = harmonics or source
     if excited:
         with torch.no_grad():  # a strong excitation input, so the test fails if its phase or weights are off

@@ -269,3 +269,57 @@ def test_source_residual_needs_a_source_and_leaves_other_configs_as_they_were():
     residual = preset("compact", source_residual=True)
     assert residual.to_dict()["source_residual"] is True and residual.hash() != plain.hash()
     assert ModelConfig.from_dict(residual.to_dict()) == residual
+
+
+def test_noise_bands_have_their_amplitudes_and_stay_in_their_bands():
+    """noise_signal at constant band amplitudes a_k: its RMS is sqrt(sum a_k^2) (each band's noise has unit RMS),
+    and one band alone puts (nearly) all its power between that band's edges (numpy's FFT as the oracle)."""
+    from precompute.model import noise_edges, noise_signal
+
+    k, sr = 12, 16000
+    t = torch.arange(3 * 16000)[None]
+    amps = torch.linspace(0.01, 0.2, k, dtype=torch.float64)
+    x = noise_signal(amps.log().expand(1, 4, k), t, 512, sr)[0].numpy()
+    assert abs(np.sqrt(np.mean(x ** 2)) / float(amps.square().sum().sqrt()) - 1) < 0.02
+    edges = noise_edges(k, sr).numpy()
+    assert edges[0] == 0 and edges[1] == pytest.approx(150) and edges[-1] == 8000 and np.all(np.diff(edges) > 0)
+    for band in (0, 5, k - 1):
+        one = torch.full((1, 4, k), -50.0, dtype=torch.float64)
+        one[..., band] = 0.0
+        power = np.abs(np.fft.rfft(noise_signal(one, t, 512, sr)[0].numpy())) ** 2
+        freqs = np.fft.rfftfreq(t.shape[1], 1 / sr)
+        inside = (freqs >= edges[band]) & (freqs <= edges[band + 1])
+        assert power[inside].sum() > 0.99 * power.sum()
+
+
+def test_the_noise_analysis_splits_white_noise_by_bandwidth():
+    """White noise of std s between the harmonics of a note: each band's measured amplitude squared is s^2 times
+    the band's share of the spectrum (independent of how noise_signal builds its bands), over several pitches."""
+    from precompute.model import noise_analysis, noise_edges, source_rates
+
+    cfg = preset("tiny", source_bands=4, source_noise=16)
+    s = 0.05
+    pitch = torch.tensor([36, 50, 64, 72])
+    audio = s * torch.randn(4, 16384, generator=torch.Generator().manual_seed(0))
+    levels, seen = noise_analysis(audio, source_rates(pitch, cfg), cfg)
+    seen = seen.numpy()  # a band that a harmonic's guard covers whole has no bins to measure
+    assert seen[0].all() and not seen[1, 3] and seen.sum() >= 60
+    share = np.diff(noise_edges(16, 16000).numpy()) / 8000
+    got = (2 * levels.mean(1)).exp().numpy()  # [notes, bands]: the levels are unbiased in log (Euler's gamma)
+    assert np.abs(got / (s ** 2 * share) - 1)[seen].max() < 0.5  # the narrowest bands have few bins
+    assert abs((got * seen).sum() / (s ** 2 * share * seen).sum() - 1) < 0.05
+
+
+def test_source_noise_needs_a_source_and_leaves_other_configs_as_they_were():
+    from nsynth.errors import NsynthError
+
+    with pytest.raises(NsynthError, match="source_noise needs a harmonic source"):
+        ModelConfig.from_dict({**preset("tiny").to_dict(), "source_noise": 8})
+    with pytest.raises(NsynthError, match="source_noise 1"):
+        ModelConfig.from_dict({**preset("tiny", source_bands=4).to_dict(), "source_noise": 1})
+    plain = preset("compact")
+    assert "source_noise" not in plain.to_dict()
+    noisy = preset("compact", source_noise=32)
+    assert noisy.to_dict()["source_noise"] == 32 and noisy.hash() != plain.hash()
+    assert ModelConfig.from_dict(noisy.to_dict()) == noisy
+    assert WaveNetAutoencoder(noisy).decoder.source.net[-1].out_features == 48 + 16 + 32

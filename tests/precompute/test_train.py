@@ -228,7 +228,7 @@ def test_the_source_learns_the_notes_harmonic_amplitudes(tmp_path):
     before = error()
     first = float(loss_fn(model, crops)["source"])
     for _ in range(100):  # the source and the encoder it reads (the decoder's cross-entropy has its own tests)
-        loss = model.source_loss(crops.codes, crops.pitch)
+        loss = model.source_losses(crops.codes, crops.pitch)["source"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -292,3 +292,36 @@ def test_a_step_with_non_finite_gradients_is_skipped():
         model.decoder.logits.bias[3] = 0.0
     train_step(model, opt, crops, lr=1e-3, clip=1.0, amp=False)
     assert opt.state and not torch.equal(before["decoder.start.weight"], model.state_dict()["decoder.start.weight"])
+
+
+def test_the_source_learns_the_notes_noise_between_harmonics():
+    """Notes of harmonics plus white noise of a known std per note: trained on the noise loss, the source's noise
+    bands come near that std split by bandwidth (the oracle: white noise's power in a band is its share of the
+    spectrum), starting from -60 dB."""
+    from precompute.model import noise_edges, noise_log_amps
+    from precompute.mulaw import mulaw_decode, mulaw_encode
+
+    harmonic, _ = _harmonic_notes(n=8, length=4096)
+    std = torch.linspace(0.005, 0.05, 8)
+    audio = mulaw_decode(harmonic.codes.long()) + std[:, None] * torch.randn(8, 4096, generator=torch.Generator().manual_seed(2))
+    codes = mulaw_encode(audio.clamp(-1, 1))
+    torch.manual_seed(0)
+    model = WaveNetAutoencoder(preset("tiny", source_bands=8, source_noise=8))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    share = torch.diff(noise_edges(8, 16000)).float() / 8000
+    expect = 0.5 * torch.log(std[:, None] ** 2 * share)  # [notes, bands]
+
+    def error():
+        with torch.no_grad():
+            got = noise_log_amps(model.decoder.source(model.encode(codes)), model.cfg)[:, 2:6].mean(1)
+        return float((got - expect).abs().mean())
+
+    before = error()
+    first = float(model.source_losses(codes, harmonic.pitch)["noise"])
+    for _ in range(110):
+        loss = model.source_losses(codes, harmonic.pitch)["noise"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(model.source_losses(codes, harmonic.pitch)["noise"]) < 0.3 * first
+    assert before > 1.5 and error() < 0.3 * before

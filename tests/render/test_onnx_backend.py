@@ -18,16 +18,18 @@ from precompute.sampling import GREEDY
 from render_setup import SMALL
 
 
-@pytest.mark.parametrize("harmonics,source,residual", [(0, 0, False), (4, 0, False), (2, 6, False), (0, 6, True)],
-                         ids=["paper", "excited", "source", "residual"])
-def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, source, residual):
+@pytest.mark.parametrize("harmonics,source,residual,noise", [(0, 0, False, 0), (4, 0, False, 0), (2, 6, False, 0),
+                                                             (0, 6, True, 0), (0, 6, True, 5)],
+                         ids=["paper", "excited", "source", "residual", "noise"])
+def test_onnxruntime_gives_torchs_greedy_output(setup, tmp_path, harmonics, source, residual, noise):
     """Both backends, with the paper's decoder (greedy), with a sine-excited one, with a harmonic source (each
-    note at its own pitch, median decoding) and with a decoder that adds to its source."""
+    note at its own pitch, median decoding) and with a decoder that adds to its source (with noise bands too)."""
     root, corners, run = setup
     sharp = tmp_path / "sharp"  # the tiny model's weights x3: varied (not constant) greedy output
     excited = harmonics or source
     if excited:
-        new_run(sharp, preset("tiny", harmonics=harmonics, source_bands=source, source_residual=residual))
+        new_run(sharp, preset("tiny", harmonics=harmonics, source_bands=source, source_residual=residual,
+                              source_noise=noise))
     else:
         shutil.copytree(run, sharp)
     model = load_model(sharp)
