@@ -19,6 +19,7 @@ from precompute.run import read_config, save_weights, write_config
 from precompute.threads import use_threads
 
 STATE = "train_state.pt"
+SOURCE_TERMS = ("source", "noise")  # the losses a source adds beside "ce" (WaveNetAutoencoder.source_losses)
 PROBE = (5, 25)  # with a time budget: the steps of this call between which the step rate is measured
 BUDGET_USE = 0.9  # fraction of the remaining budget planned for steps (validation and checkpoints take the rest)
 CURVES = "loss.png"
@@ -148,9 +149,10 @@ def plot_curves(history: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label, style in (("train", "train", "-"), ("valid", "valid", "o-"),
-                              ("source", "source (train)", "-"), ("valid_source", "source (valid)", "o-"),
-                              ("noise", "noise (train)", "-"), ("valid_noise", "noise (valid)", "o-")):
+    curves = [("train", "train", "-"), ("valid", "valid", "o-")]
+    for term in SOURCE_TERMS:
+        curves += [(term, f"{term} (train)", "-"), (f"valid_{term}", f"{term} (valid)", "o-")]
+    for key, label, style in curves:
         if history.get(key):
             s, l = zip(*history[key])
             ax.plot(s, l, style, label=label, alpha=0.8 if style == "-" else 1.0)
@@ -270,7 +272,7 @@ class _Progress:
         rate = done_here / (now - self.t0)
         recent = np.mean([l for _, l in history["train"][-50:]])
         val = f", valid {history['valid'][-1][1]:.3f}" if history["valid"] else ""
-        for key in ("source", "noise"):
+        for key in SOURCE_TERMS:
             if history.get(key):
                 val += f", {key} {np.mean([l for _, l in history[key][-50:]]):.3f}"
         self.log(f"step {step}/{tc.steps} loss {recent:.3f}{val} lr {learning_rate(tc, step - 1):.2e} "
@@ -279,7 +281,7 @@ class _Progress:
 
 def _record(history: dict, losses: dict, step: int) -> None:
     history["train"].append((step, losses["ce"].item()))
-    for key in ("source", "noise"):
+    for key in SOURCE_TERMS:
         if key in losses:
             history.setdefault(key, []).append((step, losses[key].item()))
 
