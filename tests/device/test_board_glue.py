@@ -206,17 +206,20 @@ _SIM_SCRIPT = textwrap.dedent('''
     run = board_glue.SimulatorSource.foreground
 
     def foreground(self, poll):
-        """The player: touch the pad's top-left, hold a key, let go, close the window."""
-        t0 = time.monotonic()
-        steps = [(0.3, lambda w: w.root.focus_force()),
-                 (0.5, lambda w: w.pad.event_generate("<ButtonPress-1>", x=15, y=15)),
-                 (1.0, lambda w: w.root.event_generate("<KeyPress>", keysym="a", when="tail")),
-                 (1.8, lambda w: w.root.event_generate("<KeyRelease>", keysym="a", when="tail")),
-                 (2.2, lambda w: w.root.tk.call(w.root.protocol("WM_DELETE_WINDOW")))]  # the close button
+        """The player: touch the pad's top-left, hold a key once the glide is there (the board reads it on its
+        own thread: late on a loaded machine), let go, close the window. Each step's time counts from the last."""
+        t0 = [time.monotonic()]
+        arrived = lambda w: max(w.controls.params.get("x", 1), w.controls.params.get("y", 1)) < 0.05
+        steps = [(0.3, None, lambda w: w.root.focus_force()),
+                 (0.2, None, lambda w: w.pad.event_generate("<ButtonPress-1>", x=15, y=15)),
+                 (0.5, arrived, lambda w: w.root.event_generate("<KeyPress>", keysym="a", when="tail")),
+                 (0.8, None, lambda w: w.root.event_generate("<KeyRelease>", keysym="a", when="tail")),
+                 (0.4, None, lambda w: w.root.tk.call(w.root.protocol("WM_DELETE_WINDOW")))]  # the close button
 
         def player():
-            while steps and time.monotonic() - t0 >= steps[0][0]:
-                steps.pop(0)[1](self.window)
+            while steps and time.monotonic() - t0[0] >= steps[0][0] and (steps[0][1] or bool)(self.window):
+                steps.pop(0)[2](self.window)
+                t0[0] = time.monotonic()
             return poll()
         run(self, player)
 

@@ -330,6 +330,7 @@ def test_play_in_real_time_on_jack(live_bank, tmp_path, jack_server):
 
 
 _FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
+    import time
     import numpy as np
     port = Port()
     port.msgs = [mido.Message("note_on", note=60, velocity=100), mido.Message("note_on", note=72, velocity=100)]
@@ -338,7 +339,14 @@ _FAILING_SCRIPT = _PRELUDE + textwrap.dedent('''
         alerts = []
         def attach(self, engine, clock, slot):
             self.engine, self.clock = engine, clock
-            threading.Timer(0.5, lambda: engine.note_on(72, 90, frame=clock.frame_for())).start()  # again
+            threading.Thread(target=self.strike_again, daemon=True).start()
+        def strike_again(self):  # key 72 again once its first failure is counted (not on a timer: under load the
+            for _ in range(500):  # host may start late, and two strikes in one block are one voice)
+                if self.engine.failures:
+                    break
+                time.sleep(0.01)
+            time.sleep(0.1)
+            self.engine.note_on(72, 90, frame=self.clock.frame_for())
         def alert(self, title, lines):
             self.alerts.append([title, *lines])
 
