@@ -14,6 +14,7 @@ With cfg.source_residual the decoder's output adds to that source: its classes c
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Callable
@@ -377,6 +378,23 @@ class NoteExcitation:
             parts.append(mulaw_compress(self.source(t, align))[..., None])
         return torch.cat(parts, -1)
 
+    def analysed(self, audio: torch.Tensor) -> "NoteExcitation":
+        """The audio [B, T] of these notes -> the same notes with the source's amplitudes taken, in the frames
+        harmonic_analysis reads, from the audio itself: its harmonics' amplitudes, and its noise bands' levels where
+        a band has bins between harmonics (noise_analysis); the prediction elsewhere. Teacher forcing with the true
+        source, as neural source-filter vocoders train on the true f0."""
+        note = copy.copy(self)
+        with torch.no_grad():
+            amps, frames = harmonic_analysis(audio.float(), self.src_rates.float(), self.cfg.hop)
+            note.log_amps = self.log_amps.clone()
+            note.log_amps[:, frames] = amps.clamp_min(1e-12).log().to(self.log_amps)
+            if self.noise_log_amps is not None:
+                level, seen = noise_analysis(audio.float(), self.src_rates, self.cfg)
+                note.noise_log_amps = self.noise_log_amps.clone()
+                note.noise_log_amps[:, frames] = torch.where(seen[:, None, :], level.to(self.noise_log_amps),
+                                                             self.noise_log_amps[:, frames])
+        return note
+
     def source(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:
         """Sample indices t [T] or [B, T] -> the source [B, T] float64 (harmonics from phase 0, or in phase with
         `align` [B, T]; plus the noise bands)."""
@@ -519,20 +537,24 @@ class WaveNetAutoencoder(nn.Module):
         self.decoder = Decoder(cfg)
 
     def forward(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, analysed: bool = False) -> torch.Tensor:
         """codes [B, T] mu-law in [-128, 127], T a multiple of hop -> logits [B, T, Q] predicting `targets`.
         With an excitation: pitch [B] (MIDI); it is put in phase with each harmonic of the codes (a generated note
         instead starts its excitation at phase 0 and follows it). noise [B, T]: added to the decoder's past-sample
         input only (training with injected noise, as FFTNet: the decoder learns not to trust its own past samples
-        blindly, since in generation they are its own noisy draws)."""
-        return self._teacher_forced(codes, pitch, noise)[0]
+        blindly, since in generation they are its own noisy draws). analysed: the source's amplitudes are the
+        codes' own where analysed (NoteExcitation.analysed), not the source's prediction."""
+        return self._teacher_forced(codes, pitch, noise, analysed)[0]
 
-    def _teacher_forced(self, codes, pitch, noise):
+    def _teacher_forced(self, codes, pitch, noise, analysed=False):
         """forward's pass -> (logits [B, T, Q], embeddings [B, T // hop, E], excitation [B, T, exc_width] or None)."""
         x = codes_to_input(codes)
         emb = self.encoder(x)
         audio = mulaw_decode(codes)
-        exc = self.decoder.excitation(pitch, torch.arange(codes.shape[1], device=codes.device), align=audio, emb=emb)
+        note = self.decoder.note_excitation(pitch, emb)
+        if analysed and note is not None and note.log_amps is not None:
+            note = note.analysed(audio)
+        exc = None if note is None else note.at(torch.arange(codes.shape[1], device=codes.device), align=audio)
         past = shift(x.unsqueeze(-1), 1).squeeze(-1)
         return self.decoder(past if noise is None else past + noise, emb, exc), emb, exc
 
@@ -542,10 +564,10 @@ class WaveNetAutoencoder(nn.Module):
         return residual_target(codes, exc) if self.cfg.source_residual else codes_to_target(codes)
 
     def losses(self, codes: torch.Tensor, pitch: torch.Tensor | None = None,
-               noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               noise: torch.Tensor | None = None, analysed: bool = False) -> dict[str, torch.Tensor]:
         """Training losses of a batch of crops (forward's arguments): "ce", the decoder's cross-entropy (nats per
         sample), and with a source "source" (and "noise"; source_losses)."""
-        logits, emb, exc = self._teacher_forced(codes, pitch, noise)
+        logits, emb, exc = self._teacher_forced(codes, pitch, noise, analysed)
         out = {"ce": F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                      self.targets(codes, exc).reshape(-1))}
         if self.decoder.source is not None:

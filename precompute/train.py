@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     warmup: int = 0  # steps of linear ramp-up (a warm start's fresh Adam moments would jolt its trained weights)
     input_noise: float = 0.0  # std of the Gaussian noise injected into the decoder's past samples ([-1, 1] scale)
+    source_teacher: bool = False  # the decoder's source from the crops' own analysis (NoteExcitation.analysed)
     # The schedule's current segment: from step lr_from, at multiplier lr_scale, to `steps` (see retarget).
     lr_from: int = 0
     lr_scale: float = 1.0
@@ -134,10 +135,11 @@ def random_crops(notes: Notes, n: int, crop: int, gen: torch.Generator, input_no
     return Crops(codes, notes.pitch[idx], noise)
 
 
-def loss_fn(model: WaveNetAutoencoder, crops: Crops) -> dict[str, torch.Tensor]:
-    """The model's losses of a batch (WaveNetAutoencoder.losses); "total" is what is minimised: the decoder's
-    cross-entropy plus the harmonic source's log-amplitude error, when it has a source."""
-    losses = model.losses(crops.codes, crops.pitch, crops.noise)
+def loss_fn(model: WaveNetAutoencoder, crops: Crops, analysed: bool = False) -> dict[str, torch.Tensor]:
+    """The model's losses of a batch (WaveNetAutoencoder.losses; analysed: the decoder's source from the crops'
+    own analysis); "total" is what is minimised: the decoder's cross-entropy plus the harmonic source's
+    log-amplitude error, when it has a source."""
+    losses = model.losses(crops.codes, crops.pitch, crops.noise, analysed)
     losses["total"] = sum(losses.values())
     return losses
 
@@ -221,14 +223,14 @@ def _retarget_saved(run: Path, cfg, tc: TrainConfig, saved: dict, step: int, tot
 
 
 def train_step(model: WaveNetAutoencoder, opt: torch.optim.Optimizer, crops: Crops, *, lr: float, clip: float,
-               amp: bool) -> dict[str, torch.Tensor]:
+               amp: bool, analysed: bool = False) -> dict[str, torch.Tensor]:
     """One optimizer step on a batch of crops (bf16 autocast when amp; gradients clipped to norm `clip`; a step
     whose gradients are not finite is skipped) -> the losses."""
     model.train()
     for g in opt.param_groups:
         g["lr"] = lr
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        losses = loss_fn(model, crops)
+        losses = loss_fn(model, crops, analysed)
     opt.zero_grad(set_to_none=True)
     losses["total"].backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -288,7 +290,7 @@ def _record(history: dict, losses: dict, step: int) -> None:
 
 def _validate(history: dict, model: WaveNetAutoencoder, valid_set: Crops, tc: TrainConfig, step: int,
               device: str) -> None:
-    for key, value in evaluate(model, valid_set, tc.batch, device).items():
+    for key, value in evaluate(model, valid_set, tc.batch, device, tc.source_teacher).items():
         history.setdefault("valid" if key == "ce" else f"valid_{key}", []).append((step, value))
 
 
@@ -321,6 +323,8 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     resume = (run / STATE).is_file()
     cfg, tc, saved = (_saved_run_config(run) if resume
                       else _new_run_config(run, data, preset_name, tc, steps, init, overrides))
+    if tc.source_teacher and not cfg.source_bands:
+        raise NsynthError(f"{run}: --source-teacher needs a model with a harmonic source (preset {cfg.preset} has none)")
     train_notes, valid_notes = load_splits(data, tc.crop)
     torch.manual_seed(tc.seed)
     model = WaveNetAutoencoder(cfg)
@@ -349,7 +353,7 @@ def train(data: str | os.PathLike, run: str | os.PathLike, *, preset_name: str |
     while step < tc.steps and (stop_after is None or done_here < stop_after) and budget.left():
         crops = random_crops(train_notes, tc.batch, tc.crop, gen, tc.input_noise).to(device)
         losses = train_step(model, opt, crops, lr=learning_rate(tc, step), clip=tc.clip,
-                            amp=device.startswith("cuda"))
+                            amp=device.startswith("cuda"), analysed=tc.source_teacher)
         step += 1
         done_here += 1
         measured = budget.probe(done_here, step)
@@ -389,13 +393,15 @@ def warm_start(model: WaveNetAutoencoder, run: str | os.PathLike) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: WaveNetAutoencoder, crops: Crops, batch: int, device: str) -> dict[str, float]:
-    """Mean losses over the validation crops: "ce" (and "source", "noise", for a model with a source)."""
+def evaluate(model: WaveNetAutoencoder, crops: Crops, batch: int, device: str,
+             analysed: bool = False) -> dict[str, float]:
+    """Mean losses over the validation crops (as loss_fn): "ce" (and "source", "noise", for a model with a
+    source)."""
     model.eval()
     sums: dict[str, float] = {}
     for i in range(0, len(crops), batch):
         part = crops[i: i + batch]
-        for key, value in model.losses(part.codes.to(device), part.pitch.to(device)).items():
+        for key, value in model.losses(part.codes.to(device), part.pitch.to(device), analysed=analysed).items():
             sums[key] = sums.get(key, 0.0) + float(value) * len(part)
     return {key: value / len(crops) for key, value in sums.items()}
 
@@ -415,6 +421,9 @@ def configure(parser) -> None:
                                        "such as a new excitation input start at zero)")
     parser.add_argument("--input-noise", type=float, default=0.0,
                         help="std of Gaussian noise injected into the decoder's past samples (FFTNet; 0: none)")
+    parser.add_argument("--source-teacher", action="store_true",
+                        help="train the decoder on the crops' own source (their harmonics' amplitudes and noise "
+                             "levels, analysed) instead of the source's prediction")
     parser.add_argument("--warmup", type=int, default=None,
                         help=f"steps of learning-rate ramp-up (default 0; {INIT_WARMUP} with --init)")
     parser.add_argument("--steps", type=int, default=None,
@@ -436,7 +445,7 @@ def _main(args) -> int:
     warmup = args.warmup if args.warmup is not None else (INIT_WARMUP if args.init else 0)
     tc = TrainConfig(batch=args.batch, lr=args.lr, crop=args.crop, checkpoint_every=args.checkpoint_every,
                      valid_every=args.checkpoint_every, seed=args.seed, warmup=warmup,
-                     input_noise=args.input_noise)
+                     input_noise=args.input_noise, source_teacher=args.source_teacher)
     overrides = {**({} if args.harmonics is None else {"harmonics": args.harmonics}),
                  **({"source_residual": True} if args.source_residual else {}),
                  **({} if args.source_noise is None else {"source_noise": args.source_noise})}

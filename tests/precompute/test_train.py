@@ -325,3 +325,49 @@ def test_the_source_learns_the_notes_noise_between_harmonics():
         opt.step()
     assert float(model.source_losses(codes, harmonic.pitch)["noise"]) < 0.3 * first
     assert before > 1.5 and error() < 0.3 * before
+
+
+def test_the_analysed_source_is_the_crops_own():
+    """Teacher forcing with the analysed source (--source-teacher): on notes of known harmonics, what a residual
+    decoder must predict in the analysed frames is near silence (the source is the note), while from the new
+    model's predicted source (-40 dB) it is the note itself; the noise bands take the known noise's levels there
+    and keep the prediction elsewhere (oracle: white noise's power in a band is its share of the spectrum)."""
+    from precompute.model import noise_edges
+    from precompute.mulaw import mulaw_decode, mulaw_encode
+
+    notes, _ = _harmonic_notes(n=4, length=8192)
+    codes = notes.codes.long()
+    audio = mulaw_decode(codes)
+    model = WaveNetAutoencoder(preset("tiny", harmonics=0, source_bands=8, source_residual=True))
+    mid = slice(2 * 512 + 1024, 14 * 512 - 1024)  # samples only analysed frames (2..13, hop 512) reach
+    residual = {}
+    for analysed in (False, True):
+        with torch.no_grad():
+            _, _, exc = model._teacher_forced(codes, notes.pitch, None, analysed)
+        residual[analysed] = mulaw_decode(model.targets(codes, exc) - 128)[:, mid]
+    peak = audio[:, mid].abs().amax(1)
+    assert (residual[False].abs().amax(1) > 0.9 * peak).all()
+    assert (residual[True].abs().amax(1) < 0.05 * peak).all(), residual[True].abs().amax(1) / peak
+
+    std = torch.tensor([0.01, 0.02, 0.03, 0.04])
+    noisy = audio + std[:, None] * torch.randn(4, 8192, generator=torch.Generator().manual_seed(3))
+    model = WaveNetAutoencoder(preset("tiny", harmonics=0, source_bands=8, source_noise=8))
+    with torch.no_grad():
+        note = model.decoder.note_excitation(notes.pitch, model.encode(mulaw_encode(noisy.clamp(-1, 1))))
+        got = note.analysed(noisy)
+    share = torch.diff(noise_edges(8, 16000)) / 8000
+    expect = 0.5 * torch.log(std[:, None].double() ** 2 * share)  # [notes, bands]
+    assert (got.noise_log_amps[:, 2:14] - expect[:, None].to(got.noise_log_amps)).abs().mean() < 0.25
+    assert torch.equal(got.noise_log_amps[:, :2], note.noise_log_amps[:, :2])  # not analysed: the prediction
+    assert torch.equal(got.log_amps[:, 14:], note.log_amps[:, 14:])
+
+
+def test_source_teacher_trains_and_needs_a_source(data, tmp_path):
+    tc = TrainConfig(**TC, source_teacher=True)
+    with pytest.raises(NsynthError, match="needs a model with a harmonic source"):
+        train(data, tmp_path / "plain", preset_name="tiny", tc=tc, stop_after=1, log=lambda *_: None)
+    history = train(data, tmp_path / "r", preset_name="tiny", tc=TrainConfig(**{**TC, "crop": 4096}, source_teacher=True),
+                    overrides={"harmonics": 0, "source_bands": 8, "source_residual": True}, stop_after=2,
+                    log=lambda *_: None)
+    assert len(history["train"]) == 2
+    assert read_config(tmp_path / "r")[1]["train"]["source_teacher"] is True
