@@ -19,7 +19,9 @@ baseline model (today's weights, kept under models/history/), and measures in on
                  audio itself tells) and the majority family's share (chance)
   source rows    for a model with a harmonic source: that source alone (the sum of harmonics whose amplitudes it
                  predicts from each corner's own embeddings, plus its noise bands if it has them; no decoder),
-                 measured as the bank corners are
+                 measured as the bank corners are; "analysed_source": the same source with its amplitudes and
+                 noise levels analysed from the originals themselves (what the source can hold at best)
+  pitch_originals  the fraction of the originals themselves that YIN finds within 50 cents
   conditioning_pull  does the decoder follow its conditioning? For each two corners A, B at a pitch: how much
                  nearer B's original the cell decoded from B's embeddings is than the one decoded from A's, as a
                  fraction of how far apart the two originals are (1: it moves all the way; 0: it ignores them)
@@ -142,10 +144,12 @@ def render(corners: list[str], model: str, out: Path, pitches: list[int], veloci
     return open_bank(out).samples[:, 0].astype(np.float64) / 32768.0
 
 
-def source_corners(net, emb: np.ndarray, pitches: list[int], samples: int) -> np.ndarray | None:
+def source_corners(net, emb: np.ndarray, pitches: list[int], samples: int,
+                   originals: np.ndarray | None = None) -> np.ndarray | None:
     """The model's source alone (harmonics, and noise bands if it has them; no decoder) from each corner's own
     embeddings emb [4, pitch, frames, E] -> cells [pitch, 2, 2, samples] laid out as a 2x2 bank's corners (None for
-    a model without a source)."""
+    a model without a source). With the originals [4, pitch, samples]: the source analysed from them instead
+    (NoteExcitation.analysed), what the source can hold at best."""
     import torch
 
     if not net.cfg.source_bands:
@@ -154,6 +158,8 @@ def source_corners(net, emb: np.ndarray, pitches: list[int], samples: int) -> np
     with torch.no_grad():
         for p, pitch in enumerate(pitches):
             note = net.decoder.note_excitation(torch.full((4,), pitch), torch.from_numpy(emb[:, p]))
+            if originals is not None:
+                note = note.analysed(torch.from_numpy(originals[:, p]))
             src = note.source(torch.arange(samples))
             for c, (y, x) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # BL, BR, TL, TR, as measure() reads
                 cells[p, y, x] = src[c].numpy()
@@ -205,6 +211,13 @@ def measure(cells: np.ndarray | None, originals: np.ndarray, pitches: list[int])
             "original_brightness": [round(float(b), 2) for b in np.mean(bright_o, 0)]}
 
 
+def in_tune(originals: np.ndarray, pitches: list[int]) -> float:
+    """The fraction of the originals [4, pitch, samples] themselves within 50 cents (YIN, as pitch_all): what a
+    bank that reproduced its corners exactly would score on them."""
+    return float(np.mean([abs(cents_off(estimate_f0(originals[c, p], SR), pitch)) <= 50
+                          for c in range(len(originals)) for p, pitch in enumerate(pitches)]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "compact"))
@@ -246,6 +259,9 @@ def main() -> None:
             source = source_corners(net, emb, pitches, originals.shape[-1])
             if source is not None:  # where timbre is lost: before the decoder, or in it?
                 rows[f"{name}_source"] = {**measure(source, originals, pitches), "embedding_ratio": float("nan")}
+                if name == "model":  # the source's ceiling: its parameters analysed from the originals
+                    analysed = source_corners(net, emb, pitches, originals.shape[-1], originals)
+                    rows["analysed_source"] = {**measure(analysed, originals, pitches), "embedding_ratio": float("nan")}
     keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all", "conditioning_pull")
     rows["sine"]["embedding_ratio"] = float("nan")
     print(f"{'':<16}" + "".join(f"{k:>18}" for k in keys) + "   brightness per corner (originals: "
@@ -254,8 +270,9 @@ def main() -> None:
         print(f"{name:<16}" + "".join(f"{r[k]:>18.3f}" for k in keys) + f"   {r['brightness']}")
     summary = {**{k: rows["model"][k] for k in keys},
                **{f"{k}_{b}": rows[b][k] for b in ("baseline", "sine") for k in keys},
-               **{f"{k}_{b}": rows[b][k] for b in ("model_source", "baseline_source") if b in rows
-                  for k in ("timbre_corner", "separation", "hnr_gap")},
+               **{f"{k}_{b}": rows[b][k] for b in ("model_source", "baseline_source", "analysed_source") if b in rows
+                  for k in ("timbre_corner", "separation", "hnr_gap", "pitch_all")},
+               "pitch_originals": in_tune(originals, pitches),
                "family_probe": probes["model"], "family_probe_baseline": probes["baseline"],
                "family_probe_audio": probes["audio"], "family_probe_chance": probes["chance"],
                "embedding_ratio": rows["model"]["embedding_ratio"],
