@@ -8,7 +8,9 @@ the note's loudness, and a sine at the note's pitch. Two more rows frame the sca
 has learned nothing but to be quiet would score) and the input through 8-bit mu-law and back (the best any model
 of this kind can score). With --dtypes float32,bfloat16 the notes are decoded in each dtype in the same run (bf16
 matmuls emulated exactly where the CPU has no native bf16: bench/bf16.py), each scored, and the two decodes
-compared (equal codes, spectral distance between them). The last line is one JSON object.
+compared (equal codes, spectral distance between them). A model with a harmonic source is given its source's
+levels analysed from each input note (as `nsynth render` reads them from its corners; --source predicted: from the
+embeddings). The last line is one JSON object.
 
     python bench/quality.py [--model models/compact] [--pitches 40,52,64,76] [--seconds 1.0] [--dtypes float32]
 """
@@ -56,6 +58,8 @@ def main() -> None:
     ap.add_argument("--quantile", type=float, default=None,
                     help="deterministic decoding: each sample the Q-quantile of its prediction (0.5: the median)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (small matmuls: 1 is fastest)")
+    ap.add_argument("--source", choices=("analysed", "predicted"), default="analysed",
+                    help="a model with a harmonic source: its levels analysed from each note (default) or predicted")
     ap.add_argument("--dtypes", default="float32", help="decoding dtypes, each scored (e.g. float32,bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,9 +88,14 @@ def main() -> None:
             for i in range(0, len(notes), args.batch):
                 codes = mulaw_encode(torch.from_numpy(audio[i: i + args.batch]))
                 emb = model.encode(codes)
-                out = generate(model.decoder, emb, sampling=sampling,
+                pitch = [n.pitch for n in notes[i: i + len(codes)]]
+                levels = None
+                if model.cfg.source_bands and args.source == "analysed":
+                    note = model.decoder.note_excitation(torch.tensor(pitch), emb)
+                    levels = note.analysed(torch.from_numpy(audio[i: i + args.batch])).levels()
+                out = generate(model.decoder, emb, sampling=sampling, levels=levels,
                                seeds=list(range(i, i + len(codes))), dtype=dtype,
-                               pitch=[n.pitch for n in notes[i: i + len(codes)]],
+                               pitch=pitch,
                                progress=ETA(f"decode notes {i}-{i + len(codes)} ({str(dtype)[6:]})"))
                 recon.append(out)
         recons[dtype] = torch.cat(recon)
@@ -103,7 +112,8 @@ def main() -> None:
         print(f"{r['note']:<34}{r['cents']:>9.1f}{r['input_cents']:>9.1f}{r['model']:>8.3f}{r['noise']:>8.3f}"
               f"{r['sine']:>8.3f}")
     summary = {
-        "model": str(args.model), "notes": len(rows), "seconds": length / sr,
+        "model": str(args.model), "source": args.source if model.cfg.source_bands else None, "notes": len(rows),
+        "seconds": length / sr,
         "temperature": 0.0 if sampling.greedy else sampling.temperature, "quantile": sampling.quantile,
         "pitch_accuracy": float(np.mean([abs(r["cents"]) <= 50 for r in rows])),
         "input_pitch_accuracy": float(np.mean([abs(r["input_cents"]) <= 50 for r in rows])),

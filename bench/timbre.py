@@ -2,8 +2,10 @@
 
 Renders a small bank (3x3 grid, pitches 36/48/60/72, one velocity, 2-s notes) from four held-out instruments
 (never trained on: the validation split of the GM programs, rendered from FluidR3_GM when installed, else
-TimGM6mb), chosen automatically as the four of them that differ most in timbre, with the model and with the
-baseline model (today's weights, kept under models/history/), and measures in one run:
+TimGM6mb), chosen automatically as the four of them that differ most in timbre among those that sustain and play
+in tune (YIN within 50 cents) at every pitch (an instrument that does not play the pitch asked for, as FluidR3_GM's
+orchestra hit, which sounds one pitch at every key, cannot show whether a bank is in tune), with the model and with
+the baseline model (today's weights, kept under models/history/), and measures in one run:
 
   timbre_corner  mean over corner cells and pitches of the timbre distance (precompute.quality.timbre_distance:
                  mean |dB| over 64 mel bands of loudness-normalised sustain profiles) to the corner's original
@@ -21,6 +23,9 @@ baseline model (today's weights, kept under models/history/), and measures in on
                  predicts from each corner's own embeddings, plus its noise bands if it has them; no decoder),
                  measured as the bank corners are; "analysed_source": the same source with its amplitudes and
                  noise levels analysed from the originals themselves (what the source can hold at best)
+  model_predicted  for a model with a harmonic source: its bank rendered with the source's levels predicted from
+                 each cell's embeddings (`nsynth render --source predicted`) rather than analysed from the corners
+                 (the default)
   pitch_originals  the fraction of the originals themselves that YIN finds within 50 cents
   conditioning_pull  does the decoder follow its conditioning? For each two corners A, B at a pitch: how much
                  nearer B's original the cell decoded from B's embeddings is than the one decoded from A's, as a
@@ -82,7 +87,8 @@ def choose_corners(soundfont: Path, pitches: list[int], velocity: int) -> tuple[
     specs = [f"sf2:{soundfont}:{p}" for p in held_out_programs()]
     loaded = {s: load_corners([s], pitches=pitches, velocities=[velocity], length=2 * SR, sample_rate=SR)[0]
               for s in specs}
-    ok = [s for s in specs if all(sustained(x) for x in loaded[s].audio[:, 0])]
+    ok = [s for s in specs if all(sustained(x) and abs(cents_off(estimate_f0(x, SR), pitch)) <= 50
+                                  for x, pitch in zip(loaded[s].audio[:, 0], pitches))]
     profiles = {s: [mel_profile(x) for x in loaded[s].audio[:, 0]] for s in ok}
 
     def spread(four):
@@ -135,12 +141,13 @@ def log_profiles(audio: np.ndarray) -> np.ndarray:
     return np.stack([10 * np.log10(np.maximum(mel_profile(x), 1e-9)) for x in audio])
 
 
-def render(corners: list[str], model: str, out: Path, pitches: list[int], velocity: int, threads: int) -> np.ndarray:
+def render(corners: list[str], model: str, out: Path, pitches: list[int], velocity: int, threads: int,
+           source: str = "analysed") -> np.ndarray:
     """Render a 3x3 bank -> float cells [pitch, y, x, samples]."""
     from precompute.render.render import render_bank
 
     render_bank(corners, model, out, grid=3, pitches=pitches, velocities=[velocity], length=2.0, threads=threads,
-                quiet=True)
+                quiet=True, source=source)
     return open_bank(out).samples[:, 0].astype(np.float64) / 32768.0
 
 
@@ -257,6 +264,10 @@ def main() -> None:
             probes[name] = probe(encode(net, train_audio)[:, frames].mean(1), train_family,
                                  encode(net, test_audio)[:, frames].mean(1), test_family)
             source = source_corners(net, emb, pitches, originals.shape[-1])
+            if source is not None and name == "model":
+                rows["model_predicted"] = {**measure(render(corners, model, Path(tmp) / "predicted", pitches,
+                                                            args.velocity, args.threads, "predicted"),
+                                                     originals, pitches), "embedding_ratio": float("nan")}
             if source is not None:  # where timbre is lost: before the decoder, or in it?
                 rows[f"{name}_source"] = {**measure(source, originals, pitches), "embedding_ratio": float("nan")}
                 if name == "model":  # the source's ceiling: its parameters analysed from the originals
@@ -270,7 +281,8 @@ def main() -> None:
         print(f"{name:<16}" + "".join(f"{r[k]:>18.3f}" for k in keys) + f"   {r['brightness']}")
     summary = {**{k: rows["model"][k] for k in keys},
                **{f"{k}_{b}": rows[b][k] for b in ("baseline", "sine") for k in keys},
-               **{f"{k}_{b}": rows[b][k] for b in ("model_source", "baseline_source", "analysed_source") if b in rows
+               **{f"{k}_{b}": rows[b][k] for b in ("model_predicted", "model_source", "baseline_source",
+                                                   "analysed_source") if b in rows
                   for k in ("timbre_corner", "separation", "hnr_gap", "pitch_all")},
                "pitch_originals": in_tune(originals, pitches),
                "family_probe": probes["model"], "family_probe_baseline": probes["baseline"],

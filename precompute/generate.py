@@ -15,7 +15,7 @@ import torch
 
 from nsynth.errors import NsynthError
 from precompute.config import ModelConfig
-from precompute.model import Decoder
+from precompute.model import Decoder, SourceLevels
 from precompute.sampling import Sampling
 from precompute.stepper import Stepper, auto_batch, split_batch
 
@@ -82,13 +82,15 @@ class BatchDecoding:
     named for profilers (torch.profiler.record_function: "noise", "excitation")."""
 
     def __init__(self, decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], *, pitch: torch.Tensor | None,
-                 sampling: Sampling, dtype: torch.dtype, graph: bool):
+                 sampling: Sampling, dtype: torch.dtype, graph: bool, levels: SourceLevels | None = None):
         self.hop = decoder.cfg.hop
         self.steps = math.gcd(self.hop, NOISE_CHUNK, CHUNK_STEPS)
         self.stepper = Stepper(decoder, emb.shape[0], chunk=self.steps, sampling=sampling, dtype=dtype,
                                device=emb.device)
         self.frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
         self.note_exc = decoder.note_excitation(pitch, emb)
+        if levels is not None and self.note_exc is not None and self.note_exc.log_amps is not None:
+            self.note_exc = self.note_exc.given(levels)
         self.run = self.stepper.run_chunk
         if graph:
             self.stepper.set_frame(self.frames[0])
@@ -109,9 +111,10 @@ class BatchDecoding:
 
 
 def _render(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], out: torch.Tensor, *, pitch: torch.Tensor | None,
-            sampling: Sampling, dtype: torch.dtype, graph: bool, progress: Callable[[int], None]) -> None:
+            sampling: Sampling, dtype: torch.dtype, graph: bool, progress: Callable[[int], None],
+            levels: SourceLevels | None) -> None:
     """Decode one batch: emb [B, F, E] (pitch [B] with an excitation) -> class indices written into out [B, length]."""
-    dec = BatchDecoding(decoder, emb, seeds, pitch=pitch, sampling=sampling, dtype=dtype, graph=graph)
+    dec = BatchDecoding(decoder, emb, seeds, pitch=pitch, sampling=sampling, dtype=dtype, graph=graph, levels=levels)
     length = out.shape[1]
     for t in range(0, length, dec.steps):
         dec.chunk(t)
@@ -133,6 +136,7 @@ def generate(
     cuda_graph: bool | None = None,
     max_batch: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    levels: SourceLevels | None = None,
 ) -> torch.Tensor:
     """emb [B, F, E] -> mu-law codes [B, length] (int64 in [-128, 127]); length defaults to F * hop.
 
@@ -143,6 +147,8 @@ def generate(
     max_batch: notes decoded at once (a render shard passes its own size); None: all on the CPU, and on CUDA
     stepper.auto_batch's share of the free memory.
     progress(done_steps, total_steps) is called every chunk of steps (all parts of the batch counted).
+    levels: the source's levels per frame given instead of predicted from emb (a model with a harmonic source;
+    NoteExcitation.given).
     """
     hop = decoder.cfg.hop
     b, frames, _ = emb.shape
@@ -157,7 +163,7 @@ def generate(
     on_cuda = dev.type == "cuda"
     dtype = dtype or decode_dtype(dev)
     return render_parts(decoder, emb, seeds, length, max_batch, pitch=pitch, sampling=sampling, dtype=dtype,
-                        graph=on_cuda and cuda_graph is not False, progress=progress)
+                        graph=on_cuda and cuda_graph is not False, progress=progress, levels=levels)
 
 
 def cpu_has_bf16() -> bool:
@@ -198,7 +204,7 @@ def check_pitch(cfg: ModelConfig, pitch, b: int) -> torch.Tensor | None:
 @torch.no_grad()
 def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], length: int, max_batch: int | None, *,
                  pitch: torch.Tensor | None = None, sampling: Sampling, dtype: torch.dtype, graph: bool,
-                 progress: Callable[[int, int], None] | None) -> torch.Tensor:
+                 progress: Callable[[int, int], None] | None, levels: SourceLevels | None = None) -> torch.Tensor:
     """generate() for validated arguments, max_batch notes at a time -> codes [B, length].
     max_batch None: all at once on the CPU; on CUDA auto_batch's count for the memory left free after `out`."""
     b = emb.shape[0]
@@ -212,6 +218,7 @@ def render_parts(decoder: Decoder, emb: torch.Tensor, seeds: Sequence[int], leng
         report = (lambda done, i=i: progress(i * length + done, len(parts) * length)) if progress else (lambda _: None)
         with torch.inference_mode():  # the stepper's buffers as inference tensors: less work per operation
             _render(decoder, emb[part], seeds[part], out[part], pitch=None if pitch is None else pitch[part],
-                    sampling=sampling, dtype=dtype, graph=graph, progress=report)
+                    sampling=sampling, dtype=dtype, graph=graph, progress=report,
+                    levels=None if levels is None else levels.part(part))
     return out.sub_(decoder.cfg.quant // 2)
 

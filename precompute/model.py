@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -349,6 +349,18 @@ def noise_signal(log_amps: torch.Tensor, t: torch.Tensor, hop: int, sample_rate:
     return (a * tables[:, t.long() % NOISE_TABLE].permute(1, 2, 0)).sum(-1)
 
 
+class SourceLevels(NamedTuple):
+    """A source's levels per frame, linear: harmonic amplitudes [B, F, H] (harmonics 1..H of each note) and noise
+    band amplitudes [B, F, noise] (None without noise bands)."""
+
+    harmonics: torch.Tensor
+    noise: torch.Tensor | None
+
+    def part(self, index) -> "SourceLevels":
+        """The levels of the notes at `index` (a slice or index tensor of B)."""
+        return SourceLevels(self.harmonics[index], None if self.noise is None else self.noise[index])
+
+
 class NoteExcitation:
     """What the decoder's excitation needs of a batch of notes, computed once per batch: the sines' rates
     [B, harmonics] and the source's rates [B, H] and log-amplitudes [B, F, H] (None without a source), and its
@@ -378,14 +390,25 @@ class NoteExcitation:
             parts.append(mulaw_compress(self.source(t, align))[..., None])
         return torch.cat(parts, -1)
 
-    def analysed(self, audio: torch.Tensor) -> "NoteExcitation":
+    def analysed(self, audio: torch.Tensor, whole: bool = False) -> "NoteExcitation":
         """The audio [B, T] of these notes -> the same notes with the source's amplitudes taken, in the frames
         harmonic_analysis reads, from the audio itself: its harmonics' amplitudes, and its noise bands' levels where
         a band has bins between harmonics (noise_analysis); the prediction elsewhere. Teacher forcing with the true
-        source, as neural source-filter vocoders train on the true f0."""
+        source, as neural source-filter vocoders train on the true f0. whole: the audio [B, F * hop] is the whole
+        of each note, silence before and after it, so every frame is read (the audio zero-padded): a render's
+        corners."""
         note = copy.copy(self)
+        pad = 0
+        if whole:
+            hop = self.cfg.hop
+            if audio.shape[1] != self.log_amps.shape[1] * hop:
+                raise ValueError(f"whole notes of {self.log_amps.shape[1]} frames are "
+                                 f"{self.log_amps.shape[1] * hop} samples, got {audio.shape[1]}")
+            pad = -(-(SOURCE_FFT // 2 - hop // 2) // hop) * hop  # the frames before the first that fits
+            audio = F.pad(audio, (pad, pad))
         with torch.no_grad():
             amps, frames = harmonic_analysis(audio.float(), self.src_rates.float(), self.cfg.hop)
+            frames = slice(frames.start - pad // self.cfg.hop, frames.stop - pad // self.cfg.hop)
             note.log_amps = self.log_amps.clone()
             note.log_amps[:, frames] = amps.clamp_min(1e-12).log().to(self.log_amps)
             if self.noise_log_amps is not None:
@@ -393,6 +416,20 @@ class NoteExcitation:
                 note.noise_log_amps = self.noise_log_amps.clone()
                 note.noise_log_amps[:, frames] = torch.where(seen[:, None, :], level.to(self.noise_log_amps),
                                                              self.noise_log_amps[:, frames])
+        return note
+
+    def levels(self) -> SourceLevels:
+        """-> the source's levels, as `given` takes them."""
+        return SourceLevels(self.log_amps.exp(), None if self.noise_log_amps is None else self.noise_log_amps.exp())
+
+    def given(self, levels: SourceLevels) -> "NoteExcitation":
+        """The same notes with the source's levels given instead of predicted (a render's, interpolated between
+        its corners' analysed ones): harmonic amplitudes [B, F, >= H] (the first H are read) and noise band
+        amplitudes [B, F, noise] (None: as predicted)."""
+        note = copy.copy(self)
+        note.log_amps = levels.harmonics[..., :self.src_rates.shape[1]].clamp_min(1e-12).log().to(self.log_amps)
+        if levels.noise is not None and self.noise_log_amps is not None:
+            note.noise_log_amps = levels.noise.clamp_min(1e-12).log().to(self.noise_log_amps)
         return note
 
     def source(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:

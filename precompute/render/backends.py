@@ -13,12 +13,14 @@ import torch
 
 from precompute.config import ModelConfig
 from precompute.generate import _NoteNoise, check_pitch, generate, sample_codes
-from precompute.model import NoteExcitation, WaveNetAutoencoder, add_to_source, source_of
+from precompute.model import (NoteExcitation, SourceLevels, WaveNetAutoencoder, add_to_source, source_of,
+                             source_rates)
 from precompute.mulaw import codes_to_input, mulaw_encode
 from precompute.onnx_export import FILES, check_onnx_dir
 from precompute.sampling import Sampling
 
 Progress = Callable[[int, int], None]
+Levels = tuple  # (harmonic amplitudes [n, F, H], noise band amplitudes [n, F, K] or None), numpy: SourceLevels
 ENCODE_BATCH = {"cpu": 8, "cuda": 16}  # notes encoded at once (full-length activations)
 EXC_BLOCK = 128            # steps whose excitation is computed at once
 ORT_PREFERENCE = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CPUExecutionProvider")
@@ -44,13 +46,48 @@ class TorchBackend:
             out.append(self.model.encode(codes.to(self.device)).float().cpu().numpy())
         return np.concatenate(out)
 
+    @torch.no_grad()
+    def analyse(self, audio: np.ndarray, emb: np.ndarray, pitch: np.ndarray) -> Levels:
+        """Whole notes: float audio [B, F * hop], their embeddings [B, F, E] and MIDI pitches [B] -> their source's
+        levels analysed from the audio (analysed_levels)."""
+        params = self.model.decoder.source(torch.from_numpy(emb).to(self.device)).cpu()
+        return analysed_levels(self.model.cfg, audio, params, pitch)
+
     def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, sampling: Sampling,
-               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
-        """embeddings float32 [n, F, E] (and MIDI pitches [n], which excited decoders need) -> mu-law codes int8
-        [n, length], all n decoded at once (the caller's batch: a render shard is sized by the plan)."""
+               pitch: np.ndarray | None = None, progress: Progress | None = None,
+               levels: Levels | None = None) -> np.ndarray:
+        """embeddings float32 [n, F, E] (and MIDI pitches [n], which excited decoders need; a source's levels,
+        given instead of predicted) -> mu-law codes int8 [n, length], all n decoded at once (the caller's batch:
+        a render shard is sized by the plan)."""
         codes = generate(self.model.decoder, torch.from_numpy(emb).to(self.device), sampling=sampling, length=length,
-                         seeds=seeds, pitch=pitch, dtype=self.dtype, max_batch=max(len(emb), 1), progress=progress)
+                         seeds=seeds, pitch=pitch, dtype=self.dtype, max_batch=max(len(emb), 1), progress=progress,
+                         levels=None if levels is None else _torch_levels(levels, self.device))
         return codes.cpu().numpy().astype(np.int8)
+
+
+def analysed_levels(cfg: ModelConfig, audio: np.ndarray, params: torch.Tensor, pitch: np.ndarray,
+                    batch: int = 8) -> Levels:
+    """Whole notes' float audio [B, F * hop], the source MLP's parameters for them [B, F, P] and their MIDI
+    pitches [B] -> (harmonic amplitudes float16 [B, F, H], noise band amplitudes float16 [B, F, K] or None):
+    NoteExcitation.analysed(whole=True), so every frame is read from the audio; H is the source's harmonic count
+    for the lowest of the pitches (a higher note's harmonics above Nyquist are 0)."""
+    pitch = torch.as_tensor(np.asarray(pitch, np.int64))
+    h = source_rates(pitch, cfg).shape[1] if len(pitch) else 0
+    harm = np.zeros(params.shape[:2] + (h,), np.float16)
+    noise = np.zeros(params.shape[:2] + (cfg.source_noise,), np.float16) if cfg.source_noise else None
+    for i in range(0, len(audio), batch):
+        note = NoteExcitation(cfg, pitch[i:i + batch], params[i:i + batch])
+        levels = note.analysed(torch.from_numpy(np.ascontiguousarray(audio[i:i + batch])), whole=True).levels()
+        harm[i:i + batch, :, :levels.harmonics.shape[-1]] = levels.harmonics.numpy()
+        if noise is not None:
+            noise[i:i + batch] = levels.noise.numpy()
+    return harm, noise
+
+
+def _torch_levels(levels: Levels, device: torch.device) -> SourceLevels:
+    harm, noise = levels
+    return SourceLevels(torch.from_numpy(harm.astype(np.float32)).to(device),
+                        None if noise is None else torch.from_numpy(noise.astype(np.float32)).to(device))
 
 
 def ort_providers(device_id: int = 0) -> list:
@@ -92,14 +129,22 @@ class OnnxBackend:
         enc = self.sessions["encoder"]
         return np.concatenate([enc.run(None, {"audio": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
 
+    def analyse(self, audio: np.ndarray, emb: np.ndarray, pitch: np.ndarray) -> Levels:
+        """As TorchBackend.analyse, the source's MLP run by project.onnx."""
+        _, params = self.sessions["project"].run(None, {"embeddings": emb})
+        return analysed_levels(self.cfg, audio, torch.from_numpy(params), pitch)
+
     def decode(self, emb: np.ndarray, seeds: Sequence[int], *, length: int, sampling: Sampling,
-               pitch: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
+               pitch: np.ndarray | None = None, progress: Progress | None = None,
+               levels: Levels | None = None) -> np.ndarray:
         n = emb.shape[0]
         if length > emb.shape[1] * self.hop:
             raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
         pitch = check_pitch(self.cfg, pitch, n)
         cond, *source = self.sessions["project"].run(None, {"embeddings": emb})
         note_exc = None if pitch is None else NoteExcitation(self.cfg, pitch, torch.from_numpy(source[0]) if source else None)
+        if levels is not None and note_exc is not None and note_exc.log_amps is not None:
+            note_exc = note_exc.given(_torch_levels(levels, torch.device("cpu")))
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]
         noise = _NoteNoise(seeds, torch.device("cpu"), sampling.quantile) if sampling.draws else None

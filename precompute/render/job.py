@@ -80,7 +80,7 @@ class Job:
                 raise NsynthError(f"{header_path}: plan version {header.get('plan_version')!r}, this software "
                                   f"writes {PLAN_VERSION}; delete {self.path} to start over")
             with np.load(self.path / "plan.npz") as z:
-                arrays = {k: z[k] for k in Plan.ARRAYS}
+                arrays = {k: z[k] for k in Plan.ARRAYS + tuple(k for k in Plan.OPTIONAL if k in z.files)}
             return Plan.from_parts(header, arrays)
         except (OSError, ValueError, KeyError) as e:
             raise NsynthError(f"{self.path}: unreadable job plan ({e}); delete the folder to start over") from None
@@ -91,7 +91,7 @@ class Job:
         except OSError as e:
             raise NsynthError(f"{self.shards}: cannot create the job folder ({e.strerror or e})") from None
         buf = io.BytesIO()
-        np.savez(buf, **{k: getattr(plan, k) for k in Plan.ARRAYS})
+        np.savez(buf, **{k: getattr(plan, k) for k in Plan.ARRAYS + Plan.OPTIONAL if getattr(plan, k) is not None})
         _write(self.path / "plan.npz", buf.getvalue())
         _write(self.path / "plan.json", (json.dumps(plan.header(), indent=1) + "\n").encode())
 

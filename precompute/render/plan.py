@@ -5,7 +5,9 @@ contiguous. Shards are fixed runs of `shard_size` notes, each decoded as one bat
 same batches whether it is rendered in one go, resumed, or spread over processes, GPUs or Ray tasks.
 
 A note's embedding is the cell's weights applied to the four corner embeddings in float64 (rounded once to
-float32), and its seed is a hash of the cell's weights over the distinct corners, the pitch, the velocity and
+float32); so are its source's levels (linear amplitudes of each harmonic and noise band, analysed from the
+corners' audio) when the request asks for analysed levels, so a cell's source is a crossfade of its corners'
+spectra; its seed is a hash of the cell's weights over the distinct corners, the pitch, the velocity and
 the user's seed: identical notes get identical seeds, whatever shard they fall in.
 """
 from __future__ import annotations
@@ -45,8 +47,11 @@ class Plan:
     seeds: np.ndarray         # int64 [P, V, U]
     corner_emb: np.ndarray    # float32 [4, P, V, F, E]
     target_rms: np.ndarray    # float64 [P, V]: the level every cell is brought to
+    corner_harmonics: np.ndarray | None = None  # float16 [4, P, V, F, H]: analysed harmonic amplitudes, or None
+    corner_noise: np.ndarray | None = None      # float16 [4, P, V, F, K]: analysed noise band amplitudes, or None
 
     ARRAYS = ("cell_index", "weights", "seeds", "corner_emb", "target_rms")
+    OPTIONAL = ("corner_harmonics", "corner_noise")
 
     @property
     def n_cells(self) -> int:
@@ -69,13 +74,22 @@ class Plan:
         u = self.n_cells
         return n // (len(self.velocities) * u), (n // u) % len(self.velocities), n % u
 
-    def shard_inputs(self, i: int) -> tuple[np.ndarray, list[int], np.ndarray]:
-        """-> (embeddings float32 [n, F, E], seeds [n], MIDI pitches int64 [n]) of shard i's notes."""
+    def shard_inputs(self, i: int) -> tuple[np.ndarray, list[int], np.ndarray, tuple | None]:
+        """-> (embeddings float32 [n, F, E], seeds [n], MIDI pitches int64 [n], the source's levels: harmonic
+        amplitudes float32 [n, F, H] and noise band amplitudes [n, F, K] or None; None when not analysed) of shard
+        i's notes."""
         p, v, u = self.note_coords(self.shard_notes(i))
         w = self.weights[u]                                   # [n, 4]
-        corners = self.corner_emb[:, p, v].astype(np.float64)  # [4, n, F, E]
-        emb = sum(w[:, k, None, None] * corners[k] for k in range(4))
-        return emb.astype(np.float32), [int(s) for s in self.seeds[p, v, u]], np.asarray(self.pitches, np.int64)[p]
+
+        def mix(corner_values):  # [4, P, V, F, X] -> the notes' cells' weighted sums float32 [n, F, X]
+            corners = corner_values[:, p, v].astype(np.float64)
+            return sum(w[:, k, None, None] * corners[k] for k in range(4)).astype(np.float32)
+
+        levels = None
+        if self.corner_harmonics is not None:
+            levels = (mix(self.corner_harmonics), None if self.corner_noise is None else mix(self.corner_noise))
+        seeds = [int(s) for s in self.seeds[p, v, u]]
+        return mix(self.corner_emb), seeds, np.asarray(self.pitches, np.int64)[p], levels
 
     def block_notes(self, p_idx: int, v_idx: int) -> range:
         """Note indices of all unique cells at one pitch and velocity."""
@@ -94,4 +108,4 @@ class Plan:
     def from_parts(cls, header: dict, arrays: dict) -> "Plan":
         fields = {k: header[k] for k in ("key", "request", "shard_size", "pitches", "velocities", "grid", "length",
                                          "sample_rate", "corner_names")}
-        return cls(**fields, **{k: arrays[k] for k in cls.ARRAYS})
+        return cls(**fields, **{k: arrays[k] for k in cls.ARRAYS + cls.OPTIONAL if k in arrays})

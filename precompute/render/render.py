@@ -43,6 +43,7 @@ DEFAULT_VELOCITIES = [25, 50, 75, 100, 127]
 ORIGINAL_PITCHES = list(range(24, 85, 4))
 ORIGINAL_VELOCITIES = [127]
 BACKENDS = ("torch", "onnxruntime")
+SOURCES = ("analysed", "predicted")  # a harmonic source's levels: read from the corners' audio, or from the embeddings
 RAY_GPU_BATCH = 256  # --batch auto with --ray on GPUs: the driver cannot see the workers' free memory
 
 
@@ -67,9 +68,11 @@ def corner_id(corner: Corner) -> str:
 
 
 def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder, *, grid: int, length: int,
-                 interpolation: str, sampling: Sampling, backend: str, dtype: torch.dtype = torch.float32) -> dict:
+                 interpolation: str, sampling: Sampling, backend: str, dtype: torch.dtype = torch.float32,
+                 source: str = "analysed") -> dict:
     """What decides every sample of the bank (its hash names the plan; a job folder holds one), the decoding
-    dtype included: a job begun in bf16 (a GPU) is not finished in fp32 (a CPU without bf16), nor the reverse."""
+    dtype included: a job begun in bf16 (a GPU) is not finished in fp32 (a CPU without bf16), nor the reverse.
+    source: how a model with a harmonic source gets its levels (SOURCES; not recorded for a model without)."""
     request = {"corners": [{"name": c.name, "audio_sha256": corner_id(c), "filled": len(c.fill_report)}
                            for c in corners],
                "model": {"name": run.resolve().name, "config_hash": model.cfg.hash(),
@@ -79,11 +82,14 @@ def make_request(corners: Sequence[Corner], run: Path, model: WaveNetAutoencoder
                **sampling.request(), "backend": backend}
     if dtype != torch.float32:  # likewise for plans decoded in fp32
         request["dtype"] = str(dtype).removeprefix("torch.")
+    if model.cfg.source_bands:
+        request["source"] = source
     return request
 
 
 def make_plan(request: dict, corners: Sequence[Corner], encoder, *, hop: int, shard_size: int) -> Plan:
-    """Encode the corners and lay out every unique note."""
+    """Encode the corners (and analyse their source's levels, when the request asks), and lay out every unique
+    note."""
     pitches, velocities, n = request["pitches"], request["velocities"], request["grid"]
     audio = np.stack([c.audio for c in corners])  # [4, P, V, L]
     length = audio.shape[-1]
@@ -91,6 +97,12 @@ def make_plan(request: dict, corners: Sequence[Corner], encoder, *, hop: int, sh
     padded[..., :length] = audio
     emb = encoder.encode(padded.reshape(-1, padded.shape[-1]))
     corner_emb = emb.reshape(audio.shape[:3] + emb.shape[1:]).astype(np.float32)
+    harmonics = noise = None
+    if request.get("source") == "analysed":
+        pitch = np.broadcast_to(np.asarray(pitches)[None, :, None], audio.shape[:3]).reshape(-1).copy()
+        harmonics, noise = encoder.analyse(padded.reshape(-1, padded.shape[-1]), emb, pitch)
+        harmonics = harmonics.reshape(audio.shape[:3] + harmonics.shape[1:])
+        noise = None if noise is None else noise.reshape(audio.shape[:3] + noise.shape[1:])
     weights = grid_weights(n, request["interpolation"])
     keys, index = unique_cells(weights, [c["audio_sha256"] for c in request["corners"]])
     first = [np.argwhere(index == u)[0] for u in range(len(keys))]
@@ -101,7 +113,7 @@ def make_plan(request: dict, corners: Sequence[Corner], encoder, *, hop: int, sh
     return Plan(key=request_key(request), request=request, shard_size=shard_size, pitches=list(pitches),
                 velocities=list(velocities), grid=n, length=length, sample_rate=request["sample_rate"],
                 corner_names=[c["name"] for c in request["corners"]], cell_index=index, weights=weights_u,
-                seeds=seeds, corner_emb=corner_emb, target_rms=target)
+                seeds=seeds, corner_emb=corner_emb, target_rms=target, corner_harmonics=harmonics, corner_noise=noise)
 
 
 def _onnx_dir(job: Job, model: WaveNetAutoencoder) -> Path:
@@ -147,14 +159,16 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                 device: str | None = None, sampling: Sampling | None = None,
                 backend: str = "torch", job: str | os.PathLike | None = None, keep_job: bool = False,
                 ray: str | None = None, threads: int | None = None, quiet: bool = False,
-                rerender: bool = False) -> BankInfo | None:
+                rerender: bool = False, source: str = "analysed") -> BankInfo | None:
     """Render (or finish rendering) a bank at `out`. Corners in the order bottom-left, bottom-right, top-left,
     top-right. Under torchrun every rank calls this; rank 0 returns the BankInfo, the others None.
     sampling: how notes are decoded, its seed mixed into every note's (None: as the model's config recommends,
     seed 0: Sampling.resolve). threads: torch's CPU threads (None: precompute.threads.choose_threads, the idle
     physical cores). A bank at `out` already rendered from these settings is returned as it is (`finished_bank`)
-    unless `rerender`."""
-    _check_settings(corners, interpolation=interpolation, backend=backend, length=length, batch=batch, grid=grid)
+    unless `rerender`. source: for a model with a harmonic source, its levels analysed from the corners' audio
+    and crossfaded between them ("analysed"), or predicted from each cell's embeddings ("predicted")."""
+    _check_settings(corners, interpolation=interpolation, backend=backend, length=length, batch=batch, grid=grid,
+                    source=source)
     sampling = Sampling.resolve(model) if sampling is None else sampling
     use_threads(threads)
     out, run = Path(out), Path(model)
@@ -175,7 +189,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
                                   sample_rate=net.cfg.sample_rate)
             check_corner_set(loaded, length=samples, sample_rate=net.cfg.sample_rate)
             request = make_request(loaded, run, net, grid=grid, length=samples, interpolation=interpolation,
-                                   sampling=sampling, backend=backend, dtype=dtype)
+                                   sampling=sampling, backend=backend, dtype=dtype, source=source)
             finished = None if rerender else finished_bank(out, request)
             if finished is None or job.path.exists():
                 stack.enter_context(job.lock())
@@ -207,7 +221,7 @@ def render_bank(corners: Sequence[str], model: str | os.PathLike, out: str | os.
 
 
 def _check_settings(corners: Sequence[str], *, interpolation: str, backend: str, length: float,
-                    batch: int | None, grid: int) -> None:
+                    batch: int | None, grid: int, source: str) -> None:
     """Refuse settings no render can use, before anything is loaded."""
     if len(corners) != 4:
         raise NsynthError(f"a bank needs 4 corners (bottom-left, bottom-right, top-left, top-right), got {len(corners)}")
@@ -215,6 +229,8 @@ def _check_settings(corners: Sequence[str], *, interpolation: str, backend: str,
         raise NsynthError(f"unknown interpolation {interpolation!r}; choose one of {', '.join(MODES)}")
     if backend not in BACKENDS:
         raise NsynthError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if source not in SOURCES:
+        raise NsynthError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if not length > 0 or (batch is not None and batch < 1) or grid < 2:
         raise NsynthError(f"bad settings: length {length} s, batch {batch}, grid {grid}")
 
@@ -306,6 +322,8 @@ def _assemble_bank(job: Job, plan: Plan, out: Path, net: WaveNetAutoencoder, sam
     extra = {"interpolation": interpolation, "greedy": sampling.greedy, "temperature": sampling.temperature,
              "quantile": sampling.quantile, "seed": sampling.seed, "backend": backend, "unique_cells": plan.n_cells,
              "plan": plan.key[:16], "corners_filled": {c["name"]: c["filled"] for c in plan.request["corners"]}}
+    if "source" in plan.request:
+        extra["source"] = plan.request["source"]
     model_name = f"{plan.request['model']['name']}@{plan.request['model']['weights_sha256'][:12]}"
     info = assemble(job, plan, out, model=model_name, config_hash=net.cfg.hash(), extra=extra)
     if not keep_job:
@@ -364,6 +382,9 @@ def configure(parser) -> None:
                              "(0.5: the median)")
     parser.add_argument("--seed", type=int, default=0, help="mixed into every note's seed")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument("--source", choices=SOURCES, default="analysed",
+                        help="a model with a harmonic source: its levels analysed from the corners' audio and "
+                             "crossfaded over the grid (default), or predicted from each cell's embeddings")
     parser.add_argument("--job", default=None, help="job folder (default: BANK.job beside the bank)")
     parser.add_argument("--keep-job", action="store_true", help="keep the job folder after the bank is written")
     parser.add_argument("--rerender", action="store_true",
@@ -385,7 +406,8 @@ def configure(parser) -> None:
         info = render_bank(a.corners, a.model, a.out, grid=a.grid, pitches=pitches, velocities=velocities,
                            length=a.length, interpolation=a.interpolation, batch=batch, device=a.device,
                            sampling=sampling, backend=a.backend, job=a.job,
-                           keep_job=a.keep_job, ray=a.ray, threads=a.threads, quiet=a.quiet, rerender=a.rerender)
+                           keep_job=a.keep_job, ray=a.ray, threads=a.threads, quiet=a.quiet, rerender=a.rerender,
+                           source=a.source)
         if info is not None:
             print(a.out)
         return 0

@@ -94,8 +94,9 @@ def _worker_backend(payload: tuple):
 
 def render_shard(backend, plan: Plan, i: int, sampling: Sampling, progress=None) -> np.ndarray:
     """Decode shard i of the plan (its notes at once, with their seeds) -> codes int8 [notes, length]."""
-    emb, seeds, pitch = plan.shard_inputs(i)
-    return backend.decode(emb, seeds, length=plan.length, sampling=sampling, pitch=pitch, progress=progress)
+    emb, seeds, pitch, levels = plan.shard_inputs(i)
+    return backend.decode(emb, seeds, length=plan.length, sampling=sampling, pitch=pitch, progress=progress,
+                          levels=levels)
 
 
 def _ray_task(payload: tuple, plan: Plan, i: int, sampling: Sampling) -> np.ndarray:

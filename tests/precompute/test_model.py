@@ -4,7 +4,7 @@ import torch
 
 from precompute.config import PRESETS, ModelConfig, preset
 from precompute.generate import generate
-from precompute.model import WaveNetAutoencoder, shift, source_signal
+from precompute.model import SourceLevels, WaveNetAutoencoder, shift, source_signal
 from precompute.mulaw import codes_to_input, mulaw_decode, mulaw_encode
 from precompute.sampling import GREEDY
 
@@ -323,3 +323,49 @@ def test_source_noise_needs_a_source_and_leaves_other_configs_as_they_were():
     assert noisy.to_dict()["source_noise"] == 32 and noisy.hash() != plain.hash()
     assert ModelConfig.from_dict(noisy.to_dict()) == noisy
     assert WaveNetAutoencoder(noisy).decoder.source.net[-1].out_features == 48 + 16 + 32
+
+
+def _steady_notes(amps, pitch, length):
+    """Notes of steady harmonics of known amplitudes amps [B, H'] at MIDI pitches [B] -> float64 audio [B, length]."""
+    t = torch.arange(length, dtype=torch.float64)
+    f0 = 440.0 * 2 ** ((torch.as_tensor(pitch).double() - 69) / 12)
+    h = torch.arange(1, amps.shape[1] + 1, dtype=torch.float64)
+    return (amps.double()[:, None, :] * torch.sin(2 * np.pi * f0[:, None, None] * h * t[:, None] / 16000)).sum(-1)
+
+
+@torch.no_grad()
+def test_a_whole_note_is_analysed_in_every_frame():
+    """A render's corners are whole notes, silent before and after: every frame's levels are read from the audio,
+    the first and last too (windows half over the silence: lower than the steady middle), and none is left to
+    the prediction. Oracle: steady sines of known amplitudes."""
+    model = WaveNetAutoencoder(preset("tiny", source_bands=6, source_noise=4))
+    amps = torch.tensor([[0.3, 0.1, 0.05, 0.0], [0.2, 0.0, 0.02, 0.01]])
+    pitch = torch.tensor([57, 64])
+    frames = 10
+    audio = _steady_notes(amps, pitch, frames * 512).float()
+    note = model.decoder.note_excitation(pitch, torch.zeros(2, frames, 16))
+    got = note.analysed(audio, whole=True).levels()
+    assert got.harmonics.shape[:2] == (2, frames) and got.noise.shape == (2, frames, 4)
+    assert (got.harmonics[:, 2:-2, :4] - amps[:, None]).abs().max() < 2e-3
+    assert (got.harmonics[:, [0, -1], 0] < 0.8 * amps[:, None, 0]).all()
+    assert (got.harmonics[:, [0, -1], 0] > 0.2 * amps[:, None, 0]).all()
+    predicted = note.levels().harmonics[..., 0]  # the new MLP's 0.01: no frame is left as predicted
+    assert ((got.harmonics[..., 0] - predicted).abs() > 0.03).all()
+    with pytest.raises(ValueError, match="5120 samples, got 5000"):
+        note.analysed(audio[:, :5000], whole=True)
+
+
+@torch.no_grad()
+def test_given_levels_make_the_source():
+    """NoteExcitation.given: the source becomes the harmonics at the levels given (oracle: the sines summed
+    directly, from phase 0), whatever the MLP predicted; the note's own levels given back change nothing."""
+    model = WaveNetAutoencoder(preset("tiny", source_bands=6))
+    pitch = torch.tensor([57, 64])
+    note = model.decoder.note_excitation(pitch, torch.randn(2, 4, 16))
+    t = torch.arange(2048)
+    assert torch.allclose(note.given(note.levels()).source(t), note.source(t), atol=1e-9)
+    amps = torch.tensor([[0.3, 0.1, 0.05], [0.2, 0.0, 0.02]])
+    wide = torch.zeros(2, 4, 40)  # more harmonics than either note has: the first H are read
+    wide[..., :3] = amps[:, None]
+    got = note.given(SourceLevels(wide, None)).source(t)
+    assert torch.allclose(got, _steady_notes(amps, pitch, 2048), atol=1e-6)
