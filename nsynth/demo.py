@@ -42,11 +42,15 @@ def demo(out: str | os.PathLike, run: str | os.PathLike | None = None, work: str
          quiet: bool = False, threads: int | None = None) -> Path:
     """The built-in default: render a small bank (four SoundFont corners, 3x3 grid, 7 pitches, 1 s notes) with
     the bundled model (decoded as its config recommends, on `threads` CPU threads: None chooses them,
-    precompute.threads), then play a phrase through the device engine while sweeping XY across the grid."""
+    precompute.threads), then play a phrase through the device engine while sweeping XY across the grid.
+    out: the WAV, or a folder (an existing one, or a name without a suffix) to write demo.wav into; the bank and
+    the phrase go beside the WAV, in a folder named after it."""
     from device.offline import render_midi
     from precompute.render.render import render_bank  # (torch: imported only when the demo runs)
 
     out = Path(out)
+    if out.is_dir() or not out.suffix:
+        out = out / "demo.wav"
     work = Path(work) if work else out.with_suffix("")
     work.mkdir(parents=True, exist_ok=True)
     bank = work / "bank"
@@ -58,7 +62,8 @@ def demo(out: str | os.PathLike, run: str | os.PathLike | None = None, work: str
 
 
 def configure_demo(p) -> None:
-    p.add_argument("-o", "--out", default="demo/demo.wav", help="output WAV (default: demo/demo.wav)")
+    p.add_argument("-o", "--out", default="demo/demo.wav",
+                   help="output WAV, or a folder to write demo.wav into (default: demo/demo.wav)")
     p.add_argument("--model", default=None, help="run folder (default: the bundled model, models/compact)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: the idle physical cores, at least 1; see docs/performance.md)")
