@@ -2,7 +2,7 @@
 
     python bench/threads.py [--rounds 5] [--steps 64]
 
-For the bundled `compact` preset at batch 1 (`nsynth decode`) and 32 (`nsynth render`'s CPU batch) and the `small`
+For the bundled `compact` preset at batch 1 (`nsynth decode`) and CPU_BATCH (`nsynth render`'s CPU batch) and the `small`
 preset at batch 64: samples/s of the packed stepper (precompute/stepper.py) with 1, 2, ... threads up to the
 physical cores and torch's default count, in interleaved rounds (best and median round). Prints the load and the
 count choose_threads() gives now, and how that count did against torch's default. Ends with one JSON line.
@@ -25,10 +25,10 @@ from bench.generate import cpu_name  # noqa: E402
 from precompute.config import preset  # noqa: E402
 from precompute.model import WaveNetAutoencoder  # noqa: E402
 from precompute.sampling import GREEDY  # noqa: E402
-from precompute.stepper import Stepper  # noqa: E402
+from precompute.stepper import CPU_BATCH, Stepper  # noqa: E402
 from precompute.threads import choose_threads, physical_cores  # noqa: E402
 
-CASES = (("compact", 1), ("compact", 32), ("small", 64))
+CASES = (("compact", 1), ("compact", CPU_BATCH), ("small", 64))
 
 
 @torch.inference_mode()

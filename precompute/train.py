@@ -23,6 +23,7 @@ SOURCE_TERMS = ("source", "noise")  # the losses a source adds beside "ce" (Wave
 PROBE = (5, 25)  # with a time budget: the steps of this call between which the step rate is measured
 BUDGET_USE = 0.9  # fraction of the remaining budget planned for steps (validation and checkpoints take the rest)
 CURVES = "loss.png"
+CURVE_MEAN = 50  # steps in the running mean drawn over each training curve
 INIT_WARMUP = 100  # --warmup default of a warm-started run
 # The paper's schedule (200k steps): lr multipliers after these fractions of the run.
 SCHEDULE = [(0.0, 1.0), (90 / 200, 1.33 / 2), (120 / 200, 0.6 / 2), (150 / 200, 0.4 / 2), (180 / 200, 0.2 / 2)]
@@ -156,12 +157,18 @@ def plot_curves(history: dict, path: Path) -> None:
         curves += [(term, f"{term} (train)", "-"), (f"valid_{term}", f"{term} (valid)", "o-")]
     for key, label, style in curves:
         if history.get(key):
-            s, l = zip(*history[key])
-            ax.plot(s, l, style, label=label, alpha=0.8 if style == "-" else 1.0)
+            s, l = (np.asarray(v, dtype=float) for v in zip(*history[key]))
+            if style == "o-":
+                ax.plot(s, l, style, label=label)
+                continue
+            line, = ax.plot(s, l, "-", alpha=0.2)  # every step, faint; its running mean over it
+            k = min(CURVE_MEAN, len(l))
+            ax.plot(s[k - 1:], np.convolve(l, np.ones(k) / k, "valid"), "-", color=line.get_color(),
+                    label=f"{label}, mean of {k} steps")
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats / sample); source, noise: |log-amplitude error|")
+    ax.set_ylabel("cross-entropy (nats / sample);\nsource, noise: |log-amplitude error|")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

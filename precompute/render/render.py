@@ -371,7 +371,7 @@ def configure(parser) -> None:
     parser.add_argument("--interpolation", choices=MODES, default="bilinear",
                         help="bilinear weights (default) or the original's 1 - distance")
     parser.add_argument("--batch", default="auto", help="notes decoded at once (= shard size): a number, or auto "
-                                                        "(from free GPU memory; 32 on CPU)")
+                                                        f"(from free GPU memory; {CPU_BATCH} on CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--greedy", action="store_true", default=None, help="argmax instead of sampling")
     parser.add_argument("--temperature", type=float, default=None,
