@@ -264,13 +264,12 @@ def main() -> None:
             probes[name] = probe(encode(net, train_audio)[:, frames].mean(1), train_family,
                                  encode(net, test_audio)[:, frames].mean(1), test_family)
             source = source_corners(net, emb, pitches, originals.shape[-1])
-            if source is not None and name == "model":
-                rows["model_predicted"] = {**measure(render(corners, model, Path(tmp) / "predicted", pitches,
-                                                            args.velocity, args.threads, "predicted"),
-                                                     originals, pitches), "embedding_ratio": float("nan")}
             if source is not None:  # where timbre is lost: before the decoder, or in it?
                 rows[f"{name}_source"] = {**measure(source, originals, pitches), "embedding_ratio": float("nan")}
-                if name == "model":  # the source's ceiling: its parameters analysed from the originals
+                if name == "model":  # its bank with the source predicted; the source's ceiling, from the originals
+                    rows["model_predicted"] = {**measure(render(corners, model, Path(tmp) / "predicted", pitches,
+                                                                args.velocity, args.threads, "predicted"),
+                                                         originals, pitches), "embedding_ratio": float("nan")}
                     analysed = source_corners(net, emb, pitches, originals.shape[-1], originals)
                     rows["analysed_source"] = {**measure(analysed, originals, pitches), "embedding_ratio": float("nan")}
     keys = ("timbre_corner", "separation", "hnr_gap", "pitch_all", "conditioning_pull")

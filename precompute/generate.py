@@ -88,9 +88,7 @@ class BatchDecoding:
         self.stepper = Stepper(decoder, emb.shape[0], chunk=self.steps, sampling=sampling, dtype=dtype,
                                device=emb.device)
         self.frames = emb.transpose(0, 1).to(dtype).contiguous()  # [F, B, E]
-        self.note_exc = decoder.note_excitation(pitch, emb)
-        if levels is not None and self.note_exc is not None and self.note_exc.log_amps is not None:
-            self.note_exc = self.note_exc.given(levels)
+        self.note_exc = decoder.note_excitation(pitch, emb, levels)
         self.run = self.stepper.run_chunk
         if graph:
             self.stepper.set_frame(self.frames[0])

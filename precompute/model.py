@@ -364,9 +364,11 @@ class SourceLevels(NamedTuple):
 class NoteExcitation:
     """What the decoder's excitation needs of a batch of notes, computed once per batch: the sines' rates
     [B, harmonics] and the source's rates [B, H] and log-amplitudes [B, F, H] (None without a source), and its
-    noise bands' log-amplitudes [B, F, source_noise] (None without noise)."""
+    noise bands' log-amplitudes [B, F, source_noise] (None without noise). `levels`, for a source: its levels
+    given instead of predicted (`given`)."""
 
-    def __init__(self, cfg: ModelConfig, pitch: torch.Tensor, source_params: torch.Tensor | None = None):
+    def __init__(self, cfg: ModelConfig, pitch: torch.Tensor, source_params: torch.Tensor | None = None,
+                 levels: SourceLevels | None = None):
         self.cfg = cfg
         self.rates = excitation_rates(pitch, cfg.harmonics, cfg.sample_rate)
         self.src_rates = self.log_amps = self.noise_log_amps = None
@@ -377,6 +379,8 @@ class NoteExcitation:
             self.log_amps = harmonic_log_amps(source_params.detach(), self.src_rates, cfg)
             if cfg.source_noise:
                 self.noise_log_amps = noise_log_amps(source_params.detach(), cfg)
+            if levels is not None:
+                self._take(levels)
 
     def at(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:
         """Sample indices t [T] or [B, T] -> the excitation [B, T, exc_width] float64: from phase 0 (generation),
@@ -427,10 +431,13 @@ class NoteExcitation:
         its corners' analysed ones): harmonic amplitudes [B, F, >= H] (the first H are read) and noise band
         amplitudes [B, F, noise] (None: as predicted)."""
         note = copy.copy(self)
-        note.log_amps = levels.harmonics[..., :self.src_rates.shape[1]].clamp_min(1e-12).log().to(self.log_amps)
-        if levels.noise is not None and self.noise_log_amps is not None:
-            note.noise_log_amps = levels.noise.clamp_min(1e-12).log().to(self.noise_log_amps)
+        note._take(levels)
         return note
+
+    def _take(self, levels: SourceLevels) -> None:
+        self.log_amps = levels.harmonics[..., :self.src_rates.shape[1]].clamp_min(1e-12).log().to(self.log_amps)
+        if levels.noise is not None and self.noise_log_amps is not None:
+            self.noise_log_amps = levels.noise.clamp_min(1e-12).log().to(self.noise_log_amps)
 
     def source(self, t: torch.Tensor, align: torch.Tensor | None = None) -> torch.Tensor:
         """Sample indices t [T] or [B, T] -> the source [B, T] float64 (harmonics from phase 0, or in phase with
@@ -526,15 +533,17 @@ class Decoder(nn.Module):
         return self._stack(x, lambda c: frames[..., c].repeat_interleave(hop, dim=1)[:, :t],
                            lambda k, h: (shift(h, periods[k]), shift(h, periods[k] // 2)), exc)
 
-    def note_excitation(self, pitch: torch.Tensor | None, emb: torch.Tensor | None = None
-                        ) -> NoteExcitation | None:
-        """MIDI pitches [B] (and embeddings [B, F, E], for a source) -> their NoteExcitation; None without one."""
+    def note_excitation(self, pitch: torch.Tensor | None, emb: torch.Tensor | None = None,
+                        levels: SourceLevels | None = None) -> NoteExcitation | None:
+        """MIDI pitches [B] (and embeddings [B, F, E], for a source; its levels, when given rather than predicted)
+        -> their NoteExcitation; None without one."""
         if not self.cfg.exc_width:
             return None
         if pitch is None:
             raise ValueError(f"a decoder with {self.cfg.exc_width} excitation channels needs the notes' pitches")
         pitch = torch.as_tensor(pitch).to(self.start.weight.device)
-        return NoteExcitation(self.cfg, pitch, None if self.source is None or emb is None else self.source(emb))
+        return NoteExcitation(self.cfg, pitch, None if self.source is None or emb is None else self.source(emb),
+                              levels)
 
     def excitation(self, pitch: torch.Tensor | None, t: torch.Tensor, align: torch.Tensor | None = None,
                    emb: torch.Tensor | None = None) -> torch.Tensor | None:

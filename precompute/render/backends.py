@@ -142,9 +142,9 @@ class OnnxBackend:
             raise ValueError(f"length {length} needs {-(-length // self.hop)} frames, got {emb.shape[1]}")
         pitch = check_pitch(self.cfg, pitch, n)
         cond, *source = self.sessions["project"].run(None, {"embeddings": emb})
-        note_exc = None if pitch is None else NoteExcitation(self.cfg, pitch, torch.from_numpy(source[0]) if source else None)
-        if levels is not None and note_exc is not None and note_exc.log_amps is not None:
-            note_exc = note_exc.given(_torch_levels(levels, torch.device("cpu")))
+        note_exc = None if pitch is None else NoteExcitation(
+            self.cfg, pitch, torch.from_numpy(source[0]) if source else None,
+            None if levels is None else _torch_levels(levels, torch.device("cpu")))
         state = {name: np.zeros((shape[0], n, shape[2]), np.float32) for name, shape in self.state_inputs}
         step = self.sessions["step"]
         noise = _NoteNoise(seeds, torch.device("cpu"), sampling.quantile) if sampling.draws else None

@@ -95,12 +95,13 @@ def make_plan(request: dict, corners: Sequence[Corner], encoder, *, hop: int, sh
     length = audio.shape[-1]
     padded = np.zeros(audio.shape[:-1] + (-(-length // hop) * hop,), np.float32)
     padded[..., :length] = audio
-    emb = encoder.encode(padded.reshape(-1, padded.shape[-1]))
+    notes = padded.reshape(-1, padded.shape[-1])  # [4 * P * V, L']
+    emb = encoder.encode(notes)
     corner_emb = emb.reshape(audio.shape[:3] + emb.shape[1:]).astype(np.float32)
     harmonics = noise = None
     if request.get("source") == "analysed":
         pitch = np.broadcast_to(np.asarray(pitches)[None, :, None], audio.shape[:3]).reshape(-1).copy()
-        harmonics, noise = encoder.analyse(padded.reshape(-1, padded.shape[-1]), emb, pitch)
+        harmonics, noise = encoder.analyse(notes, emb, pitch)
         harmonics = harmonics.reshape(audio.shape[:3] + harmonics.shape[1:])
         noise = None if noise is None else noise.reshape(audio.shape[:3] + noise.shape[1:])
     weights = grid_weights(n, request["interpolation"])
